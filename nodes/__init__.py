@@ -1,0 +1,12 @@
+"""ComfyUI glue. Each module exports its own NODE_CLASS_MAPPINGS; they are merged here.
+
+ComfyUI modules (comfy, folder_paths, server, latent_preview) are imported only
+inside functions, at the point of use, so these modules import anywhere.
+"""
+from . import loaders, lora, samplers, vae
+
+NODE_CLASS_MAPPINGS = {}
+NODE_DISPLAY_NAME_MAPPINGS = {}
+for _module in (loaders, samplers, vae, lora):
+    NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
+    NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)

@@ -1,0 +1,3 @@
+"""(in progress)"""
+NODE_CLASS_MAPPINGS = {}
+NODE_DISPLAY_NAME_MAPPINGS = {}
