@@ -1,0 +1,378 @@
+"""The dual-expert sampling loop: one trajectory, the official switch, one expert in memory.
+
+``sample()`` runs every Wan 2.2 task through one loop (spec §1.3, §3, §5):
+
+* one sigma schedule and one solver object for the whole run. The high-noise expert
+  runs the leading steps whose model timestep is at least ``boundary * 1000`` (or the
+  first ``switch_step`` steps), then the low-noise expert continues from the very
+  latent the last high step produced, with the solver's multistep history intact;
+  nothing is re-noised or fully denoised at the switch;
+* classifier-free guidance per expert, ``v = v_u + cfg * (v_c - v_u)``; cfg 1 skips the
+  unconditional pass. Conditional and unconditional passes run separately (as the
+  official code does), so the two contexts may have different lengths;
+* T2V; I2V-A14B (``[x, mask, image latent]`` channel concat, ``i2v=``); TI2V-5B text- or
+  image-to-video (``noise_mask=``: kept cells get timestep 0 and are written back after
+  every step);
+* memory through ``engine.residency``: by default only the expert that runs sits on
+  the compute device.
+
+Latents come in and go out *raw* (as the VAE makes them, ComfyUI's LATENT "samples");
+the loop works on normalised latents. Noise is drawn on CPU from ``seed`` exactly as
+ComfyUI's KSampler does, so a seed means the same noise here and there.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Union
+
+import torch
+
+from .conditioning import I2VConditioning, hold, noise_mask_for, token_timesteps
+from .latents import denormalize, normalize
+from .residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
+from .schedule import Schedule, make_schedule, resolve_switch_step
+from .solvers import SOLVERS, make_solver
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("t2v_a14b", "i2v_a14b", "ti2v_5b")
+TEXT_DIM = 4096  # umT5-XXL hidden size
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Official inference defaults of one model (OFF ``wan/configs``, spec §1.2)."""
+
+    steps: int
+    shift: float
+    cfg_high: float
+    cfg_low: float
+    boundary: Optional[float]  # None: single model, no switch
+
+
+OFFICIAL = {
+    "t2v_a14b": Preset(steps=40, shift=12.0, cfg_high=4.0, cfg_low=3.0, boundary=0.875),
+    "i2v_a14b": Preset(steps=40, shift=5.0, cfg_high=3.5, cfg_low=3.5, boundary=0.900),
+    "ti2v_5b": Preset(steps=50, shift=5.0, cfg_high=5.0, cfg_low=5.0, boundary=None),
+}
+
+
+class SamplingError(ValueError):
+    """Inputs that disagree with each other or with the model; the message says how to fix it."""
+
+
+class SamplingCancelled(RuntimeError):
+    """Raised between steps when the ``cancel`` check asks to stop."""
+
+
+@dataclass
+class StepInfo:
+    """What the progress callback gets after each step (tensors are normalised latents)."""
+
+    step: int  # index of the step just finished, 0-based
+    total: int
+    expert: str  # "high" or "low"
+    sigma: float
+    timestep: float
+    latent: torch.Tensor  # x after this step
+    x0: torch.Tensor  # the data estimate this step's model call made
+
+
+@dataclass
+class SampleResult:
+    """The final raw latent and how the run was routed."""
+
+    latent: torch.Tensor  # raw (un-normalised) latent on CPU, float32
+    switch_step: int  # steps [0, switch_step) ran on the high-noise expert
+    boundary: Optional[float]
+    schedule: Schedule
+    solver: str
+    variant: str
+    expert_steps: dict = field(default_factory=dict)
+
+    @property
+    def steps(self) -> int:
+        return self.schedule.steps
+
+    def switch_info(self) -> dict:
+        """JSON-ready summary for the UI: switch step, boundary, sigmas and timesteps."""
+        return {
+            "switch_step": self.switch_step,
+            "steps": self.steps,
+            "boundary": self.boundary,
+            "sigmas": [float(s) for s in self.schedule.sigmas],
+            "timesteps": [float(t) for t in self.schedule.timesteps],
+        }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    variant: str
+    schedule: Schedule
+    switch_step: int
+    boundary: Optional[float]
+
+    def role(self, i: int) -> str:
+        return "high" if i < self.switch_step else "low"
+
+
+# ----------------------------------------------------------------- validation
+
+
+def model_variant(handle: ModelHandle) -> str:
+    """``"t2v_a14b" | "i2v_a14b" | "ti2v_5b"`` from the handle's config (or its shapes)."""
+    config = handle.config
+    variant = getattr(config, "variant", None) or handle.info.get("variant")
+    if variant is None and config is not None:
+        in_dim, out_dim = getattr(config, "in_dim", None), getattr(config, "out_dim", None)
+        variant = "ti2v_5b" if out_dim == 48 else "i2v_a14b" if in_dim == 36 else "t2v_a14b"
+    if variant not in VARIANTS:
+        raise SamplingError(f"{handle.name}: unknown model variant {variant!r}; expected one of {VARIANTS}")
+    return variant
+
+
+def _check_experts(high: ModelHandle, low: Optional[ModelHandle]) -> str:
+    variant = model_variant(high)
+    if low is None:
+        return variant
+    if variant == "ti2v_5b":
+        raise SamplingError(
+            "TI2V-5B is a single model, but a low_noise_model was connected too. Disconnect low_noise_model "
+            "(TI2V-5B runs every step on the model connected to high_noise_model)."
+        )
+    low_variant = model_variant(low)
+    if low_variant != variant:
+        raise SamplingError(
+            f"the experts come from different models: high_noise_model is {variant}, low_noise_model is "
+            f"{low_variant}. Load the high- and low-noise files of the same model (both T2V-A14B or both I2V-A14B)."
+        )
+    if high.info.get("role") == "low_noise" and low.info.get("role") == "high_noise":
+        raise SamplingError(
+            f"the experts look swapped: {high.name} (a low-noise expert) is connected to high_noise_model and "
+            f"{low.name} (a high-noise expert) to low_noise_model. Swap the two connections."
+        )
+    return variant
+
+
+def _check_latent(latent: torch.Tensor, high: ModelHandle, variant: str, i2v: Any, noise_mask: Any) -> None:
+    if latent.ndim != 5:
+        raise SamplingError(f"expected a video latent [B, C, T, H, W], got shape {tuple(latent.shape)}")
+    _, channels, frames, height, width = latent.shape
+    config = high.config
+    in_dim = getattr(config, "in_dim", None)
+    out_dim = getattr(config, "out_dim", channels)
+    if variant == "i2v_a14b" and i2v is None:
+        raise SamplingError(
+            "I2V-A14B needs a start image: feed positive/negative/latent from Wan22DuoI2VConditioning "
+            "(or ComfyUI's WanImageToVideo), which add the image latent and mask."
+        )
+    if variant != "i2v_a14b" and i2v is not None:
+        raise SamplingError(
+            f"image conditioning (concat_latent_image) was given to a {variant} model, which takes no image "
+            "channels. Use the I2V-A14B experts, or drop the I2V conditioning node."
+        )
+    if noise_mask is not None and variant != "ti2v_5b":
+        raise SamplingError(
+            f"the latent carries a noise_mask, which only TI2V-5B uses (to keep its frame-0 image); a "
+            f"{variant} model cannot honour it. For I2V-A14B use Wan22DuoI2VConditioning; otherwise start "
+            "from an empty latent."
+        )
+    extra = 20 if i2v is not None else 0
+    if in_dim is not None and channels + extra != in_dim:
+        hint = "TI2V-5B takes 48-channel Wan 2.2 VAE latents" if in_dim == 48 else (
+            "the A14B experts take 16-channel Wan 2.1 VAE latents")
+        raise SamplingError(
+            f"the latent has {channels} channels{' (+20 image channels)' if extra else ''} but {high.name} "
+            f"expects {in_dim} input channels ({variant}); {hint}. Make the latent with the node for this model."
+        )
+    if out_dim != channels:
+        raise SamplingError(f"{high.name} outputs {out_dim} channels but the latent has {channels}")
+    if frames < 1 or height % 2 or width % 2:
+        raise SamplingError(
+            f"latent frames x height x width = {frames} x {height} x {width}: height and width must be even "
+            "(the DiT patches 2x2 latent cells); make the latent with the matching empty-latent node."
+        )
+
+
+def _check_context(name: str, context: torch.Tensor, batch: int, text_dim: int) -> torch.Tensor:
+    if not isinstance(context, torch.Tensor) or context.ndim != 3:
+        shape = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
+        raise SamplingError(f"{name} must be umT5 hidden states [B, L, {text_dim}], got {shape}")
+    if context.shape[-1] != text_dim:
+        raise SamplingError(
+            f"{name} has width {context.shape[-1]} but the model's text_dim is {text_dim}: encode the prompt "
+            "with the umT5-XXL text encoder (CLIPLoader type 'wan')."
+        )
+    if context.shape[0] not in (1, batch):
+        raise SamplingError(f"{name} has batch {context.shape[0]} but the latent has batch {batch}; use 1 or {batch}")
+    return context.expand(batch, -1, -1)
+
+
+def _plan(variant: str, low: Optional[ModelHandle], steps: int, shift: float, boundary: Optional[float],
+          switch_step: int, schedule: str) -> _Plan:
+    sched = make_schedule(schedule, steps, shift)
+    default = OFFICIAL[variant].boundary
+    if variant == "ti2v_5b":
+        if switch_step not in (-1, steps):
+            raise SamplingError(f"TI2V-5B is a single model and has no switch; set switch_step to -1 (got {switch_step})")
+        return _Plan(variant, sched, steps, None)
+    if boundary is None or boundary < 0:
+        boundary = default
+    k = resolve_switch_step(sched.timesteps, boundary, switch_step)
+    if k < steps and low is None:
+        raise SamplingError(
+            f"steps {k}..{steps - 1} of {steps} need the low-noise expert (switch at step {k}, boundary {boundary}), "
+            "but no low_noise_model is connected. Connect the low-noise expert, or set switch_step to "
+            f"{steps} to run every step on the high-noise expert."
+        )
+    return _Plan(variant, sched, k, boundary)
+
+
+# ---------------------------------------------------------------------- noise
+
+
+def make_noise(seed: int, shape: Sequence[int]) -> torch.Tensor:
+    """ComfyUI's KSampler noise for ``seed``: ``randn(shape)`` on CPU from ``manual_seed(seed)``.
+
+    A private generator seeded the same way as ``torch.manual_seed(seed)`` yields the
+    same numbers without touching the global RNG.
+    """
+    generator = torch.Generator(device="cpu")
+    generator.manual_seed(int(seed))
+    return torch.randn(tuple(shape), generator=generator, dtype=torch.float32, device="cpu")
+
+
+# ----------------------------------------------------------------------- loop
+
+
+def guided_velocity(model: Callable, x_in: torch.Tensor, t: torch.Tensor, positive: torch.Tensor,
+                    negative: torch.Tensor, cfg: float) -> torch.Tensor:
+    """CFG on the velocity: ``v_u + cfg * (v_c - v_u)``; one pass when ``cfg == 1``."""
+    v_cond = model(x_in, t, positive).float()
+    if cfg == 1.0:
+        return v_cond
+    v_uncond = model(x_in, t, negative).float()
+    return v_uncond + cfg * (v_cond - v_uncond)
+
+
+def sample(
+    high: ModelHandle,
+    low: Optional[ModelHandle],
+    latent: torch.Tensor,
+    positive: torch.Tensor,
+    negative: torch.Tensor,
+    *,
+    seed: int,
+    steps: int = 40,
+    cfg_high: float = 4.0,
+    cfg_low: float = 3.0,
+    shift: float = 12.0,
+    boundary: Optional[float] = None,
+    switch_step: int = -1,
+    solver: str = "unipc",
+    schedule: str = "wan",
+    memory: str = "offload_cpu",
+    noise_mask: Optional[torch.Tensor] = None,
+    i2v: Optional[I2VConditioning] = None,
+    placement: Optional[tuple[Optional[DeviceLike], Optional[DeviceLike]]] = None,
+    noise: Optional[torch.Tensor] = None,
+    callback: Optional[Callable[[StepInfo], None]] = None,
+    cancel: Optional[Callable[[], bool]] = None,
+) -> SampleResult:
+    """Denoise ``latent`` (raw ``[B, C, T, h, w]``) with the high- then low-noise expert.
+
+    ``boundary``: None or negative uses the model's official value (0.875 T2V-A14B,
+    0.900 I2V-A14B). ``switch_step``: -1 applies the boundary, else the step index
+    where the low-noise expert takes over (0..steps). For TI2V-5B pass its handle as
+    ``high``, ``low=None``; ``cfg_high`` applies to every step. ``noise_mask`` (TI2V,
+    1 = generate, 0 = keep the latent there) and ``i2v`` (I2V-A14B) carry the image.
+    ``placement=(device_high, device_low)`` overrides the handles' compute devices.
+    ``noise`` replaces the seeded noise (same shape as ``latent``). ``callback`` gets a
+    :class:`StepInfo` after every step; ``cancel()`` is checked before every step and a
+    true result raises :class:`SamplingCancelled`.
+    """
+    if solver not in SOLVERS:
+        raise SamplingError(f"unknown sampler {solver!r}; expected one of {SOLVERS}")
+    if memory not in MEMORY_POLICIES:
+        raise SamplingError(f"unknown memory policy {memory!r}; expected one of {MEMORY_POLICIES}")
+    variant = _check_experts(high, low)
+    latent = latent.float()
+    _check_latent(latent, high, variant, i2v, noise_mask)
+    batch = latent.shape[0]
+    text_dim = getattr(high.config, "text_dim", TEXT_DIM)
+    positive = _check_context("positive", positive, batch, text_dim)
+    negative = _check_context("negative", negative, batch, text_dim)
+    plan = _plan(variant, low, steps, shift, boundary, switch_step, schedule)
+    mask = noise_mask_for(noise_mask, latent.shape) if noise_mask is not None else None
+    y = i2v.y(latent.shape) if i2v is not None else None
+    if noise is None:
+        noise = make_noise(seed, latent.shape)
+    elif tuple(noise.shape) != tuple(latent.shape):
+        raise SamplingError(f"noise has shape {tuple(noise.shape)} but the latent is {tuple(latent.shape)}")
+
+    handles = {"high": high} if low is None else {"high": high, "low": low}
+    devices = dict(zip(("high", "low"), placement or (None, None)))
+    residency = Residency(memory, handles, {r: d for r, d in devices.items() if r in handles and d is not None})
+    log.info("sampling %d steps (%s, %s): high-noise expert for steps [0, %d), boundary %s",
+             plan.schedule.steps, solver, schedule, plan.switch_step, plan.boundary)
+    try:
+        x = _run(plan, residency, make_solver(solver, plan.schedule.sigmas), latent, noise, positive, negative,
+                 (cfg_high, cfg_low), mask, y, callback, cancel)
+    finally:
+        residency.finish()
+    out = denormalize(x)
+    if mask is not None:
+        out = hold(out, latent, mask)  # kept cells come back bit-exact, not via a normalise round trip
+    counts = {"high": plan.switch_step, "low": plan.schedule.steps - plan.switch_step}
+    return SampleResult(out, plan.switch_step, plan.boundary, plan.schedule, solver, variant, counts)
+
+
+def _run(plan: _Plan, residency: Residency, solver, latent, noise, positive, negative, cfgs, mask, y,
+         callback, cancel) -> torch.Tensor:
+    """The step loop; returns the final normalised latent on CPU."""
+    sched = plan.schedule
+    state_device = residency.device(plan.role(0))
+    kept = normalize(latent).to(state_device) if mask is not None else None
+    mask = mask.to(state_device) if mask is not None else None
+    contexts = _Contexts(positive, negative)
+    x = noise.to(state_device)
+    if mask is not None:
+        x = hold(x, kept, mask)  # official TI2V start: image latent where kept, noise elsewhere
+    with torch.no_grad():
+        for i in range(sched.steps):
+            if cancel is not None and cancel():
+                raise SamplingCancelled(f"sampling cancelled before step {i + 1} of {sched.steps}")
+            role = plan.role(i)
+            model = residency.use(role)
+            device = residency.device(role)
+            t = torch.full((x.shape[0],), float(sched.timesteps[i]), dtype=torch.float32, device=device)
+            if mask is not None:
+                t = token_timesteps(mask.to(device), t, x.shape[0])  # kept tokens at t = 0
+            x_in = x.to(device)
+            if y is not None:
+                x_in = torch.cat([x_in, y.to(device)], dim=1)
+            cfg = cfgs[0] if role == "high" else cfgs[1]
+            pos, neg = contexts.on(device)
+            v = guided_velocity(model, x_in, t, pos, neg, cfg).to(state_device)
+            del model  # the residency's handle holds the only long-lived reference
+            x0 = solver.x0(i, x, v)
+            x = solver.step(i, x, v)
+            if mask is not None:
+                x, x0 = hold(x, kept, mask), hold(x0, kept, mask)
+            if callback is not None:
+                callback(StepInfo(i, sched.steps, role, float(sched.sigmas[i]), float(sched.timesteps[i]), x, x0))
+    return x.cpu()
+
+
+class _Contexts:
+    """Positive/negative contexts, copied once to each device that needs them."""
+
+    def __init__(self, positive: torch.Tensor, negative: torch.Tensor):
+        self._source = (positive, negative)
+        self._cache: dict = {}
+
+    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._cache:
+            self._cache = {device: tuple(c.to(device=device, dtype=torch.float32) for c in self._source)}
+        return self._cache[device]

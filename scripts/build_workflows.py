@@ -1,0 +1,627 @@
+"""Generate the bundled workflows from one description, so the UI and API copies cannot drift.
+
+Writes, for every workflow described in ``WORKFLOWS`` below:
+
+* ``example_workflows/<name>.json``: the UI (save) format. ComfyUI serves this folder as the
+  pack's templates (Workflow -> Browse Templates), and the frontend's Missing Models dialog
+  reads ``properties.models`` on the loader nodes.
+* ``workflows/api/<name>.json``: the API format that ``POST /prompt`` accepts as it is.
+
+UI ``widgets_values`` are positional. Their order comes from the live schemas (our nodes'
+``INPUT_TYPES``; ComfyUI core nodes from ``workflows/schema/comfyui-0.3.76-core-nodes.json``, a
+subset of ComfyUI 0.3.76's ``/object_info``), never from a hand-written list.
+
+Usage::
+
+    python scripts/build_workflows.py            # write the files
+    python scripts/build_workflows.py --check    # exit 1 if a committed file differs
+    python scripts/build_workflows.py --core-reference object_info.json   # refresh the core subset
+
+Never put a .json file directly in ``workflows/``: ComfyUI would list it as a template too
+(it globs ``<pack>/workflows/*.json`` as well as ``example_workflows/*.json``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+ROOT = Path(__file__).resolve().parent.parent
+UI_DIR = ROOT / "example_workflows"
+API_DIR = ROOT / "workflows" / "api"
+CORE_SCHEMA = ROOT / "workflows" / "schema" / "comfyui-0.3.76-core-nodes.json"
+CORE_NODES = ("CLIPLoader", "CLIPTextEncode", "LoadImage", "CreateVideo", "SaveVideo")
+COMFY_VERSION = "0.3.76"
+PACK_VERSION = "0.1.0"
+# Frontend-only node types: saved in UI files, never sent to the server.
+UI_ONLY = ("MarkdownNote", "Note")
+WIDGET_TYPES = ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO")
+SEED_NAMES = ("seed", "noise_seed")
+
+# ---------------------------------------------------------------- facts (spec §1.2, Comfy-Org repackaged files)
+
+# Official default negative prompt, verbatim (wan_shared_cfg.sample_neg_prompt, spec §1.2).
+NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+HF_WAN22 = "https://huggingface.co/Comfy-Org/Wan_2.2_ComfyUI_Repackaged/resolve/main/split_files"
+# The official Comfy-Org Wan 2.2 templates take the text encoder from the Wan 2.1 repack.
+HF_WAN21 = "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files"
+
+
+def model_file(name: str, directory: str, base: str = HF_WAN22) -> dict:
+    """A ``properties.models`` entry as the official templates write it."""
+    return {"name": name, "url": f"{base}/{directory}/{name}", "directory": directory}
+
+
+UMT5 = model_file("umt5_xxl_fp8_e4m3fn_scaled.safetensors", "text_encoders", HF_WAN21)
+VAE21 = model_file("wan_2.1_vae.safetensors", "vae")
+VAE22 = model_file("wan2.2_vae.safetensors", "vae")
+T2V_HIGH = model_file("wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors", "diffusion_models")
+T2V_LOW = model_file("wan2.2_t2v_low_noise_14B_fp8_scaled.safetensors", "diffusion_models")
+I2V_HIGH = model_file("wan2.2_i2v_high_noise_14B_fp8_scaled.safetensors", "diffusion_models")
+I2V_LOW = model_file("wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors", "diffusion_models")
+TI2V_5B = model_file("wan2.2_ti2v_5B_fp16.safetensors", "diffusion_models")
+LIGHTNING_HIGH = model_file("wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors", "loras")
+LIGHTNING_LOW = model_file("wan2.2_t2v_lightx2v_4steps_lora_v1.1_low_noise.safetensors", "loras")
+
+# ---------------------------------------------------------------- schemas
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    type: str  # "COMBO" for a list of choices
+    options: dict
+    choices: Optional[list]
+    optional: bool
+
+    @property
+    def is_widget(self) -> bool:
+        return self.type in WIDGET_TYPES and not self.options.get("forceInput", False)
+
+    def ui_extras(self) -> list:
+        """Frontend-only widget values the editor saves after this widget's own value."""
+        if self.type == "INT":
+            # The frontend adds a control widget when asked to, and by legacy convention for seeds.
+            control = self.options.get("control_after_generate", self.name in SEED_NAMES)
+            return ["fixed"] if control else []
+        if self.type == "COMBO" and self.options.get("image_upload"):
+            return ["image"]  # the upload button is a widget too
+        return []
+
+
+@dataclass(frozen=True)
+class NodeSchema:
+    class_type: str
+    display_name: str
+    inputs: tuple  # InputSpec, required first, in definition order
+    outputs: tuple  # (name, type)
+    core: bool
+
+    def input(self, name: str) -> InputSpec:
+        for spec in self.inputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"{self.class_type} has no input {name!r}; it has {[s.name for s in self.inputs]}")
+
+    def output_index(self, name: str) -> int:
+        names = [n for n, _ in self.outputs]
+        if name not in names:
+            raise KeyError(f"{self.class_type} has no output {name!r}; it has {names}")
+        return names.index(name)
+
+
+def _input_spec(name: str, raw: Any, optional: bool) -> InputSpec:
+    kind = raw[0]
+    options = dict(raw[1]) if len(raw) > 1 and isinstance(raw[1], dict) else {}
+    if isinstance(kind, (list, tuple)):
+        return InputSpec(name, "COMBO", options, list(kind), optional)
+    if kind == "COMBO":
+        return InputSpec(name, "COMBO", options, list(options.get("options", [])), optional)
+    return InputSpec(name, str(kind), options, None, optional)
+
+
+def core_schema(info: dict) -> NodeSchema:
+    """Schema of a core node from its ``/object_info`` entry (``input_order`` gives the widget order)."""
+    specs = []
+    for section in ("required", "optional"):
+        raw = info["input"].get(section, {})
+        for name in info.get("input_order", {}).get(section, list(raw)):
+            specs.append(_input_spec(name, raw[name], section == "optional"))
+    names = info.get("output_name") or info["output"]
+    outputs = tuple(zip(names, info["output"]))
+    return NodeSchema(info["name"], info.get("display_name") or info["name"], tuple(specs), outputs, True)
+
+
+def pack_schema(class_type: str, cls: type, display_name: Optional[str]) -> NodeSchema:
+    """Schema of one of our nodes from its ``INPUT_TYPES`` (dict order is the widget order)."""
+    types = cls.INPUT_TYPES()
+    specs = [
+        _input_spec(name, raw, section == "optional")
+        for section in ("required", "optional")
+        for name, raw in types.get(section, {}).items()
+    ]
+    returns = tuple(cls.RETURN_TYPES)
+    names = tuple(getattr(cls, "RETURN_NAMES", None) or returns)
+    return NodeSchema(class_type, display_name or class_type, tuple(specs), tuple(zip(names, returns)), False)
+
+
+def load_schemas(pack_mappings: Optional[dict] = None, display_names: Optional[dict] = None) -> dict:
+    """Every schema the workflows may use: core nodes from the committed subset, ours live."""
+    if pack_mappings is None:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from packpath import load_pack
+
+        pack = load_pack()
+        pack_mappings, display_names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
+    core = json.loads(CORE_SCHEMA.read_text(encoding="utf-8"))
+    schemas = {name: core_schema(info) for name, info in core.items()}
+    for name, cls in pack_mappings.items():
+        schemas[name] = pack_schema(name, cls, (display_names or {}).get(name))
+    return schemas
+
+
+# ---------------------------------------------------------------- the description
+
+
+@dataclass
+class Node:
+    id: int
+    type: str
+    pos: tuple
+    size: tuple
+    widgets: dict = field(default_factory=dict)
+    links: dict = field(default_factory=dict)  # input name -> (source node id, source output name)
+    title: Optional[str] = None
+    models: list = field(default_factory=list)
+    color: Optional[tuple] = None  # (color, bgcolor)
+
+
+@dataclass
+class Workflow:
+    name: str
+    uid: str = ""
+    nodes: list = field(default_factory=list)
+    groups: list = field(default_factory=list)  # (title, [node ids])
+
+    def add(self, node: Node) -> Node:
+        if any(n.id == node.id for n in self.nodes):
+            raise ValueError(f"{self.name}: node id {node.id} used twice")
+        self.nodes.append(node)
+        return node
+
+    def note(self, node_id: int, title: str, text: str, pos: tuple, size: tuple) -> None:
+        self.add(Node(node_id, "MarkdownNote", pos, size, {"text": text}, title=title, color=("#432", "#653")))
+
+    def node(self, node_id: int) -> Node:
+        return next(n for n in self.nodes if n.id == node_id)
+
+
+GREEN = ("#232", "#353")
+RED = ("#322", "#533")
+
+
+def _switch_split(steps: int, shift: float, boundary: float, scheduler: str) -> int:
+    """High-noise step count under the official rule, from the engine's own schedule."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from packpath import load_pack
+
+    load_pack()
+    from wan22duo.engine.schedule import boundary_switch_step, make_schedule
+
+    return boundary_switch_step(make_schedule(scheduler, steps, shift).timesteps, boundary)
+
+
+def _tree(entries: list) -> str:
+    """The ``ComfyUI/models`` folder tree for a model note."""
+    folders: dict = {}
+    for entry in entries:
+        folders.setdefault(entry["directory"], []).append(entry["name"])
+    lines = ["ComfyUI/", "└── models/"]
+    items = sorted(folders.items())
+    for i, (folder, names) in enumerate(items):
+        last = i == len(items) - 1
+        lines.append(f"    {'└──' if last else '├──'} {folder}/")
+        for j, name in enumerate(names):
+            lead = "    " if last else "│   "
+            lines.append(f"    {lead}{'└──' if j == len(names) - 1 else '├──'} {name}")
+    return "\n".join(lines)
+
+
+def model_note(title: str, entries: list, vae_line: str) -> str:
+    links = "\n".join(f"- [{e['name']}]({e['url']}) → `models/{e['directory']}/`" for e in entries)
+    return (
+        f"## {title}: model files\n\n{links}\n\n```\n{_tree(entries)}\n```\n\n{vae_line}\n\n"
+        "Missing files? The Missing Models dialog offers these downloads (each loader node lists "
+        "its file). Restart or press R to refresh the file lists after copying them in."
+    )
+
+
+VAE_A14B = (
+    "**VAE:** the A14B models use the **Wan 2.1 VAE** (`wan_2.1_vae.safetensors`, 16 latent channels). "
+    "`wan2.2_vae.safetensors` belongs to TI2V-5B only; the sampler refuses the wrong pairing with a clear error."
+)
+VAE_5B = (
+    "**VAE:** TI2V-5B uses the **Wan 2.2 VAE** (`wan2.2_vae.safetensors`, 48 latent channels). "
+    "`wan_2.1_vae.safetensors` belongs to the A14B models only; the sampler refuses the wrong pairing."
+)
+
+
+def _common_text(w: Workflow, prompt: str, clip_link: int = 20) -> None:
+    w.add(Node(clip_link, "CLIPLoader", (40, 330), (340, 110),
+               {"clip_name": UMT5["name"], "type": "wan", "device": "default"}, models=[UMT5]))
+    w.add(Node(21, "CLIPTextEncode", (420, 60), (440, 200), {"text": prompt}, {"clip": (clip_link, "CLIP")},
+               title="Positive prompt", color=GREEN))
+    w.add(Node(22, "CLIPTextEncode", (420, 300), (440, 200), {"text": NEGATIVE_PROMPT},
+               {"clip": (clip_link, "CLIP")}, title="Negative prompt (official default)", color=RED))
+
+
+def _output(w: Workflow, latent_from: int, fps: float, prefix: str) -> None:
+    w.add(Node(60, "Wan22DuoVAEDecode", (1340, 60), (300, 110), {"tile_size": 0, "tile_overlap": 64},
+               {"vae": (30, "vae"), "samples": (latent_from, "latent")}))
+    w.add(Node(61, "CreateVideo", (1340, 220), (300, 80), {"fps": fps}, {"images": (60, "IMAGE")}))
+    w.add(Node(62, "SaveVideo", (1680, 60), (640, 620),
+               {"filename_prefix": f"video/{prefix}", "format": "auto", "codec": "auto"},
+               {"video": (61, "VIDEO")}))
+    w.groups.append(("Decode and save", [60, 61, 62]))
+
+
+def _expert(node_id: int, entry: dict, role: str, pos: tuple) -> Node:
+    widgets = {"unet_name": entry["name"], "role": role, "weight_dtype": "default",
+               "compute_dtype": "auto", "device": "auto"}
+    title = "High-noise expert" if role == "high_noise" else "Low-noise expert"
+    return Node(node_id, "Wan22DuoExpertLoader", pos, (340, 180), widgets, title=title, models=[entry])
+
+
+def _sampler(w: Workflow, latent: tuple, cond: tuple, settings: dict, low: bool = True) -> Node:
+    links = {"high_noise_model": settings.pop("high_from"), "positive": cond[0], "negative": cond[1],
+             "latent": latent}
+    if low:
+        links["low_noise_model"] = settings.pop("low_from")
+    widgets = {"seed": 42, "steps": 40, "cfg_high": 4.0, "cfg_low": 3.0, "shift": 12.0, "boundary": -1.0,
+               "switch_step": -1, "sampler": "unipc", "scheduler": "wan", "memory": "offload_cpu"}
+    widgets.update(settings)
+    return w.add(Node(50, "Wan22DuoSampler", (900, 60), (340, 420), widgets, links))
+
+
+def _a14b(name: str, title: str, high: dict, low: dict, prompt: str, sampler: dict, i2v: bool,
+          size: tuple = (1280, 720), lightning: bool = False) -> Workflow:
+    w = Workflow(name)
+    w.add(_expert(10, high, "high_noise", (40, 60)))
+    w.add(_expert(11, low, "low_noise", (40, 260)))
+    high_from, low_from = (10, "model"), (11, "model")
+    models = [high, low]
+    if lightning:
+        for node_id, source, lora, pos in ((12, 10, LIGHTNING_HIGH, (420, -300)), (13, 11, LIGHTNING_LOW, (420, -160))):
+            which = "high" if source == 10 else "low"
+            w.add(Node(node_id, "Wan22DuoLoraLoader", pos, (340, 110), {"lora_name": lora["name"], "strength": 1.0},
+                       {"model": (source, "model")}, title=f"Lightning LoRA ({which}-noise)", models=[lora]))
+        high_from, low_from = (12, "model"), (13, "model")
+        models += [LIGHTNING_HIGH, LIGHTNING_LOW]
+    _common_text(w, prompt)
+    w.node(20).pos = (40, 460)
+    w.add(Node(30, "Wan22DuoVAELoader", (40, 610), (340, 110),
+               {"vae_name": VAE21["name"], "dtype": "fp32", "device": "auto"}, models=[VAE21]))
+    width, height = size
+    if i2v:
+        w.add(Node(31, "LoadImage", (420, 840), (340, 360), {"image": "example.png"}, title="Start image"))
+        w.add(Node(40, "Wan22DuoI2VConditioning", (420, 560), (440, 240),
+                   {"width": width, "height": height, "length": 81, "batch_size": 1},
+                   {"positive": (21, "CONDITIONING"), "negative": (22, "CONDITIONING"), "vae": (30, "vae"),
+                    "start_image": (31, "IMAGE")}))
+        cond, latent = ((40, "positive"), (40, "negative")), (40, "latent")
+    else:
+        w.add(Node(40, "Wan22DuoEmptyLatent", (420, 560), (440, 160),
+                   {"width": width, "height": height, "length": 81, "batch_size": 1}, title="Video size"))
+        cond, latent = ((21, "CONDITIONING"), (22, "CONDITIONING")), (40, "LATENT")
+    s = _sampler(w, latent, cond, dict(sampler, high_from=high_from, low_from=low_from))
+    _output(w, 50, 16.0, f"wan22duo_{name}")
+    boundary = 0.900 if i2v else 0.875
+    k = _switch_split(s.widgets["steps"], s.widgets["shift"], boundary, s.widgets["scheduler"])
+    w.note(1, "Model files", model_note(title, models + [VAE21, UMT5], VAE_A14B), (-520, 60), (500, 560))
+    w.note(2, "How this workflow samples", _a14b_note(title, s.widgets, boundary, k, i2v, lightning),
+           (-520, 660), (500, 460))
+    w.groups[:0] = [("Models", [10, 11, 20, 30]), ("Prompt and size", [21, 22, 40, 31] if i2v else [21, 22, 40]),
+                    ("Sample", [50])]
+    if lightning:
+        w.groups.insert(1, ("Lightning LoRAs (one per expert)", [12, 13]))
+    return w
+
+
+def _a14b_note(title: str, s: dict, boundary: float, k: int, i2v: bool, lightning: bool) -> str:
+    steps = s["steps"]
+    lines = [
+        f"## {title}",
+        "",
+        f"**Wan 2.2 Duo Sampler** runs both experts in one continuous trajectory: the high-noise expert "
+        f"while the model timestep is at least boundary × 1000, then the low-noise expert (the official "
+        f"Wan 2.2 rule). `boundary = -1` means the model's official boundary ({boundary:.3f} for "
+        f"{'I2V' if i2v else 'T2V'}-A14B). With {steps} steps at shift {s['shift']:g} ({s['scheduler']} "
+        f"schedule) that is **{k} high-noise + {steps - k} low-noise steps**; the node shows the split "
+        f"after each run. Set `switch_step` (0..steps) to force a step index instead.",
+        "",
+    ]
+    if lightning:
+        lines += [
+            "**Lightning (4-step) settings**, as in Comfy-Org's 4-step Wan 2.2 templates: the lightx2v "
+            "LoRAs at strength 1.0, one on each expert (high-noise file on the high-noise expert, "
+            "low-noise file on the low-noise one), 4 steps, cfg 1 on both experts (so the negative "
+            "prompt has no effect), shift 5, euler + simple. The simple schedule at "
+            "shift 5 gives timesteps 1000, 937.5, 833.3, 625 (the ones the LoRA was distilled on), and "
+            "the official rule splits them 2 + 2.",
+            "",
+        ]
+    else:
+        lines += [
+            f"Defaults are the official Wan 2.2 ones: {steps} steps, shift {s['shift']:g}, cfg "
+            f"{s['cfg_high']:g} (high) / {s['cfg_low']:g} (low), UniPC on the official `wan` schedule, "
+            f"1280×720, 81 frames, 16 fps, the official negative prompt.",
+            "",
+        ]
+    lines += [
+        "**Memory:** `offload_cpu` (default) parks the idle expert in CPU RAM, so only one 14B expert "
+        "sits on the GPU; `release` drops the idle expert's weights altogether and reloads them from the "
+        "file when needed (least memory, slower); `keep_both` leaves both on the GPU (fastest, needs room "
+        "for both). Each expert loader can also put its expert on its own `device`.",
+    ]
+    if i2v:
+        lines += ["", "The start image is resized to the video size. Sizes must be multiples of 16; "
+                  "frames 4n+1."]
+    else:
+        lines += ["", "Sizes must be multiples of 16; frames 4n+1 (81 = 5 s at 16 fps)."]
+    return "\n".join(lines)
+
+
+def _ti2v(name: str, i2v: bool, prompt: str) -> Workflow:
+    w = Workflow(name)
+    w.add(Node(10, "Wan22DuoTI2VLoader", (40, 60), (340, 150),
+               {"unet_name": TI2V_5B["name"], "weight_dtype": "default", "compute_dtype": "auto", "device": "auto"},
+               title="TI2V-5B model", models=[TI2V_5B]))
+    _common_text(w, prompt)
+    w.node(20).pos = (40, 260)
+    w.add(Node(30, "Wan22DuoVAELoader", (40, 410), (340, 110),
+               {"vae_name": VAE22["name"], "dtype": "fp32", "device": "auto"}, models=[VAE22]))
+    links = {"vae": (30, "vae")}
+    if i2v:
+        w.add(Node(31, "LoadImage", (420, 780), (340, 360), {"image": "example.png"}, title="Start image"))
+        links["start_image"] = (31, "IMAGE")
+    w.add(Node(40, "Wan22DuoTI2VLatent", (420, 560), (440, 180),
+               {"width": 1280, "height": 704, "length": 121, "batch_size": 1}, links, title="Video size"))
+    # TI2V-5B is one model: it goes in the high_noise_model slot; cfg_low and boundary are unused.
+    _sampler(w, (40, "LATENT"), ((21, "CONDITIONING"), (22, "CONDITIONING")),
+             {"high_from": (10, "model"), "steps": 50, "cfg_high": 5.0, "cfg_low": 5.0, "shift": 5.0}, low=False)
+    _output(w, 50, 24.0, f"wan22duo_{name}")
+    title = "TI2V-5B image-to-video" if i2v else "TI2V-5B text-to-video"
+    w.note(1, "Model files", model_note(title, [TI2V_5B, VAE22, UMT5], VAE_5B), (-520, 60), (500, 460))
+    w.note(2, "How this workflow samples", _ti2v_note(title, i2v), (-520, 560), (500, 360))
+    w.groups[:0] = [("Models", [10, 20, 30]), ("Prompt and size", [21, 22, 40, 31] if i2v else [21, 22, 40]),
+                    ("Sample", [50])]
+    return w
+
+
+def _ti2v_note(title: str, i2v: bool) -> str:
+    text = (
+        f"## {title}\n\nTI2V-5B is a single model: it goes in the sampler's `high_noise_model` input and "
+        "`low_noise_model` stays empty (`cfg_low`, `boundary` and `switch_step` are not used).\n\n"
+        "Defaults are the official ones: 50 steps, shift 5, cfg 5, UniPC on the `wan` schedule, "
+        "1280×704 (or 704×1280), 121 frames, 24 fps, the official negative prompt. Sizes must be "
+        "multiples of 32; frames 4n+1."
+    )
+    if i2v:
+        text += ("\n\nThe start image becomes latent frame 0 and is kept fixed while the rest is denoised "
+                 "(as ComfyUI's Wan22ImageToVideoLatent does). Disconnect it for text-to-video.")
+    return text
+
+
+T2V_PROMPT = (
+    "A red fox trots through fresh snow in a birch forest at sunrise. The camera tracks low beside it; "
+    "warm light slants between the trunks, its breath steams in the cold air and snow dust drifts from "
+    "its paws. Cinematic, shallow depth of field, natural colors."
+)
+I2V_PROMPT = (
+    "The scene comes to life with gentle, natural motion: the camera slowly pushes in, light shifts "
+    "softly across the frame and small details move in a light breeze. Realistic, smooth, steady shot."
+)
+
+
+def describe() -> list:
+    """All bundled workflows."""
+    official_t2v = {"steps": 40, "cfg_high": 4.0, "cfg_low": 3.0, "shift": 12.0}
+    official_i2v = {"steps": 40, "cfg_high": 3.5, "cfg_low": 3.5, "shift": 5.0}
+    lightning = {"steps": 4, "cfg_high": 1.0, "cfg_low": 1.0, "shift": 5.0, "sampler": "euler",
+                 "scheduler": "simple"}
+    return [
+        _a14b("t2v_a14b", "T2V-A14B text-to-video", T2V_HIGH, T2V_LOW, T2V_PROMPT, official_t2v, False),
+        _a14b("i2v_a14b", "I2V-A14B image-to-video", I2V_HIGH, I2V_LOW, I2V_PROMPT, official_i2v, True),
+        _ti2v("ti2v_5b_t2v", False, T2V_PROMPT),
+        _ti2v("ti2v_5b_i2v", True, I2V_PROMPT),
+        _a14b("t2v_a14b_lightning", "T2V-A14B Lightning (4 steps)", T2V_HIGH, T2V_LOW, T2V_PROMPT, lightning,
+              False, size=(832, 480), lightning=True),
+    ]
+
+
+# ---------------------------------------------------------------- serialisation
+
+
+def _order(w: Workflow) -> dict:
+    """Execution order (a topological order by node id), as the editor stores it in ``order``."""
+    done: dict = {}
+
+    def visit(node: Node, trail: tuple) -> None:
+        if node.id in done:
+            return
+        if node.id in trail:
+            raise ValueError(f"{w.name}: cycle through node {node.id}")
+        for source, _ in node.links.values():
+            visit(w.node(source), trail + (node.id,))
+        done[node.id] = len(done)
+
+    for node in sorted(w.nodes, key=lambda n: (n.type not in UI_ONLY, n.id)):
+        visit(node, ())
+    return done
+
+
+def _check_widgets(w: Workflow, node: Node, schema: NodeSchema) -> None:
+    widget_names = [s.name for s in schema.inputs if s.is_widget]
+    unknown = set(node.widgets) - set(widget_names)
+    if unknown:
+        raise ValueError(f"{w.name}: node {node.id} ({node.type}) has no widget(s) {sorted(unknown)}")
+    missing = [s.name for s in schema.inputs if s.is_widget and s.name not in node.widgets and not s.optional]
+    if missing:
+        raise ValueError(f"{w.name}: node {node.id} ({node.type}) needs value(s) for {missing}")
+
+
+def to_ui(w: Workflow, schemas: dict) -> dict:
+    order = _order(w)
+    links: list = []
+    out_links: dict = {}  # (node id, slot) -> [link ids]
+    ui_nodes = []
+    for node in sorted(w.nodes, key=lambda n: n.id):
+        entry = {"id": node.id, "type": node.type, "pos": list(node.pos), "size": list(node.size),
+                 "flags": {}, "order": order[node.id], "mode": 0, "inputs": [], "outputs": []}
+        if node.type in UI_ONLY:
+            entry.update(title=node.title, properties={}, widgets_values=[node.widgets["text"]])
+        else:
+            schema = schemas[node.type]
+            _check_widgets(w, node, schema)
+            sockets = [s for s in schema.inputs if not s.is_widget]
+            for slot, spec in enumerate(sockets):
+                link_id = None
+                if spec.name in node.links:
+                    source, out_name = node.links[spec.name]
+                    src_schema = schemas[w.node(source).type]
+                    src_slot = src_schema.output_index(out_name)
+                    link_id = len(links) + 1
+                    links.append([link_id, source, src_slot, node.id, slot, src_schema.outputs[src_slot][1]])
+                    out_links.setdefault((source, src_slot), []).append(link_id)
+                elif not spec.optional:
+                    raise ValueError(f"{w.name}: node {node.id} ({node.type}) input {spec.name!r} is not linked")
+                item = {"name": spec.name, "type": spec.type, "link": link_id}
+                if spec.optional:
+                    item["shape"] = 7  # the editor draws optional sockets hollow
+                entry["inputs"].append(item)
+            entry["outputs"] = [{"name": n, "type": t, "slot_index": i, "links": None}
+                                for i, (n, t) in enumerate(schema.outputs)]
+            if node.title:
+                entry["title"] = node.title
+            props = {"Node name for S&R": node.type}
+            props.update({"cnr_id": "comfy-core", "ver": COMFY_VERSION} if schema.core else {"ver": PACK_VERSION})
+            if node.models:
+                props["models"] = node.models
+            entry["properties"] = props
+            values = []
+            for spec in schema.inputs:
+                if spec.is_widget and spec.name in node.widgets:
+                    values.append(node.widgets[spec.name])
+                    values.extend(spec.ui_extras())
+            entry["widgets_values"] = values
+        if node.color:
+            entry["color"], entry["bgcolor"] = node.color
+        ui_nodes.append(entry)
+    for entry in ui_nodes:
+        for slot, output in enumerate(entry["outputs"]):
+            output["links"] = out_links.get((entry["id"], slot), [])
+    return {
+        "id": w.uid or str(uuid.uuid5(uuid.NAMESPACE_URL, f"wan22duo/{w.name}")),
+        "revision": 0,
+        "last_node_id": max(n.id for n in w.nodes),
+        "last_link_id": len(links),
+        "nodes": ui_nodes,
+        "links": links,
+        "groups": _groups(w),
+        "config": {},
+        "extra": {"ds": {"scale": 0.7, "offset": [560, 320]}},
+        "version": 0.4,
+    }
+
+
+def _groups(w: Workflow) -> list:
+    groups = []
+    for i, (title, ids) in enumerate(w.groups, start=1):
+        members = [w.node(n) for n in ids if any(m.id == n for m in w.nodes)]
+        left = min(n.pos[0] for n in members) - 20
+        top = min(n.pos[1] for n in members) - 60
+        right = max(n.pos[0] + n.size[0] for n in members) + 20
+        bottom = max(n.pos[1] + n.size[1] for n in members) + 20
+        groups.append({"id": i, "title": title, "bounding": [left, top, right - left, bottom - top],
+                       "color": "#3f789e", "font_size": 24, "flags": {}})
+    return groups
+
+
+def to_api(w: Workflow, schemas: dict) -> dict:
+    api = {}
+    for node in sorted(w.nodes, key=lambda n: n.id):
+        if node.type in UI_ONLY:
+            continue
+        schema = schemas[node.type]
+        _check_widgets(w, node, schema)
+        inputs: dict = {}
+        for spec in schema.inputs:
+            if spec.name in node.links:
+                source, out_name = node.links[spec.name]
+                inputs[spec.name] = [str(source), schemas[w.node(source).type].output_index(out_name)]
+            elif spec.is_widget and spec.name in node.widgets:
+                inputs[spec.name] = node.widgets[spec.name]
+        api[str(node.id)] = {"inputs": inputs, "class_type": node.type,
+                             "_meta": {"title": node.title or schema.display_name}}
+    return api
+
+
+def dump(data: dict) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def render(schemas: Optional[dict] = None) -> dict:
+    """``{path: text}`` for every generated file."""
+    schemas = schemas if schemas is not None else load_schemas()
+    files = {}
+    for w in describe():
+        files[UI_DIR / f"{w.name}.json"] = dump(to_ui(w, schemas))
+        files[API_DIR / f"{w.name}.json"] = dump(to_api(w, schemas))
+    return files
+
+
+def refresh_core_schema(reference: Path) -> None:
+    info = json.loads(Path(reference).read_text(encoding="utf-8"))
+    missing = [n for n in CORE_NODES if n not in info]
+    if missing:
+        raise SystemExit(f"{reference} has no entry for {missing}; is it ComfyUI's /object_info?")
+    CORE_SCHEMA.parent.mkdir(parents=True, exist_ok=True)
+    CORE_SCHEMA.write_text(dump({n: info[n] for n in CORE_NODES}), encoding="utf-8")
+    print(f"wrote {CORE_SCHEMA.relative_to(ROOT)}")
+
+
+def main(argv: Optional[list] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--check", action="store_true", help="only compare with the committed files")
+    parser.add_argument("--core-reference", type=Path,
+                        help="ComfyUI /object_info JSON to refresh the committed core-node subset from")
+    args = parser.parse_args(argv)
+    if args.core_reference:
+        refresh_core_schema(args.core_reference)
+    stale = []
+    for path, text in render().items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if not args.check:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path.relative_to(ROOT)}")
+    if args.check and stale:
+        print("out of date: " + ", ".join(str(p.relative_to(ROOT)) for p in stale))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

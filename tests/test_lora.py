@@ -1,0 +1,338 @@
+"""LoRA key formats, the patch formula, exact unpatching, fp8 re-quantization and bad files.
+
+The expected weights are computed here by hand from the tensors the test writes, with the
+layer names spelled out per format, independently of engine/lora.py's key mapping.
+"""
+import logging
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from wan22duo.engine.lora import LoraError, apply_loras, quantize_fp8, remove_loras
+
+D, FFN, R = 8, 16, 4
+
+
+class ScaledLinear(nn.Linear):
+    """A Linear that stores ``scale_weight`` beside its weight, like engine/ops.py's layers."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.register_buffer("scale_weight", None)
+
+
+class Block(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.modulation = nn.Parameter(torch.randn(1, 6, D))
+        self.self_attn = nn.Module()
+        self.self_attn.q = ScaledLinear(D, D)
+        self.self_attn.o = ScaledLinear(D, D)
+        self.self_attn.norm_q = nn.RMSNorm(D)
+        self.cross_attn = nn.Module()
+        self.cross_attn.k = ScaledLinear(D, D)
+        self.norm3 = nn.LayerNorm(D, elementwise_affine=True)
+        self.ffn = nn.Sequential(ScaledLinear(D, FFN), nn.GELU(), ScaledLinear(FFN, D))
+
+
+class Toy(nn.Module):
+    """The Wan DiT's naming on a toy scale: module names equal checkpoint keys."""
+
+    def __init__(self):
+        super().__init__()
+        self.patch_embedding = nn.Conv3d(4, D, (1, 2, 2), stride=(1, 2, 2))
+        self.blocks = nn.ModuleList([Block(), Block()])
+        self.head = nn.Module()
+        self.head.head = ScaledLinear(D, 16)
+        self.head.modulation = nn.Parameter(torch.randn(1, 2, D))
+        with torch.no_grad():  # LayerNorm/RMSNorm start at exactly 1 and 0; make them random
+            for p in self.parameters():
+                p.copy_(torch.randn_like(p))
+
+
+def toy(seed=0):
+    torch.manual_seed(seed)
+    return Toy()
+
+
+def snapshot(model):
+    return {k: v.clone() for k, v in list(model.named_parameters()) + list(model.named_buffers())}
+
+
+def assert_identical(model, before):
+    now = snapshot(model)
+    assert now.keys() == before.keys()
+    for key, value in before.items():
+        assert now[key].dtype == value.dtype, key
+        if value.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            assert torch.equal(now[key].view(torch.uint8), value.view(torch.uint8)), key
+        else:
+            assert torch.equal(now[key], value), key
+
+
+def low_rank(out_features, in_features, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(out_features, R, generator=g), torch.randn(R, in_features, generator=g)
+
+
+def write(tmp_path, tensors, name="lora.safetensors"):
+    path = tmp_path / name
+    save_file({k: v.clone().contiguous() for k, v in tensors.items()}, str(path))
+    return str(path)
+
+
+# Per format: the names it uses for block 0's q and o, the FFN's first layer and the head.
+FORMATS = {
+    "comfy": ("diffusion_model.{}.lora_down.weight", "diffusion_model.{}.lora_up.weight", "diffusion_model.{}.alpha",
+              {"q": "blocks.0.self_attn.q", "o": "blocks.0.self_attn.o", "ffn": "blocks.0.ffn.0", "head": "head.head"}),
+    "kohya": ("lora_unet_{}.lora_down.weight", "lora_unet_{}.lora_up.weight", "lora_unet_{}.alpha",
+              {"q": "blocks_0_self_attn_q", "o": "blocks_0_self_attn_o", "ffn": "blocks_0_ffn_0",
+               "head": "head_head"}),
+    "peft": ("diffusion_model.{}.lora_A.weight", "diffusion_model.{}.lora_B.weight", None,
+             {"q": "blocks.0.self_attn.q", "o": "blocks.0.self_attn.o", "ffn": "blocks.0.ffn.0",
+              "head": "head.head"}),
+    "diffusers": ("transformer.{}.lora_A.weight", "transformer.{}.lora_B.weight", None,
+                  {"q": "blocks.0.attn1.to_q", "o": "blocks.0.attn1.to_out.0", "ffn": "blocks.0.ffn.net.0.proj",
+                   "head": "proj_out"}),
+}
+MODEL_NAMES = {"q": "blocks.0.self_attn.q", "o": "blocks.0.self_attn.o", "ffn": "blocks.0.ffn.0", "head": "head.head"}
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_low_rank_formats_follow_the_formula_and_unpatch_exactly(tmp_path, fmt):
+    down_key, up_key, alpha_key, names = FORMATS[fmt]
+    model, strength, alpha = toy(), 0.7, 2.0
+    tensors, expected = {}, {}
+    params = dict(model.named_parameters())
+    for i, (short, lora_name) in enumerate(names.items()):
+        weight = params[MODEL_NAMES[short] + ".weight"]
+        up, down = low_rank(weight.shape[0], weight.shape[1], seed=i)
+        tensors[down_key.format(lora_name)] = down
+        tensors[up_key.format(lora_name)] = up
+        scale = 1.0
+        if alpha_key:
+            tensors[alpha_key.format(lora_name)] = torch.tensor(alpha)
+            scale = alpha / R
+        expected[MODEL_NAMES[short] + ".weight"] = weight.detach() + strength * scale * (up @ down)
+    path = write(tmp_path, tensors)
+    before = snapshot(model)
+
+    backup = apply_loras(model, [(path, strength)])
+    params = dict(model.named_parameters())
+    for name, want in expected.items():
+        torch.testing.assert_close(params[name], want, rtol=1e-6, atol=1e-6)
+    untouched = set(before) - set(expected)
+    assert all(torch.equal(snapshot(model)[k], before[k]) for k in untouched)
+
+    remove_loras(model, backup)
+    assert_identical(model, before)
+
+
+def test_full_deltas_of_lightning_loras(tmp_path):
+    """diff (norm weights, conv weights), diff_b (biases), diff_m (block modulation)."""
+    model, strength = toy(), 1.5
+    g = torch.Generator().manual_seed(3)
+    block = model.blocks[1]
+    tensors = {
+        "diffusion_model.blocks.1.norm3.diff": torch.randn(D, generator=g),
+        "diffusion_model.blocks.1.norm3.diff_b": torch.randn(D, generator=g),
+        "diffusion_model.blocks.1.self_attn.norm_q.diff": torch.randn(D, generator=g),
+        "diffusion_model.blocks.1.cross_attn.k.diff_b": torch.randn(D, generator=g),
+        "diffusion_model.blocks.1.diff_m": torch.randn(1, 6, D, generator=g),
+        "diffusion_model.patch_embedding.diff": torch.randn(D, 4, 1, 2, 2, generator=g),
+    }
+    expected = {
+        "blocks.1.norm3.weight": block.norm3.weight + strength * tensors["diffusion_model.blocks.1.norm3.diff"],
+        "blocks.1.norm3.bias": block.norm3.bias + strength * tensors["diffusion_model.blocks.1.norm3.diff_b"],
+        "blocks.1.self_attn.norm_q.weight":
+            block.self_attn.norm_q.weight + strength * tensors["diffusion_model.blocks.1.self_attn.norm_q.diff"],
+        "blocks.1.cross_attn.k.bias":
+            block.cross_attn.k.bias + strength * tensors["diffusion_model.blocks.1.cross_attn.k.diff_b"],
+        "blocks.1.modulation": block.modulation + strength * tensors["diffusion_model.blocks.1.diff_m"],
+        "patch_embedding.weight":
+            model.patch_embedding.weight + strength * tensors["diffusion_model.patch_embedding.diff"],
+    }
+    expected = {k: v.detach().clone() for k, v in expected.items()}
+    before = snapshot(model)
+    backup = apply_loras(model, [(write(tmp_path, tensors), strength)])
+    params = dict(model.named_parameters())
+    for name, want in expected.items():
+        torch.testing.assert_close(params[name], want, rtol=1e-6, atol=1e-6)
+    remove_loras(model, backup)
+    assert_identical(model, before)
+
+
+def test_diffusers_names_map_back_including_the_swapped_norm(tmp_path):
+    model = toy()
+    g = torch.Generator().manual_seed(4)
+    tensors = {
+        "transformer.blocks.0.norm2.diff": torch.randn(D, generator=g),  # diffusers norm2 = original norm3
+        "transformer.blocks.0.scale_shift_table.diff": torch.randn(1, 6, D, generator=g),
+        "transformer.scale_shift_table.diff": torch.randn(1, 2, D, generator=g),
+        "transformer.blocks.0.attn1.to_q.lora_B.bias": torch.randn(D, generator=g),
+    }
+    expected = {
+        "blocks.0.norm3.weight": model.blocks[0].norm3.weight + tensors["transformer.blocks.0.norm2.diff"],
+        "blocks.0.modulation": model.blocks[0].modulation + tensors["transformer.blocks.0.scale_shift_table.diff"],
+        "head.modulation": model.head.modulation + tensors["transformer.scale_shift_table.diff"],
+        "blocks.0.self_attn.q.bias":
+            model.blocks[0].self_attn.q.bias + tensors["transformer.blocks.0.attn1.to_q.lora_B.bias"],
+    }
+    expected = {k: v.detach().clone() for k, v in expected.items()}
+    apply_loras(model, [(write(tmp_path, tensors), 1.0)])
+    params = dict(model.named_parameters())
+    for name, want in expected.items():
+        torch.testing.assert_close(params[name], want, rtol=1e-6, atol=1e-6)
+
+
+def test_conv_low_rank_on_patch_embedding(tmp_path):
+    model = toy()
+    g = torch.Generator().manual_seed(5)
+    down, up = torch.randn(R, 4, 1, 2, 2, generator=g), torch.randn(D, R, 1, 1, 1, generator=g)
+    tensors = {"diffusion_model.patch_embedding.lora_down.weight": down,
+               "diffusion_model.patch_embedding.lora_up.weight": up,
+               "diffusion_model.patch_embedding.alpha": torch.tensor(1.0)}
+    delta = (up.reshape(D, R) @ down.reshape(R, 16)).reshape(D, 4, 1, 2, 2) * (1.0 / R)
+    want = model.patch_embedding.weight.detach() + 0.5 * delta
+    apply_loras(model, [(write(tmp_path, tensors), 0.5)])
+    torch.testing.assert_close(model.patch_embedding.weight, want, rtol=1e-6, atol=1e-6)
+
+
+def test_two_loras_add_up(tmp_path):
+    model = toy()
+    weight = model.blocks[0].self_attn.q.weight.detach().clone()
+    up_a, down_a = low_rank(D, D, seed=10)
+    up_b, down_b = low_rank(D, D, seed=11)
+    a = write(tmp_path, {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": down_a,
+                         "diffusion_model.blocks.0.self_attn.q.lora_up.weight": up_a}, "a.safetensors")
+    b = write(tmp_path, {"lora_unet_blocks_0_self_attn_q.lora_down.weight": down_b,
+                         "lora_unet_blocks_0_self_attn_q.lora_up.weight": up_b,
+                         "lora_unet_blocks_0_self_attn_q.alpha": torch.tensor(8.0)}, "b.safetensors")
+    before = snapshot(model)
+    backup = apply_loras(model, [(a, 1.0), (b, -0.5)])
+    want = weight + up_a @ down_a - 0.5 * (8.0 / R) * (up_b @ down_b)
+    torch.testing.assert_close(model.blocks[0].self_attn.q.weight, want, rtol=1e-6, atol=1e-6)
+    remove_loras(model, backup)
+    assert_identical(model, before)
+
+
+@pytest.mark.parametrize("fp8", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("scaled", [True, False])
+def test_fp8_weights_stay_fp8_and_unpatch_bit_for_bit(tmp_path, fp8, scaled):
+    model = toy()
+    layer = model.blocks[0].ffn[0]
+    with torch.no_grad():
+        real = layer.weight.detach().clone()
+        scale = real.abs().max() / torch.finfo(fp8).max if scaled else torch.tensor(1.0)
+        layer.weight = nn.Parameter((real / scale).to(fp8), requires_grad=False)
+        if scaled:
+            layer.scale_weight = scale.float()
+    base = layer.weight.float() * (layer.scale_weight if scaled else 1.0)
+    up, down = low_rank(FFN, D, seed=7)
+    path = write(tmp_path, {"diffusion_model.blocks.0.ffn.0.lora_down.weight": down,
+                            "diffusion_model.blocks.0.ffn.0.lora_up.weight": up,
+                            "diffusion_model.blocks.0.ffn.0.alpha": torch.tensor(2.0)})
+    want = base + 0.3 * (2.0 / R) * (up @ down)
+    before = snapshot(model)
+
+    backup = apply_loras(model, [(path, 0.3)])
+    assert layer.weight.dtype == fp8 and layer.scale_weight is not None
+    got = layer.weight.float() * layer.scale_weight
+    # one round-to-nearest: at most half a step, i.e. eps/2 relative (2**-4 e4m3fn, 2**-3 e5m2),
+    # or half a subnormal step (smallest_normal * eps / 2, in units of the scale) near zero
+    half_step = torch.finfo(fp8).eps / 2
+    bound = want.abs() * half_step + layer.scale_weight * torch.finfo(fp8).smallest_normal * half_step
+    assert ((got - want).abs() <= bound).all()
+    assert got.abs().max() <= want.abs().max() * (1 + half_step)
+
+    remove_loras(model, backup)
+    assert_identical(model, before)
+    assert (layer.scale_weight is None) == (not scaled)
+
+
+def test_quantize_fp8_uses_a_fresh_scale_so_growth_cannot_saturate():
+    value = torch.tensor([[1000.0, -3.0], [0.5, 0.0]])
+    q, scale = quantize_fp8(value, torch.float8_e4m3fn)
+    assert scale.item() == pytest.approx(1000.0 / 448.0)
+    assert q.float().mul(scale)[0, 0].item() == pytest.approx(1000.0)
+    assert q.float()[1, 1].item() == 0.0
+
+
+def test_zero_strength_changes_nothing(tmp_path):
+    model = toy()
+    up, down = low_rank(D, D, seed=1)
+    path = write(tmp_path, {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": down,
+                            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": up})
+    before = snapshot(model)
+    apply_loras(model, [(path, 0.0)])
+    assert_identical(model, before)
+
+
+# ---------------------------------------------------------------- bad files
+
+
+def test_unknown_keys_are_listed_in_a_warning(tmp_path, caplog):
+    up, down = low_rank(D, D, seed=1)
+    path = write(tmp_path, {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": down,
+                            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": up,
+                            "diffusion_model.blocks.0.cross_attn.k_img.lora_down.weight": down,
+                            "diffusion_model.blocks.0.cross_attn.k_img.lora_up.weight": up})
+    with caplog.at_level(logging.WARNING):
+        apply_loras(toy(), [(path, 1.0)])
+    assert "blocks.0.cross_attn.k_img.lora_down.weight" in caplog.text
+    assert "2 of 4" in caplog.text
+
+
+def test_lora_for_another_model_is_an_error(tmp_path):
+    up, down = low_rank(D, D, seed=1)
+    path = write(tmp_path, {"lora_unet_double_blocks_0_img_attn_qkv.lora_down.weight": down,
+                            "lora_unet_double_blocks_0_img_attn_qkv.lora_up.weight": up})
+    with pytest.raises(LoraError, match="matches no layer.*another model family"):
+        apply_loras(toy(), [(path, 1.0)])
+
+
+def test_text_encoder_lora_is_an_error_that_says_so(tmp_path):
+    up, down = low_rank(D, D, seed=1)
+    path = write(tmp_path, {"lora_te_encoder_block_0_layer_0_SelfAttention_q.lora_down.weight": down,
+                            "lora_te_encoder_block_0_layer_0_SelfAttention_q.lora_up.weight": up})
+    with pytest.raises(LoraError, match="text-encoder LoRA"):
+        apply_loras(toy(), [(path, 1.0)])
+
+
+def test_a_dit_checkpoint_is_not_a_lora(tmp_path):
+    model = toy()
+    path = write(tmp_path, {k: v.detach().contiguous() for k, v in model.state_dict().items() if v is not None})
+    with pytest.raises(LoraError, match="is not a LoRA.*full Wan model checkpoint"):
+        apply_loras(model, [(path, 1.0)])
+
+
+def test_shape_mismatch_names_the_key_and_both_shapes(tmp_path):
+    up, down = low_rank(2 * D, 2 * D, seed=1)
+    path = write(tmp_path, {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": down,
+                            "diffusion_model.blocks.0.self_attn.q.lora_up.weight": up})
+    with pytest.raises(LoraError) as info:
+        apply_loras(toy(), [(path, 1.0)])
+    message = str(info.value)
+    assert "diffusion_model.blocks.0.self_attn.q.lora_up.weight" in message
+    assert "(16, 16)" in message and "(8, 8)" in message
+
+
+def test_non_safetensors_file_is_an_error(tmp_path):
+    path = tmp_path / "lora.pt"
+    torch.save({"a.lora_up.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(LoraError, match="not a readable safetensors file"):
+        apply_loras(toy(), [(str(path), 1.0)])
+
+
+def test_missing_file_is_an_error(tmp_path):
+    with pytest.raises(LoraError, match="does not exist"):
+        apply_loras(toy(), [(str(tmp_path / "nope.safetensors"), 1.0)])
+
+
+def test_half_a_low_rank_pair_is_an_error(tmp_path):
+    up, _ = low_rank(D, D, seed=1)
+    path = write(tmp_path, {"diffusion_model.blocks.0.self_attn.q.lora_up.weight": up})
+    with pytest.raises(LoraError, match="lack their down"):
+        apply_loras(toy(), [(path, 1.0)])

@@ -1,0 +1,171 @@
+// Wan 2.2 Duo: draws the switch plot (sigma curve over the steps, colored by expert, the boundary,
+// the switch, a caption) with the plain Canvas 2D API. No ComfyUI imports; tests drive it with a
+// recording context. Auto-loaded by ComfyUI, so no side effects at load time.
+
+export const PLOT_HEIGHT = 156;
+export const COLORS = Object.freeze({
+  high: "#f0a43a", // high-noise expert
+  low: "#5aa9e6", // low-noise expert
+  highFill: "rgba(240,164,58,0.13)",
+  lowFill: "rgba(90,169,230,0.13)",
+  boundary: "rgba(230,230,230,0.75)",
+  switchLine: "rgba(255,255,255,0.85)",
+  reported: "#ff6fa0", // the switch step the last run reported, when it differs
+  error: "#ff7b6b",
+  warning: "#ffb36b",
+});
+const DEFAULT_THEME = { background: "#222", outline: "#666", text: "#ddd", dim: "#999" };
+const MARGIN = 15; // LiteGraph's widget side margin
+const CAPTION_LINES = 2;
+const LINE_HEIGHT = 14;
+
+function call(ctx, method, ...args) {
+  if (typeof ctx[method] === "function") ctx[method](...args);
+}
+
+function fitText(ctx, text, maxWidth) {
+  if (typeof ctx.measureText !== "function" || maxWidth <= 0) return text;
+  if (ctx.measureText(text).width <= maxWidth) return text;
+  let lo = 0;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (ctx.measureText(text.slice(0, mid) + "…").width <= maxWidth) lo = mid;
+    else hi = mid - 1;
+  }
+  return text.slice(0, lo) + "…";
+}
+
+function frame(ctx, x, y, w, h, theme) {
+  ctx.fillStyle = theme.background;
+  ctx.strokeStyle = theme.outline;
+  ctx.lineWidth = 1;
+  call(ctx, "beginPath");
+  if (typeof ctx.roundRect === "function") ctx.roundRect(x, y, w, h, 6);
+  else call(ctx, "rect", x, y, w, h);
+  call(ctx, "fill");
+  call(ctx, "stroke");
+}
+
+function line(ctx, x1, y1, x2, y2, color, width = 1, dash = null) {
+  ctx.strokeStyle = color;
+  ctx.lineWidth = width;
+  call(ctx, "setLineDash", dash ?? []);
+  call(ctx, "beginPath");
+  call(ctx, "moveTo", x1, y1);
+  call(ctx, "lineTo", x2, y2);
+  call(ctx, "stroke");
+  call(ctx, "setLineDash", []);
+}
+
+function text(ctx, str, x, y, color, size, align = "left", maxWidth = Infinity) {
+  ctx.fillStyle = color;
+  ctx.font = `${size}px sans-serif`;
+  ctx.textAlign = align;
+  ctx.textBaseline = "alphabetic";
+  call(ctx, "fillText", fitText(ctx, str, maxWidth), x, y);
+}
+
+/** Maps step index (0..steps) and curve value (0..1, sigma or t/1000) to canvas pixels. */
+function axes(area, steps) {
+  return {
+    x: (i) => area.x + (steps > 0 ? (i / steps) * area.w : 0),
+    y: (v) => area.y + (1 - Math.min(1, Math.max(0, v))) * area.h,
+  };
+}
+
+function drawRegions(ctx, area, ax, k, steps) {
+  const split = ax.x(k);
+  ctx.fillStyle = COLORS.highFill;
+  call(ctx, "fillRect", area.x, area.y, split - area.x, area.h);
+  ctx.fillStyle = COLORS.lowFill;
+  call(ctx, "fillRect", split, area.y, area.x + area.w - split, area.h);
+}
+
+function drawCurve(ctx, ax, sigmas, k, steps, dots) {
+  for (let i = 0; i < steps; i++) {
+    line(ctx, ax.x(i), ax.y(sigmas[i]), ax.x(i + 1), ax.y(sigmas[i + 1]), i < k ? COLORS.high : COLORS.low, 2);
+  }
+  if (!dots) return;
+  for (let i = 0; i < steps; i++) {
+    ctx.fillStyle = i < k ? COLORS.high : COLORS.low;
+    call(ctx, "beginPath");
+    call(ctx, "arc", ax.x(i), ax.y(sigmas[i]), 2.2, 0, 2 * Math.PI);
+    call(ctx, "fill");
+  }
+}
+
+function drawBoundary(ctx, area, ax, boundary, lowQuality) {
+  if (!(boundary >= 0 && boundary <= 1)) return;
+  const y = ax.y(boundary);
+  line(ctx, area.x, y, area.x + area.w, y, COLORS.boundary, 1, [4, 3]);
+  if (!lowQuality) text(ctx, `boundary ${boundary}`, area.x + area.w - 2, y - 3, COLORS.boundary, 10, "right");
+}
+
+function drawSwitch(ctx, area, ax, k, steps, color, dash, label, lowQuality) {
+  if (!(k > 0 && k < steps)) return;
+  const x = ax.x(k);
+  line(ctx, x, area.y, x, area.y + area.h, color, 1.5, dash);
+  if (!lowQuality && label) text(ctx, label, x + 3, area.y + 10, color, 10, "left");
+}
+
+/** What the last run reported, relative to the current plan; null when there is nothing to say. */
+export function reportedNote(plan, reported) {
+  if (!reported || !Number.isInteger(reported.switch_step)) return null;
+  const steps = plan?.schedule?.steps;
+  if (reported.steps === steps && reported.switch_step === plan?.switchStep) {
+    return `last run: switch at step ${reported.switch_step} (as shown)`;
+  }
+  return `last run: switch at step ${reported.switch_step} of ${reported.steps} (settings changed since?)`;
+}
+
+/**
+ * Draw into box {x, y, width, height}. view = {plan, reported, lowQuality}; theme colors are
+ * optional. Never throws on odd input: a plan with an error is drawn as its message.
+ */
+export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
+  const t = { ...DEFAULT_THEME, ...theme };
+  const plan = view?.plan;
+  const lowQuality = !!view?.lowQuality;
+  const x = box.x + MARGIN;
+  const w = box.width - 2 * MARGIN;
+  const y = box.y + 2;
+  const h = box.height - 4;
+  if (!(w > 20 && h > 40)) return;
+  call(ctx, "save");
+  frame(ctx, x, y, w, h, t);
+  const captionTop = y + h - CAPTION_LINES * LINE_HEIGHT - 4;
+  const area = { x: x + 8, y: y + 8, w: w - 16, h: captionTop - (y + 8) - 4 };
+  const textWidth = w - 16;
+  if (!plan || plan.error || !plan.schedule) {
+    text(ctx, "Expert switch", x + 8, captionTop + LINE_HEIGHT - 2, t.text, 12, "left", textWidth);
+    const message = plan?.error ? `⚠ ${plan.error}` : "waiting for the node's values";
+    text(ctx, message, x + 8, captionTop + 2 * LINE_HEIGHT - 2, COLORS.error, 10, "left", textWidth);
+    call(ctx, "restore");
+    return;
+  }
+  const { sigmas, steps } = plan.schedule;
+  const k = plan.switchStep;
+  const ax = axes(area, steps);
+  if (!plan.single) drawRegions(ctx, area, ax, k, steps);
+  else {
+    ctx.fillStyle = COLORS.highFill;
+    call(ctx, "fillRect", area.x, area.y, area.w, area.h);
+  }
+  line(ctx, area.x, area.y + area.h, area.x + area.w, area.y + area.h, t.outline, 1);
+  if (!plan.single) drawBoundary(ctx, area, ax, plan.boundary, lowQuality);
+  drawCurve(ctx, ax, sigmas, k, steps, !lowQuality && steps <= 60);
+  if (!plan.single) drawSwitch(ctx, area, ax, k, steps, COLORS.switchLine, null, `switch ${k}`, lowQuality);
+  const run = view?.reported;
+  const runNote = reportedNote(plan, run);
+  if (run && run.steps === steps && run.switch_step !== k && !plan.single) {
+    drawSwitch(ctx, area, ax, run.switch_step, steps, COLORS.reported, [3, 3], `last run ${run.switch_step}`, lowQuality);
+  }
+  if (!lowQuality) {
+    text(ctx, plan.caption, x + 8, captionTop + LINE_HEIGHT - 2, t.text, 12, "left", textWidth);
+    const second = plan.warning ?? (runNote ? `${runNote} · ${plan.note}` : plan.note);
+    const color = plan.warning ? COLORS.warning : t.dim;
+    text(ctx, second ?? "", x + 8, captionTop + 2 * LINE_HEIGHT - 2, color, 10, "left", textWidth);
+  }
+  call(ctx, "restore");
+}
