@@ -2,7 +2,7 @@
 
 A random fp8-scaled 1024x1024 layer gets a rank-16 delta whose norm is a given fraction
 of the weight's norm. The merged weight is re-quantized to fp8 e4m3fn with a fresh scale,
-by round-to-nearest (what engine.lora does) and by stochastic rounding (what ComfyUI
+by round-to-nearest (what engine.lora does, via engine.ops.quantize_fp8) and by stochastic rounding (what ComfyUI
 does), and for reference kept in bf16. Reported: the error of the layer's output change
 ``x @ (W' - W).T`` against the exact ``x @ delta.T``, relative to the latter (1.0 means the
 LoRA's effect is as wrong as it is large). Run: .venv/bin/python bench/lora_fp8.py
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from packpath import load_pack  # noqa: E402
 
 load_pack()
-from wan22duo.engine.lora import quantize_fp8  # noqa: E402
+from wan22duo.engine.ops import quantize_fp8  # noqa: E402
 
 FP8 = torch.float8_e4m3fn
 

@@ -19,13 +19,17 @@ Patching is in place and reversible: ``apply_loras`` replaces each touched param
 a new tensor and keeps the original tensor objects in a ``LoraBackup``; ``remove_loras``
 puts those objects back, so the unpatched model is the original bit for bit. fp8 weights
 stay fp8: the patched weight ``W * scale + delta`` is re-quantized with a fresh per-tensor
-scale (amax / fp8 max) and round-to-nearest (see ``quantize_fp8``), so an fp8 expert
-stays the size it was; deltas much smaller than an fp8 step (about 6 % of a weight) are
-partly lost in that rounding, as with any fp8 merge.
+scale (amax / fp8 max) and round-to-nearest (``ops.quantize_fp8``, as the loader's
+``weight_dtype`` conversion), so an fp8 expert stays the size it was and a delta that
+grows the weight cannot saturate. Round-to-nearest has the smallest error per weight
+and, measured on a layer's output, beat stochastic rounding at every delta size tried
+(bench/lora_fp8.py); deltas much smaller than an fp8 step (about 6 % of a weight) are
+still partly lost, as with any fp8 merge.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -34,9 +38,9 @@ from typing import Iterable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-log = logging.getLogger("wan22duo")
+from .ops import FP8_DTYPES, quantize_fp8
 
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+log = logging.getLogger("wan22duo")
 
 
 class LoraError(ValueError):
@@ -208,30 +212,35 @@ class Delta:
     alpha: Optional[float] = None
     diff: Optional[torch.Tensor] = None
 
-    def compute(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
-        """The float32 update for a parameter of ``shape`` at strength 1."""
-        total = torch.zeros(shape, dtype=torch.float32, device=device)
+    def check(self, shape: torch.Size) -> None:
+        """Raise ``LoraError`` unless this delta fits a parameter of ``shape``."""
+        if (self.up is None) != (self.down is None):
+            missing = "up (lora_up / lora_B)" if self.up is None else "down (lora_down / lora_A)"
+            raise LoraError(f"LoRA tensors {self.keys} for {self.target!r} lack their {missing} half; "
+                            f"the file is incomplete or damaged")
         if self.up is not None:
-            total += self._low_rank(shape, device)
-        if self.diff is not None:
-            if tuple(self.diff.shape) != tuple(shape) and self.diff.numel() != shape.numel():
-                raise self._shape_error("diff", self.diff.shape, shape)
-            total += self.diff.to(device, torch.float32).reshape(shape)
-        return total
+            # Conv layers (patch_embedding) store down as [r, in, kt, kh, kw] and up as [out, r, 1, 1, 1].
+            rank, out_features = self.down.shape[0], self.up.shape[0]
+            in_features = math.prod(self.down.shape[1:])
+            if math.prod(self.up.shape[1:]) != rank:
+                raise LoraError(
+                    f"LoRA tensors {self.keys} disagree on the rank: up has shape {tuple(self.up.shape)}, "
+                    f"down has shape {tuple(self.down.shape)}; the file is damaged or not a LoRA")
+            if len(shape) < 2 or out_features != shape[0] or in_features != shape[1:].numel():
+                raise self._shape_error("up @ down", (out_features, in_features), shape)
+        if self.diff is not None and self.diff.numel() != shape.numel():
+            raise self._shape_error("diff", self.diff.shape, shape)
 
-    def _low_rank(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
-        # Conv layers (patch_embedding) store down as [r, in, kt, kh, kw] and up as [out, r, 1, 1, 1].
-        down = self.down.to(device, torch.float32).flatten(1)
-        up = self.up.to(device, torch.float32).flatten(1)
-        if up.shape[1] != down.shape[0]:
-            raise LoraError(
-                f"LoRA tensors {self.keys} disagree on the rank: up has shape {tuple(self.up.shape)}, "
-                f"down has shape {tuple(self.down.shape)}; the file is damaged or not a LoRA"
-            )
-        if len(shape) < 2 or up.shape[0] != shape[0] or down.shape[1] != shape[1:].numel():
-            raise self._shape_error("up @ down", (up.shape[0], down.shape[1]), shape)
-        scale = 1.0 if self.alpha is None else self.alpha / down.shape[0]
-        return (up @ down).reshape(shape) * scale
+    def add_to(self, value: torch.Tensor, strength: float) -> None:
+        """``value += strength * delta`` in place (``value`` float32, shaped like the parameter)."""
+        self.check(value.shape)
+        if self.up is not None:
+            down = self.down.to(value.device, torch.float32).flatten(1)
+            up = self.up.to(value.device, torch.float32).flatten(1)
+            scale = 1.0 if self.alpha is None else self.alpha / down.shape[0]
+            value.view(up.shape[0], -1).addmm_(up, down, alpha=strength * scale)
+        if self.diff is not None:
+            value.add_(self.diff.to(value.device, torch.float32).reshape(value.shape), alpha=strength)
 
     def _shape_error(self, what: str, got: Sequence[int], shape: torch.Size) -> LoraError:
         return LoraError(
@@ -296,13 +305,9 @@ def plan_lora(lora: Mapping[str, torch.Tensor], model: nn.Module, name: str = "L
 
 
 def _finish(delta: Delta, alphas: Mapping[str, float], shape: torch.Size) -> None:
-    """Check a delta is complete, attach its alpha and check its shapes."""
-    if (delta.up is None) != (delta.down is None):
-        missing = "up (lora_up / lora_B)" if delta.up is None else "down (lora_down / lora_A)"
-        raise LoraError(f"LoRA tensors {delta.keys} for {delta.target!r} lack their {missing} half; "
-                        f"the file is incomplete or damaged")
+    """Attach a delta's alpha and check it is complete and fits its parameter."""
     delta.alpha = alphas.get(delta.layer)
-    delta.compute(shape, torch.device("meta"))  # shape checks only: meta tensors cost nothing
+    delta.check(shape)
 
 
 def _not_a_lora_message(name: str, lora: Mapping[str, torch.Tensor]) -> str:
@@ -325,29 +330,14 @@ def _no_match_message(name: str, keys: list[str], model: nn.Module) -> str:
         hints.append("it looks like a text-encoder LoRA, which this node cannot apply")
     if any("k_img" in k or "v_img" in k or "img_emb" in k for k in keys):
         hints.append("it has Wan 2.1 I2V image-attention layers (k_img/v_img) that Wan 2.2 does not have")
-    if any("double_blocks" in k or "single_blocks" in k or "transformer_blocks" in k or "down_blocks" in k
-           or "input_blocks" in k for k in keys):
+    wan_like = ("blocks.", "blocks_", "text_embedding", "time_embedding", "time_projection", "head.head",
+                "condition_embedder", "proj_out")
+    foreign = ("double_blocks", "single_blocks", "transformer_blocks", "down_blocks", "input_blocks", "layers.")
+    if any(f in k for k in keys for f in foreign) or not any(w in k for k in keys for w in wan_like):
         hints.append("its layer names are those of another model family (Flux, SD, HunyuanVideo...)")
     hint = "; ".join(hints) or "it was probably made for another model"
     return (f"{name} matches no layer of this {variant} model ({len(keys)} tensors, e.g. {sample}): {hint}. "
             f"Use a LoRA trained for Wan 2.2 (or a Wan 2.1 14B LoRA on an A14B expert).")
-
-
-# ---------------------------------------------------------------- fp8 re-quantization
-
-
-def quantize_fp8(value: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(weight in dtype, float32 scalar scale)`` with ``weight * scale ~ value``.
-
-    The scale is fresh (amax / largest finite value of ``dtype``), so a delta that grows
-    the weight can neither overflow nor saturate. Values round to the nearest fp8 value:
-    that is the smallest error per weight and, measured on the layer output, beat
-    stochastic rounding at every delta size tried (bench/lora_fp8.py).
-    """
-    fp8_max = torch.finfo(dtype).max
-    amax = value.abs().amax().float()
-    scale = torch.where(amax > 0, amax / fp8_max, torch.ones_like(amax))
-    return (value.float() / scale).clamp_(-fp8_max, fp8_max).to(dtype), scale
 
 
 # ---------------------------------------------------------------- patching
@@ -390,8 +380,12 @@ def apply_loras(model: nn.Module, loras: Sequence[tuple[LoraSource, float]], *, 
             by_target.setdefault(delta.target, []).append((delta, strength))
     backup = LoraBackup()
     with torch.no_grad():
-        for target, parts in by_target.items():
-            _patch_one(model, target, parts, backup if keep_backup else None, backup_device, work_device)
+        try:
+            for target, parts in by_target.items():
+                _patch_one(model, target, parts, backup if keep_backup else None, backup_device, work_device)
+        except BaseException:
+            remove_loras(model, backup)  # never leave a half-patched model behind
+            raise
     return backup
 
 
@@ -417,9 +411,9 @@ def _patch_one(model: nn.Module, target: str, parts: list[tuple[Delta, float]],
     scale = getattr(module, scale_attr, None) if scale_attr else None
     value = weight.to(device=device, dtype=torch.float32, copy=True)  # never alias the original
     if scale is not None:
-        value = value * scale.to(device, torch.float32)
+        value.mul_(scale.to(device, torch.float32))
     for delta, strength in parts:
-        value += strength * delta.compute(weight.shape, device)
+        delta.add_to(value, strength)
     if weight.dtype in FP8_DTYPES:
         if not scale_attr or not hasattr(module, scale_attr):
             raise LoraError(f"{target!r} is stored as {weight.dtype} but its layer has no scale_weight, so "

@@ -45,6 +45,18 @@ def cast_weight(weight: torch.Tensor, scale_weight: Optional[torch.Tensor], dtyp
     return w
 
 
+def quantize_fp8(w: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-tensor scaled fp8: ``(w / s).to(dtype)`` with ``s = amax / fp8_max``; returns (q, s).
+
+    ``s`` is a float32 0-dim tensor, so ``q.to(f32) * s`` gives ``w`` back up to fp8 rounding.
+    The scale keeps small weights out of fp8's coarse subnormal range.
+    """
+    fmax = torch.finfo(dtype).max
+    scale = (w.abs().max().float() / fmax).clamp(min=torch.finfo(torch.float32).tiny)
+    q = (w.float() / scale).clamp_(-fmax, fmax).to(dtype)
+    return q, scale.reshape(())
+
+
 def cast_bias(bias: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
     if bias is None or bias.dtype == dtype:
         return bias

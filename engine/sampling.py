@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
@@ -355,6 +355,9 @@ def _run(plan: _Plan, residency: Residency, solver, latent, noise, positive, neg
             cfg = cfgs[0] if role == "high" else cfgs[1]
             pos, neg = contexts.on(device)
             v = guided_velocity(model, x_in, t, pos, neg, cfg).to(state_device)
+            if v.shape != x.shape:
+                raise SamplingError(f"the {role}-noise model returned shape {tuple(v.shape)} for a latent of "
+                                    f"shape {tuple(x.shape)}; it does not fit this latent")
             del model  # the residency's handle holds the only long-lived reference
             x0 = solver.x0(i, x, v)
             x = solver.step(i, x, v)

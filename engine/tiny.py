@@ -28,6 +28,7 @@ from typing import Union
 import torch
 
 from .dit import VARIANTS, WanConfig
+from .ops import quantize_fp8
 
 STORAGES = ("fp32", "fp16", "bf16", "fp8_e4m3fn", "fp8_e5m2", "fp8_scaled", "fp8_e5m2_scaled")
 PLAIN_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -85,12 +86,6 @@ def random_state_dict(cfg: WanConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     return dict(sorted(sd.items()))
 
 
-def quantize_fp8(w: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor scaled fp8: ``(w / s).to(fp8)`` with ``s = amax / fp8_max`` (float32 scalar)."""
-    scale = (w.abs().max().float() / torch.finfo(dtype).max).clamp(min=1e-12)
-    return (w / scale).clamp(-torch.finfo(dtype).max, torch.finfo(dtype).max).to(dtype), scale.reshape(())
-
-
 def convert_storage(sd: dict[str, torch.Tensor], cfg: WanConfig, storage: str,
                     scale_format: str = "scale_weight", scale_input: bool = False) -> dict[str, torch.Tensor]:
     """The float32 state dict ``sd`` in one of the ``STORAGES`` forms (see the module doc)."""
@@ -106,7 +101,8 @@ def convert_storage(sd: dict[str, torch.Tensor], cfg: WanConfig, storage: str,
     for key in sorted(weights):
         layer = key[: -len(".weight")]
         if not scaled:
-            out[key] = sd[key].to(fp8)
+            fmax = torch.finfo(fp8).max
+            out[key] = sd[key].clamp(-fmax, fmax).to(fp8)
             continue
         out[key], scale = quantize_fp8(sd[key], fp8)
         if scale_format == "scale_weight":

@@ -3,10 +3,13 @@
 ComfyUI modules (comfy, folder_paths, server, latent_preview) are imported only
 inside functions, at the point of use, so these modules import anywhere.
 """
-from . import loaders, lora, samplers, vae
+from . import loaders, lora, routes, samplers, vae
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
 for _module in (loaders, samplers, vae, lora):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
+
+# The model-info route feeds the web extension's switch plot; a no-op without ComfyUI.
+routes.register_routes()

@@ -160,10 +160,12 @@ class Progress:
     """One progress bar over all steps of both experts, with latent previews when available.
 
     Call ``progress(step, x0)`` after each finished step (0-based ``step``; ``x0`` is
-    the normalized x0 prediction or None). Outside ComfyUI it only records the step.
+    the normalized x0 prediction or None), or ``progress.absolute(done, total)``.
+    ``latent_channels`` (16 or 48) turns on previews; None means a bar only. Outside
+    ComfyUI it only records how far it got.
     """
 
-    def __init__(self, steps: int, latent_channels: int):
+    def __init__(self, steps: int, latent_channels: Optional[int] = None):
         self.steps = int(steps)
         self.done = 0
         self._bar = None
@@ -173,7 +175,14 @@ class Progress:
         except ImportError:
             return
         self._bar = comfy.utils.ProgressBar(self.steps)
-        self._previewer = _make_previewer(latent_channels)
+        if latent_channels is not None:
+            self._previewer = _make_previewer(latent_channels)
+
+    def absolute(self, done: int, total: int) -> None:
+        """``done`` of ``total`` units finished (no preview)."""
+        self.done, self.steps = int(done), int(total)
+        if self._bar is not None:
+            self._bar.update_absolute(self.done, self.steps)
 
     def __call__(self, step: int, x0: Optional[torch.Tensor] = None) -> None:
         self.done = int(step) + 1

@@ -1,3 +1,353 @@
-"""(in progress)"""
-NODE_CLASS_MAPPINGS = {}
-NODE_DISPLAY_NAME_MAPPINGS = {}
+"""The dual-expert sampler node and the latent/conditioning nodes that feed it.
+
+``Wan22DuoSampler`` translates ComfyUI's CONDITIONING and LATENT into
+``engine.sampling.sample``: the text contexts, the I2V image conditioning
+(``concat_latent_image`` / ``concat_mask``, as our I2V node or ComfyUI's
+WanImageToVideo store them) and a TI2V ``noise_mask`` (as our TI2V node or ComfyUI's
+Wan22ImageToVideoLatent make it). Inside ComfyUI it drives one progress bar with
+previews over both experts, honours Cancel between steps and asks ComfyUI to make
+room before the experts go to the GPU.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import _comfy
+from .vae import encode_video, require_version
+from ..engine import geometry
+
+MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION; RoPE allows 1024 tokens per axis
+MAX_LENGTH = 4093  # 4n+1 with at most 1024 latent frames (RoPE table size)
+MAX_BATCH = 4096
+MAX_STEPS = 1000
+
+
+# ---------------------------------------------------------------- ComfyUI -> engine translation
+
+
+def text_context(conditioning, name: str) -> tuple[torch.Tensor, dict]:
+    """The ``[B, L, 4096]`` tensor and the options dict of a one-entry CONDITIONING."""
+    if not isinstance(conditioning, (list, tuple)) or len(conditioning) == 0:
+        raise ValueError(f"{name} must be a CONDITIONING from CLIPTextEncode (CLIPLoader type wan), got {type(conditioning).__name__}")
+    if len(conditioning) > 1:
+        raise ValueError(
+            f"{name} holds {len(conditioning)} conditioning entries (ConditioningCombine or area conditioning); "
+            "Wan22DuoSampler takes one prompt per input. Use a single CLIPTextEncode, or ConditioningConcat to join prompts."
+        )
+    cond, options = conditioning[0]
+    return cond, dict(options or {})
+
+
+def i2v_conditioning(positive_options: dict, negative_options: dict):
+    """``I2VConditioning`` from ``concat_latent_image``/``concat_mask`` (positive first), or None."""
+    from ..engine.conditioning import I2VConditioning
+
+    for options in (positive_options, negative_options):
+        image = options.get("concat_latent_image")
+        if image is not None:
+            return I2VConditioning.from_comfy(image, options.get("concat_mask"))
+    return None
+
+
+def set_values(conditioning, values: dict):
+    """A copy of CONDITIONING with ``values`` added to every entry's options (ComfyUI's idiom)."""
+    return [[cond, {**options, **values}] for cond, options in conditioning]
+
+
+def _memory_needed(handles, policy: str) -> dict:
+    """Bytes per device the experts need at once: one expert, or both under keep_both."""
+    need: dict = {}
+    for handle in handles:
+        size = int(handle.info.get("weight_bytes", 0))
+        if policy == "keep_both":
+            need[handle.device] = need.get(handle.device, 0) + size
+        else:
+            need[handle.device] = max(need.get(handle.device, 0), size)
+    return need
+
+
+def _cancel_check():
+    """The engine's cancel hook: ComfyUI's interrupt check raises its own exception on Cancel."""
+    check = _comfy.interrupt_check()
+    if check is None:
+        return None
+
+    def cancel() -> bool:
+        check()
+        return False
+
+    return cancel
+
+
+# ---------------------------------------------------------------- sampler
+
+
+class Wan22DuoSampler:
+    CATEGORY = "Wan22Duo/sampling"
+    DESCRIPTION = (
+        "Runs Wan 2.2 sampling in one node: the high-noise expert for the leading steps, the low-noise expert for "
+        "the rest, switched where the model's timestep falls below the boundary (the official rule), on one "
+        "continuous trajectory with per-expert CFG. Only the running expert sits on the GPU (memory=offload_cpu). "
+        "For TI2V-5B connect the model to high_noise_model and leave low_noise_model empty. Defaults are the "
+        "official T2V-A14B settings; I2V-A14B uses shift 5.0 and cfg 3.5/3.5, TI2V-5B 50 steps, shift 5.0, cfg 5.0."
+    )
+    RETURN_TYPES = ("LATENT", "INT")
+    RETURN_NAMES = ("latent", "switch_step")
+    OUTPUT_TOOLTIPS = (
+        "The denoised raw latent; decode it with Wan22DuoVAEDecode.",
+        "Steps [0, switch_step) ran on the high-noise expert (equals steps for TI2V-5B).",
+    )
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..engine.residency import MEMORY_POLICIES
+        from ..engine.schedule import SCHEDULES
+        from ..engine.solvers import SOLVERS
+
+        return {
+            "required": {
+                "high_noise_model": ("WAN22DUO_MODEL", {
+                    "tooltip": "The high-noise expert (Wan22DuoExpertLoader), or the TI2V-5B model (Wan22DuoTI2VLoader)."}),
+                "positive": ("CONDITIONING", {"tooltip": "Prompt from CLIPTextEncode with the umT5-XXL encoder (CLIPLoader type wan); "
+                                                         "for I2V-A14B, through Wan22DuoI2VConditioning or WanImageToVideo."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt. The official one is the Chinese default in the "
+                                                         "example workflows; the official code always uses it."}),
+                "latent": ("LATENT", {"tooltip": "Starting latent: Wan22DuoEmptyLatent (T2V), the latent of Wan22DuoI2VConditioning "
+                                                 "(I2V) or Wan22DuoTI2VLatent (TI2V-5B; a start image is kept in frame 0)."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                                 "tooltip": "Noise seed. Noise is drawn on the CPU as ComfyUI's KSampler does."}),
+                "steps": ("INT", {"default": 40, "min": 1, "max": MAX_STEPS,
+                                  "tooltip": "Total denoising steps over both experts (official: 40 for A14B, 50 for TI2V-5B)."}),
+                "cfg_high": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                       "tooltip": "Guidance scale of the high-noise steps (official: 4.0 T2V, 3.5 I2V, 5.0 TI2V-5B, "
+                                                  "where it applies to every step). 1.0 skips the negative pass."}),
+                "cfg_low": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
+                                      "tooltip": "Guidance scale of the low-noise steps (official: 3.0 T2V, 3.5 I2V). Unused by TI2V-5B."}),
+                "shift": ("FLOAT", {"default": 12.0, "min": 0.1, "max": 100.0, "step": 0.1, "round": 0.01,
+                                    "tooltip": "Flow-matching sigma shift (official: 12.0 T2V-A14B, 5.0 I2V-A14B and TI2V-5B). "
+                                               "Higher spends more steps at high noise."}),
+                "boundary": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.001, "round": 0.001,
+                                       "tooltip": "Switch to the low-noise expert once the timestep drops below boundary*1000. "
+                                                  "-1 (any negative value): the model's official boundary, 0.875 T2V, 0.900 I2V. "
+                                                  "Ignored by TI2V-5B."}),
+                "switch_step": ("INT", {"default": -1, "min": -1, "max": MAX_STEPS,
+                                        "tooltip": "-1: switch where the boundary says. Otherwise the step index where the low-noise "
+                                                   "expert takes over (0 = low only, steps = high only)."}),
+                "sampler": (list(SOLVERS), {"default": "unipc",
+                                            "tooltip": "Solver. unipc is the official FlowUniPC (order 2); euler is plain flow Euler; "
+                                                       "dpmpp_2m is the official alternative (dpm++)."}),
+                "scheduler": (list(SCHEDULES), {"default": "wan",
+                                                "tooltip": "wan: the official sigma grid (starts at 0.999, integer timesteps). "
+                                                           "simple: ComfyUI's simple scheduler (starts at 1.0, float timesteps)."}),
+                "memory": (list(MEMORY_POLICIES), {"default": "offload_cpu",
+                                                   "tooltip": "offload_cpu: move the idle expert to CPU RAM (one expert on the GPU). "
+                                                              "release: drop it and reload from disk when needed (least RAM). "
+                                                              "keep_both: leave both where they are (fastest, needs memory for both)."}),
+            },
+            "optional": {
+                "low_noise_model": ("WAN22DUO_MODEL", {
+                    "tooltip": "The low-noise expert of the same A14B model. Leave empty for TI2V-5B."}),
+            },
+        }
+
+    def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
+               cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = 12.0, boundary: float = -1.0,
+               switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
+               low_noise_model=None):
+        from ..engine.sampling import sample
+
+        pos, pos_options = text_context(positive, "positive")
+        neg, neg_options = text_context(negative, "negative")
+        samples = latent["samples"]
+        handles = [h for h in (high_noise_model, low_noise_model) if h is not None]
+        for device, size in _memory_needed(handles, memory).items():
+            _comfy.free_memory(size, device)
+        progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
+        result = sample(
+            high_noise_model, low_noise_model, samples, pos, neg,
+            seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=shift,
+            boundary=None if boundary < 0 else boundary, switch_step=switch_step,
+            solver=sampler, schedule=scheduler, memory=memory,
+            noise_mask=latent.get("noise_mask"), i2v=i2v_conditioning(pos_options, neg_options),
+            callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
+        )
+        _comfy.empty_cache()
+        out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
+        return {"ui": {"wan22duo_switch": [result.switch_info()]}, "result": (out, result.switch_step)}
+
+
+# ---------------------------------------------------------------- latent nodes
+
+_LENGTH_TIP = "Frames of the video: 4n+1 (1, 5, ..., 81, ..., 121). Each 4 frames make one latent frame."
+_BATCH_TIP = "Videos generated at once (each with its own noise from the same seed)."
+
+
+def _size_inputs(width: int, height: int, length: int, step: int) -> dict:
+    return {
+        "width": ("INT", {"default": width, "min": step, "max": MAX_RESOLUTION, "step": step,
+                          "tooltip": f"Video width in pixels, a multiple of {step}."}),
+        "height": ("INT", {"default": height, "min": step, "max": MAX_RESOLUTION, "step": step,
+                           "tooltip": f"Video height in pixels, a multiple of {step}."}),
+        "length": ("INT", {"default": length, "min": 1, "max": MAX_LENGTH, "step": 4, "tooltip": _LENGTH_TIP}),
+        "batch_size": ("INT", {"default": 1, "min": 1, "max": MAX_BATCH, "tooltip": _BATCH_TIP}),
+    }
+
+
+def _zeros(shape) -> torch.Tensor:
+    return torch.zeros(shape, dtype=torch.float32, device=_comfy.intermediate_device())
+
+
+class Wan22DuoEmptyLatent:
+    CATEGORY = "Wan22Duo/latent"
+    DESCRIPTION = (
+        "An empty latent for T2V-A14B (16 channels, Wan 2.1 VAE): [batch, 16, (length-1)/4+1, height/8, width/8]. "
+        "Official sizes: 1280x720 or 832x480 (either orientation), 81 frames at 16 fps."
+    )
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Zero latent; the sampler starts from seeded noise of this shape.",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": _size_inputs(1280, 720, 81, 16)}
+
+    def generate(self, width: int = 1280, height: int = 720, length: int = 81, batch_size: int = 1):
+        return ({"samples": _zeros(geometry.latent_shape("a14b", length, height, width, batch_size))},)
+
+
+def i2v_video(start_image: torch.Tensor, width: int, height: int, length: int) -> tuple[torch.Tensor, int]:
+    """The official I2V conditioning video (spec §3.2) and how many start frames it holds.
+
+    The start frames (the first ``min(frames, length)`` images) go to [-1, 1] and are
+    resized with bicubic interpolation, without antialias, crop or clamp, straight to
+    ``width x height`` (the official code does the same to its chosen size); the
+    remaining frames are zeros (mid-gray). Returns ``[1, 3, length, height, width]``.
+    """
+    if start_image.ndim != 4 or start_image.shape[-1] < 3:
+        raise ValueError(f"start_image must be an IMAGE [frames, height, width, 3], got shape {tuple(start_image.shape)}")
+    frames = start_image[:length, :, :, :3].float().movedim(-1, 1) * 2.0 - 1.0  # [k, 3, h, w]
+    frames = F.interpolate(frames, size=(height, width), mode="bicubic", align_corners=False)
+    video = torch.zeros(1, 3, length, height, width, dtype=torch.float32)
+    video[0, :, : frames.shape[0]] = frames.movedim(0, 1)
+    return video, frames.shape[0]
+
+
+class Wan22DuoI2VConditioning:
+    CATEGORY = "Wan22Duo/latent"
+    DESCRIPTION = (
+        "Image-to-video conditioning for I2V-A14B, as the official code prepares it: the start image (resized "
+        "bicubic to width x height) followed by gray frames is encoded with the Wan 2.1 VAE, and the image latent "
+        "and its mask are added to both prompts (the same keys ComfyUI's WanImageToVideo uses). Also returns the "
+        "matching empty latent."
+    )
+    RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
+    RETURN_NAMES = ("positive", "negative", "latent")
+    OUTPUT_TOOLTIPS = ("Positive prompt with the image conditioning.", "Negative prompt with the same image conditioning.",
+                       "Empty 16-channel latent of the chosen size for Wan22DuoSampler.")
+    FUNCTION = "encode"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "positive": ("CONDITIONING", {"tooltip": "Prompt from CLIPTextEncode (umT5-XXL)."}),
+                "negative": ("CONDITIONING", {"tooltip": "Negative prompt from CLIPTextEncode (umT5-XXL)."}),
+                "vae": ("WAN22DUO_VAE", {"tooltip": "The Wan 2.1 VAE (wan_2.1_vae.safetensors)."}),
+                "start_image": ("IMAGE", {"tooltip": "First frame of the video. It is stretched to width x height (bicubic), so "
+                                                     "pick a size with the image's aspect ratio. Several images fix several first frames."}),
+                **_size_inputs(1280, 720, 81, 16),
+            }
+        }
+
+    def encode(self, positive, negative, vae, start_image: torch.Tensor, width: int = 1280, height: int = 720,
+               length: int = 81, batch_size: int = 1):
+        from ..engine.conditioning import official_i2v_mask
+
+        shape = geometry.latent_shape("a14b", length, height, width, batch_size)
+        require_version(vae, "2.1", "Wan22DuoI2VConditioning", "I2V-A14B")
+        video, known = i2v_video(start_image, width, height, length)
+        image_latent = encode_video(vae, video)
+        known_mask = official_i2v_mask([i < known for i in range(length)], tuple(shape[-2:]))
+        values = {"concat_latent_image": image_latent,
+                  "concat_mask": (1.0 - known_mask).to(image_latent.device)}  # ComfyUI convention: 0 = known
+        return set_values(positive, values), set_values(negative, values), {"samples": _zeros(shape)}
+
+
+def ti2v_frame(image: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """One start frame for TI2V-5B as the official code prepares it (spec §3.3): ``[1, 3, 1, H, W]`` in [-1, 1].
+
+    The image is scaled (PIL LANCZOS, on 8-bit values as the official code reads
+    files) until it covers ``width x height`` with its aspect ratio kept, then center-cropped.
+    """
+    from PIL import Image
+
+    pixels = (image[:, :, :3].float().clamp(0, 1) * 255.0).round().to(torch.uint8).cpu().numpy()
+    pil = Image.fromarray(pixels)
+    iw, ih = pil.size
+    scale = max(width / iw, height / ih)
+    pil = pil.resize((round(iw * scale), round(ih * scale)), Image.LANCZOS)
+    left, top = (pil.width - width) // 2, (pil.height - height) // 2
+    pil = pil.crop((left, top, left + width, top + height))
+    frame = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0)  # [H, W, 3]
+    return (frame * 2.0 - 1.0).movedim(-1, 0)[None, :, None]
+
+
+class Wan22DuoTI2VLatent:
+    CATEGORY = "Wan22Duo/latent"
+    DESCRIPTION = (
+        "The starting latent for TI2V-5B (48 channels, Wan 2.2 VAE). Without an image it is empty (text-to-video). "
+        "With start_image, the image is resized to cover width x height, center-cropped, encoded as one frame into "
+        "latent frame 0, and noise_mask keeps that frame fixed while the rest is generated (as the official code). "
+        "Official size 1280x704 (or 704x1280), 121 frames at 24 fps."
+    )
+    RETURN_TYPES = ("LATENT",)
+    RETURN_NAMES = ("latent",)
+    OUTPUT_TOOLTIPS = ("Raw latent, with a noise_mask (0 on frame 0) when a start image is given.",)
+    FUNCTION = "generate"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "vae": ("WAN22DUO_VAE", {"tooltip": "The Wan 2.2 VAE (wan2.2_vae.safetensors)."}),
+                **_size_inputs(1280, 704, 121, 32),
+            },
+            "optional": {
+                "start_image": ("IMAGE", {"tooltip": "Optional first frame (image-to-video). Only the first image is used."}),
+            },
+        }
+
+    def generate(self, vae, width: int = 1280, height: int = 704, length: int = 121, batch_size: int = 1,
+                 start_image: Optional[torch.Tensor] = None):
+        shape = geometry.latent_shape("ti2v_5b", length, height, width, batch_size)
+        require_version(vae, "2.2", "Wan22DuoTI2VLatent", "TI2V-5B")
+        samples = _zeros(shape)
+        if start_image is None:
+            return ({"samples": samples},)
+        if start_image.ndim != 4 or start_image.shape[-1] < 3:
+            raise ValueError(f"start_image must be an IMAGE [frames, height, width, 3], got shape {tuple(start_image.shape)}")
+        image_latent = encode_video(vae, ti2v_frame(start_image[0], width, height))
+        samples[:, :, :1] = image_latent.to(samples.device)
+        noise_mask = torch.ones(shape[0], 1, *shape[2:], dtype=torch.float32, device=samples.device)
+        noise_mask[:, :, 0] = 0.0  # 0 = keep: frame 0 holds the image
+        return ({"samples": samples, "noise_mask": noise_mask},)
+
+
+NODE_CLASS_MAPPINGS = {
+    "Wan22DuoSampler": Wan22DuoSampler,
+    "Wan22DuoEmptyLatent": Wan22DuoEmptyLatent,
+    "Wan22DuoI2VConditioning": Wan22DuoI2VConditioning,
+    "Wan22DuoTI2VLatent": Wan22DuoTI2VLatent,
+}
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "Wan22DuoSampler": "Wan 2.2 Duo Sampler (both experts)",
+    "Wan22DuoEmptyLatent": "Wan 2.2 Duo Empty Latent (T2V-A14B)",
+    "Wan22DuoI2VConditioning": "Wan 2.2 Duo I2V Conditioning (I2V-A14B)",
+    "Wan22DuoTI2VLatent": "Wan 2.2 Duo TI2V Latent (TI2V-5B)",
+}

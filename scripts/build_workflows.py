@@ -247,11 +247,11 @@ def model_note(title: str, entries: list, vae_line: str) -> str:
 
 VAE_A14B = (
     "**VAE:** the A14B models use the **Wan 2.1 VAE** (`wan_2.1_vae.safetensors`, 16 latent channels). "
-    "`wan2.2_vae.safetensors` belongs to TI2V-5B only; the sampler refuses the wrong pairing with a clear error."
+    "`wan2.2_vae.safetensors` belongs to TI2V-5B only; a mismatch stops with a message naming the right file."
 )
 VAE_5B = (
     "**VAE:** TI2V-5B uses the **Wan 2.2 VAE** (`wan2.2_vae.safetensors`, 48 latent channels). "
-    "`wan_2.1_vae.safetensors` belongs to the A14B models only; the sampler refuses the wrong pairing."
+    "`wan_2.1_vae.safetensors` belongs to the A14B models only; a mismatch stops with a message naming the right file."
 )
 
 
@@ -267,7 +267,7 @@ def _common_text(w: Workflow, prompt: str, clip_link: int = 20) -> None:
 def _output(w: Workflow, latent_from: int, fps: float, prefix: str) -> None:
     w.add(Node(60, "Wan22DuoVAEDecode", (1340, 60), (300, 110), {"tile_size": 0, "tile_overlap": 64},
                {"vae": (30, "vae"), "samples": (latent_from, "latent")}))
-    w.add(Node(61, "CreateVideo", (1340, 220), (300, 80), {"fps": fps}, {"images": (60, "IMAGE")}))
+    w.add(Node(61, "CreateVideo", (1340, 220), (300, 80), {"fps": fps}, {"images": (60, "images")}))
     w.add(Node(62, "SaveVideo", (1680, 60), (640, 620),
                {"filename_prefix": f"video/{prefix}", "format": "auto", "codec": "auto"},
                {"video": (61, "VIDEO")}))
@@ -289,7 +289,7 @@ def _sampler(w: Workflow, latent: tuple, cond: tuple, settings: dict, low: bool 
     widgets = {"seed": 42, "steps": 40, "cfg_high": 4.0, "cfg_low": 3.0, "shift": 12.0, "boundary": -1.0,
                "switch_step": -1, "sampler": "unipc", "scheduler": "wan", "memory": "offload_cpu"}
     widgets.update(settings)
-    return w.add(Node(50, "Wan22DuoSampler", (900, 60), (340, 420), widgets, links))
+    return w.add(Node(50, "Wan22DuoSampler", (900, 60), (360, 620), widgets, links))
 
 
 def _a14b(name: str, title: str, high: dict, low: dict, prompt: str, sampler: dict, i2v: bool,
@@ -321,7 +321,7 @@ def _a14b(name: str, title: str, high: dict, low: dict, prompt: str, sampler: di
     else:
         w.add(Node(40, "Wan22DuoEmptyLatent", (420, 560), (440, 160),
                    {"width": width, "height": height, "length": 81, "batch_size": 1}, title="Video size"))
-        cond, latent = ((21, "CONDITIONING"), (22, "CONDITIONING")), (40, "LATENT")
+        cond, latent = ((21, "CONDITIONING"), (22, "CONDITIONING")), (40, "latent")
     s = _sampler(w, latent, cond, dict(sampler, high_from=high_from, low_from=low_from))
     _output(w, 50, 16.0, f"wan22duo_{name}")
     boundary = 0.900 if i2v else 0.875
@@ -332,7 +332,7 @@ def _a14b(name: str, title: str, high: dict, low: dict, prompt: str, sampler: di
     w.groups[:0] = [("Models", [10, 11, 20, 30]), ("Prompt and size", [21, 22, 40, 31] if i2v else [21, 22, 40]),
                     ("Sample", [50])]
     if lightning:
-        w.groups.insert(1, ("Lightning LoRAs (one per expert)", [12, 13]))
+        w.groups.insert(1, ("Lightning LoRAs", [12, 13]))
     return w
 
 
@@ -373,8 +373,8 @@ def _a14b_note(title: str, s: dict, boundary: float, k: int, i2v: bool, lightnin
         "for both). Each expert loader can also put its expert on its own `device`.",
     ]
     if i2v:
-        lines += ["", "The start image is resized to the video size. Sizes must be multiples of 16; "
-                  "frames 4n+1."]
+        lines += ["", "The start image is stretched to the video size (keep its aspect ratio close). "
+                  "Sizes must be multiples of 16; frames 4n+1."]
     else:
         lines += ["", "Sizes must be multiples of 16; frames 4n+1 (81 = 5 s at 16 fps)."]
     return "\n".join(lines)
@@ -396,7 +396,7 @@ def _ti2v(name: str, i2v: bool, prompt: str) -> Workflow:
     w.add(Node(40, "Wan22DuoTI2VLatent", (420, 560), (440, 180),
                {"width": 1280, "height": 704, "length": 121, "batch_size": 1}, links, title="Video size"))
     # TI2V-5B is one model: it goes in the high_noise_model slot; cfg_low and boundary are unused.
-    _sampler(w, (40, "LATENT"), ((21, "CONDITIONING"), (22, "CONDITIONING")),
+    _sampler(w, (40, "latent"), ((21, "CONDITIONING"), (22, "CONDITIONING")),
              {"high_from": (10, "model"), "steps": 50, "cfg_high": 5.0, "cfg_low": 5.0, "shift": 5.0}, low=False)
     _output(w, 50, 24.0, f"wan22duo_{name}")
     title = "TI2V-5B image-to-video" if i2v else "TI2V-5B text-to-video"
@@ -416,8 +416,9 @@ def _ti2v_note(title: str, i2v: bool) -> str:
         "multiples of 32; frames 4n+1."
     )
     if i2v:
-        text += ("\n\nThe start image becomes latent frame 0 and is kept fixed while the rest is denoised "
-                 "(as ComfyUI's Wan22ImageToVideoLatent does). Disconnect it for text-to-video.")
+        text += ("\n\nThe start image is scaled to cover the video size and center-cropped, then becomes "
+                 "latent frame 0, which stays fixed while the rest is generated (as the official code and "
+                 "ComfyUI's Wan22ImageToVideoLatent do). Disconnect it for text-to-video.")
     return text
 
 

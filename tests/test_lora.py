@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from wan22duo.engine.lora import LoraError, apply_loras, quantize_fp8, remove_loras
+from wan22duo.engine.lora import LoraError, apply_loras, remove_loras
 
 D, FFN, R = 8, 16, 4
 
@@ -252,12 +252,20 @@ def test_fp8_weights_stay_fp8_and_unpatch_bit_for_bit(tmp_path, fp8, scaled):
     assert (layer.scale_weight is None) == (not scaled)
 
 
-def test_quantize_fp8_uses_a_fresh_scale_so_growth_cannot_saturate():
-    value = torch.tensor([[1000.0, -3.0], [0.5, 0.0]])
-    q, scale = quantize_fp8(value, torch.float8_e4m3fn)
-    assert scale.item() == pytest.approx(1000.0 / 448.0)
-    assert q.float().mul(scale)[0, 0].item() == pytest.approx(1000.0)
-    assert q.float()[1, 1].item() == 0.0
+def test_fp8_weight_that_grows_past_the_old_range_does_not_saturate(tmp_path):
+    model = toy()
+    layer = model.blocks[0].self_attn.o
+    fmax = torch.finfo(torch.float8_e4m3fn).max
+    with torch.no_grad():
+        scale = layer.weight.abs().max() / fmax
+        layer.weight = nn.Parameter((layer.weight / scale).to(torch.float8_e4m3fn), requires_grad=False)
+        layer.scale_weight = scale.float()
+    base = layer.weight.float() * layer.scale_weight
+    diff = torch.zeros(D, D)
+    diff[0, 0] = 10 * base.abs().max()  # ten times the old largest weight: needs a new scale
+    apply_loras(model, [(write(tmp_path, {"diffusion_model.blocks.0.self_attn.o.diff": diff}), 1.0)])
+    got = layer.weight.float() * layer.scale_weight
+    assert got[0, 0].item() == pytest.approx((base[0, 0] + diff[0, 0]).item(), rel=2 ** -4)
 
 
 def test_zero_strength_changes_nothing(tmp_path):
@@ -336,3 +344,21 @@ def test_half_a_low_rank_pair_is_an_error(tmp_path):
     path = write(tmp_path, {"diffusion_model.blocks.0.self_attn.q.lora_up.weight": up})
     with pytest.raises(LoraError, match="lack their down"):
         apply_loras(toy(), [(path, 1.0)])
+
+
+def test_a_failure_midway_leaves_the_model_unpatched(tmp_path):
+    """An fp8 weight whose layer cannot hold a scale cannot be re-quantized: error, nothing changed."""
+    model = toy()
+    with torch.no_grad():
+        model.head.head = nn.Linear(D, 16)  # a plain Linear: no scale_weight
+        model.head.head.weight = nn.Parameter(torch.randn(16, D).to(torch.float8_e4m3fn), requires_grad=False)
+    up, down = low_rank(D, D, seed=1)
+    head_up, head_down = low_rank(16, D, seed=2)
+    tensors = {"diffusion_model.blocks.0.self_attn.q.lora_down.weight": down,  # patched first,
+               "diffusion_model.blocks.0.self_attn.q.lora_up.weight": up,
+               "diffusion_model.head.head.lora_down.weight": head_down,  # then this one fails
+               "diffusion_model.head.head.lora_up.weight": head_up}
+    before = snapshot(model)
+    with pytest.raises(LoraError, match="no scale_weight"):
+        apply_loras(model, [(write(tmp_path, tensors), 1.0)])
+    assert_identical(model, before)

@@ -8,8 +8,6 @@ export const COLORS = Object.freeze({
   low: "#5aa9e6", // low-noise expert
   highFill: "rgba(240,164,58,0.13)",
   lowFill: "rgba(90,169,230,0.13)",
-  boundary: "rgba(230,230,230,0.75)",
-  switchLine: "rgba(255,255,255,0.85)",
   reported: "#ff6fa0", // the switch step the last run reported, when it differs
   error: "#ff7b6b",
   warning: "#ffb36b",
@@ -95,18 +93,28 @@ function drawCurve(ctx, ax, sigmas, k, steps, dots) {
   }
 }
 
-function drawBoundary(ctx, area, ax, boundary, lowQuality) {
+function drawBoundary(ctx, area, ax, boundary, switchX, color, lowQuality) {
   if (!(boundary >= 0 && boundary <= 1)) return;
   const y = ax.y(boundary);
-  line(ctx, area.x, y, area.x + area.w, y, COLORS.boundary, 1, [4, 3]);
-  if (!lowQuality) text(ctx, `boundary ${boundary}`, area.x + area.w - 2, y - 3, COLORS.boundary, 10, "right");
+  line(ctx, area.x, y, area.x + area.w, y, color, 1, [4, 3]);
+  if (lowQuality) return;
+  // Under the line: high-noise steps lie above it, and at the far right the curve has dropped
+  // low. Left when there is room before the switch line, else right.
+  const below = Math.min(y + 11, area.y + area.h - 2);
+  const label = `boundary ${boundary}`;
+  if (switchX - area.x > 90) text(ctx, label, area.x + 3, below, color, 10, "left");
+  else text(ctx, label, area.x + area.w - 3, below, color, 10, "right");
 }
 
-function drawSwitch(ctx, area, ax, k, steps, color, dash, label, lowQuality) {
+function drawSwitch(ctx, area, ax, k, steps, color, dash, label, lowQuality, labelRow = 0) {
   if (!(k > 0 && k < steps)) return;
   const x = ax.x(k);
   line(ctx, x, area.y, x, area.y + area.h, color, 1.5, dash);
-  if (!lowQuality && label) text(ctx, label, x + 3, area.y + 10, color, 10, "left");
+  // At the bottom, where the (decreasing) curve has already dropped away on the right.
+  if (!lowQuality && label) {
+    const right = x > area.x + area.w * 0.7;
+    text(ctx, label, right ? x - 3 : x + 3, area.y + area.h - 3 - labelRow * 11, color, 10, right ? "right" : "left");
+  }
 }
 
 /** What the last run reported, relative to the current plan; null when there is nothing to say. */
@@ -153,13 +161,13 @@ export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
     call(ctx, "fillRect", area.x, area.y, area.w, area.h);
   }
   line(ctx, area.x, area.y + area.h, area.x + area.w, area.y + area.h, t.outline, 1);
-  if (!plan.single) drawBoundary(ctx, area, ax, plan.boundary, lowQuality);
+  if (!plan.single) drawBoundary(ctx, area, ax, plan.boundary, ax.x(k), t.dim, lowQuality);
   drawCurve(ctx, ax, sigmas, k, steps, !lowQuality && steps <= 60);
-  if (!plan.single) drawSwitch(ctx, area, ax, k, steps, COLORS.switchLine, null, `switch ${k}`, lowQuality);
+  if (!plan.single) drawSwitch(ctx, area, ax, k, steps, t.text, null, `switch ${k}`, lowQuality);
   const run = view?.reported;
   const runNote = reportedNote(plan, run);
   if (run && run.steps === steps && run.switch_step !== k && !plan.single) {
-    drawSwitch(ctx, area, ax, run.switch_step, steps, COLORS.reported, [3, 3], `last run ${run.switch_step}`, lowQuality);
+    drawSwitch(ctx, area, ax, run.switch_step, steps, COLORS.reported, [3, 3], `last run ${run.switch_step}`, lowQuality, 1);
   }
   if (!lowQuality) {
     text(ctx, plan.caption, x + 8, captionTop + LINE_HEIGHT - 2, t.text, 12, "left", textWidth);

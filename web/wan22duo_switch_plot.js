@@ -9,15 +9,13 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
+import { MODEL_SOCKET, WATCHED, parseReport, samplerInputs, upstreamModelName } from "./wan22duo_graph.js";
 import { createModelInfoClient } from "./wan22duo_model_info.js";
 import { PLOT_HEIGHT, drawSwitchPlot } from "./wan22duo_plot_draw.js";
 import { planSwitch } from "./wan22duo_switch_plan.js";
 
 const NODE_CLASS = "Wan22DuoSampler";
 const WIDGET_NAME = "wan22duo_switch_plot";
-const WATCHED = ["steps", "shift", "boundary", "switch_step", "scheduler"];
-const MODEL_SOCKET = "WAN22DUO_MODEL";
-const MAX_HOPS = 16; // LoRA loaders, reroutes... between the sampler and the file loader
 
 const plots = new Set(); // live plot widgets, to redraw when a model answer arrives
 
@@ -43,48 +41,9 @@ async function fetchJson(url) {
 
 const modelInfo = createModelInfoClient(fetchJson, redrawAll);
 
-function widgetValue(node, name) {
-  return node.widgets?.find((w) => w.name === name)?.value;
-}
-
-function inputIndex(node, name) {
-  return node.inputs?.findIndex((input) => input?.name === name) ?? -1;
-}
-
-/** The loader's unet_name behind a model input, following pass-through nodes (LoRA, reroute). */
-export function upstreamModelName(node, inputName) {
-  const seen = new Set();
-  let current = node;
-  let slot = inputIndex(node, inputName);
-  for (let hop = 0; hop < MAX_HOPS && slot >= 0; hop++) {
-    if (current.inputs?.[slot]?.link == null) return null;
-    const origin = current.getInputNode?.(slot);
-    if (!origin || seen.has(origin.id)) return null;
-    seen.add(origin.id);
-    const unet = origin.widgets?.find((w) => w.name === "unet_name");
-    if (unet) return typeof unet.value === "string" ? unet.value : null;
-    const inputs = origin.inputs ?? [];
-    let next = inputs.findIndex((input) => input?.type === MODEL_SOCKET && input.link != null);
-    if (next < 0 && inputs.length === 1) next = 0; // a plain reroute
-    current = origin;
-    slot = next;
-  }
-  return null;
-}
-
 function currentView(node, lowQuality) {
-  const modelName = upstreamModelName(node, "high_noise_model");
-  const info = modelInfo.get(modelName);
-  const lowSlot = inputIndex(node, "low_noise_model");
-  const inputs = {
-    scheduler: widgetValue(node, "scheduler"),
-    steps: widgetValue(node, "steps"),
-    shift: widgetValue(node, "shift"),
-    boundary: widgetValue(node, "boundary"),
-    switchStep: widgetValue(node, "switch_step"),
-    variant: info?.variant ?? null,
-    hasLow: lowSlot >= 0 ? node.inputs[lowSlot].link != null : null,
-  };
+  const info = modelInfo.get(upstreamModelName(node, "high_noise_model"));
+  const inputs = samplerInputs(node, info?.variant);
   const key = JSON.stringify(inputs);
   const cache = node.__wan22duoPlan;
   const plan = cache?.key === key ? cache.plan : planSwitch(inputs);
@@ -121,9 +80,6 @@ function makePlotWidget(node) {
         warned = true;
       }
     },
-    onRemove() {
-      plots.delete(this);
-    },
   };
 }
 
@@ -154,7 +110,8 @@ function chain(object, method, extra) {
 
 function addPlot(node) {
   if (node.widgets?.some((w) => w.name === WIDGET_NAME)) return;
-  const widget = node.addCustomWidget(makePlotWidget(node)) ?? makePlotWidget(node);
+  const made = makePlotWidget(node);
+  const widget = node.addCustomWidget(made) ?? made;
   plots.add(widget);
   // In Vue-node mode the widget draws on request: ask again when a watched value changes.
   for (const name of WATCHED) {
@@ -164,22 +121,22 @@ function addPlot(node) {
   fitSize(node);
 }
 
-/** Keep the run's report: ui {"wan22duo_switch": [{switch_step, steps, boundary, sigmas, timesteps}]}. */
-export function parseReport(message) {
-  const report = message?.wan22duo_switch?.[0];
-  if (!report || !Number.isInteger(report.switch_step) || !Number.isInteger(report.steps)) return null;
-  return {
-    switch_step: report.switch_step,
-    steps: report.steps,
-    boundary: typeof report.boundary === "number" ? report.boundary : null,
-    sigmas: Array.isArray(report.sigmas) ? report.sigmas : [],
-    timesteps: Array.isArray(report.timesteps) ? report.timesteps : [],
-  };
+function isModelLoader(nodeData) {
+  const outputs = Array.isArray(nodeData?.output) ? nodeData.output : [];
+  return outputs.includes(MODEL_SOCKET) && nodeData?.input?.required?.unet_name !== undefined;
 }
 
 app.registerExtension({
   name: "wan22duo.SwitchPlot",
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (isModelLoader(nodeData)) {
+      // Vue-node mode redraws only on request: a new file on a loader must ask for it.
+      chain(nodeType.prototype, "onNodeCreated", function () {
+        const unet = this.widgets?.find((w) => w.name === "unet_name");
+        if (unet) chain(unet, "callback", redrawAll);
+      });
+      return;
+    }
     if (nodeData?.name !== NODE_CLASS) return;
     chain(nodeType.prototype, "onNodeCreated", function () {
       addPlot(this);

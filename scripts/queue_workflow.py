@@ -1,0 +1,532 @@
+"""Queue a bundled API-format workflow on a running ComfyUI and download the video it makes.
+
+Standard library only. Example::
+
+    python scripts/queue_workflow.py workflows/api/t2v_a14b.json --prompt "a fox in the snow" \\
+        --seed 7 --width 832 --height 480 --frames 33 --steps 20 --out out/
+    python scripts/queue_workflow.py workflows/api/i2v_a14b.json --image in.png --prompt "..."
+
+The overrides are applied without knowing node ids: the sampler is the node with linked
+``positive``/``negative`` inputs and a seed; the prompts are the CLIPTextEncode nodes that feed
+those two inputs (through e.g. the I2V conditioning node); size and frames go on the node
+that makes the sampler's latent; ``--image`` is uploaded (POST /upload/image) and set on the
+LoadImage node. Progress comes over the websocket (/ws), or by polling /history when the
+websocket is unavailable. Validation errors are printed one per line, e.g.
+``node 50 (Wan22DuoSampler): steps: Value 0 smaller than min of 1``.
+
+The pure override logic (:func:`apply_overrides` and the ``find_*`` helpers) is importable.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import copy
+import hashlib
+import json
+import mimetypes
+import os
+import socket
+import struct
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+TEXT_ENCODERS = ("CLIPTextEncode",)
+IMAGE_LOADERS = ("LoadImage",)
+SIZE_INPUTS = ("width", "height", "length")
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 §1.3
+NO_IMAGE_INPUT = (
+    "this workflow takes no start image (it is text-to-video); use workflows/api/i2v_a14b.json or "
+    "workflows/api/ti2v_5b_i2v.json for image-to-video"
+)
+
+# ---------------------------------------------------------------- the override logic (pure)
+
+
+class WorkflowError(ValueError):
+    """The workflow does not have the shape an override needs."""
+
+
+@dataclass(frozen=True)
+class Overrides:
+    prompt: Optional[str] = None
+    negative: Optional[str] = None
+    seed: Optional[int] = None
+    width: Optional[int] = None
+    height: Optional[int] = None
+    frames: Optional[int] = None
+    steps: Optional[int] = None
+    image: Optional[str] = None  # a name ComfyUI knows (after upload), not a local path
+
+
+def load_api_workflow(path: os.PathLike) -> dict:
+    """Read an API-format workflow; a UI-format file is rejected with the way out."""
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    if isinstance(data, dict) and "nodes" in data and "links" in data:
+        raise WorkflowError(
+            f"{path} is a UI (editor) workflow; POST /prompt needs the API format. Use the copy in "
+            f"workflows/api/, or export with Workflow -> Export (API) in ComfyUI"
+        )
+    if not isinstance(data, dict) or not all(isinstance(v, dict) and "class_type" in v for v in data.values()):
+        raise WorkflowError(f"{path} is not an API-format workflow ({{node id: {{class_type, inputs}}}})")
+    return data
+
+
+def _is_link(value) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
+
+
+def find_sampler(api: dict) -> str:
+    """Id of the one sampler: linked ``positive`` and ``negative`` inputs plus a seed."""
+    found = [
+        node_id for node_id, node in api.items()
+        if _is_link(node["inputs"].get("positive")) and _is_link(node["inputs"].get("negative"))
+        and any(k in node["inputs"] for k in ("seed", "noise_seed"))
+    ]
+    if len(found) != 1:
+        raise WorkflowError(f"expected exactly one sampler (positive, negative and seed inputs), found {found}")
+    return found[0]
+
+
+def find_text_encoder(api: dict, sampler_id: str, role: str) -> str:
+    """The text-encode node whose conditioning reaches the sampler's ``role`` input.
+
+    Walks upstream through nodes that pass conditioning on under the same input name
+    (Wan22DuoI2VConditioning, WanImageToVideo) until a CLIPTextEncode.
+    """
+    node_id, seen = sampler_id, set()
+    while True:
+        link = api[node_id]["inputs"].get(role)
+        if not _is_link(link):
+            raise WorkflowError(f"node {node_id} ({api[node_id]['class_type']}) has no linked {role!r} input")
+        node_id = link[0]
+        if node_id in seen or node_id not in api:
+            raise WorkflowError(f"the {role!r} conditioning of node {sampler_id} leads to a missing node {node_id}")
+        seen.add(node_id)
+        if api[node_id]["class_type"] in TEXT_ENCODERS:
+            return node_id
+
+
+def find_latent_source(api: dict, sampler_id: str) -> str:
+    """The node that makes the sampler's latent and holds width, height and length."""
+    inputs = api[sampler_id]["inputs"]
+    link = inputs.get("latent", inputs.get("latent_image"))
+    node_id, seen = (link[0] if _is_link(link) else None), set()
+    while node_id is not None and node_id in api and node_id not in seen:
+        seen.add(node_id)
+        node_inputs = api[node_id]["inputs"]
+        if all(k in node_inputs and not _is_link(node_inputs[k]) for k in SIZE_INPUTS):
+            return node_id
+        upstream = [v for k, v in node_inputs.items() if k in ("samples", "latent") and _is_link(v)]
+        node_id = upstream[0][0] if upstream else None
+    raise WorkflowError(f"no node with {SIZE_INPUTS} inputs makes the latent of sampler {sampler_id}")
+
+
+def find_image_loaders(api: dict) -> list:
+    return sorted((i for i, n in api.items() if n["class_type"] in IMAGE_LOADERS), key=str)
+
+
+def _set(api: dict, node_id: str, name: str, value) -> None:
+    inputs = api[node_id]["inputs"]
+    if _is_link(inputs.get(name)):
+        raise WorkflowError(f"node {node_id} ({api[node_id]['class_type']}): {name} is linked, not a value")
+    inputs[name] = value
+
+
+def apply_overrides(api: dict, overrides: Overrides) -> dict:
+    """A copy of ``api`` with the given values set; inputs not named by ``overrides`` are untouched."""
+    api = copy.deepcopy(api)
+    sampler = find_sampler(api)
+    if overrides.prompt is not None:
+        _set(api, find_text_encoder(api, sampler, "positive"), "text", overrides.prompt)
+    if overrides.negative is not None:
+        _set(api, find_text_encoder(api, sampler, "negative"), "text", overrides.negative)
+    if overrides.seed is not None:
+        _set(api, sampler, "seed" if "seed" in api[sampler]["inputs"] else "noise_seed", int(overrides.seed))
+    if overrides.steps is not None:
+        _set(api, sampler, "steps", int(overrides.steps))
+    sizes = {"width": overrides.width, "height": overrides.height, "length": overrides.frames}
+    if any(v is not None for v in sizes.values()):
+        latent = find_latent_source(api, sampler)
+        for name, value in sizes.items():
+            if value is not None:
+                _set(api, latent, name, int(value))
+    if overrides.image is not None:
+        loaders = find_image_loaders(api)
+        if not loaders:
+            raise WorkflowError(NO_IMAGE_INPUT)
+        for node_id in loaders:
+            _set(api, node_id, "image", overrides.image)
+    return api
+
+
+# ---------------------------------------------------------------- reading server answers (pure)
+
+
+def _shorten(text: str, limit: int = 300) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def format_node_errors(body: dict) -> list:
+    """One plain line per validation problem in a /prompt error body."""
+    lines = []
+    for node_id, info in (body.get("node_errors") or {}).items():
+        class_type = info.get("class_type", "?")
+        for err in info.get("errors", []):
+            name = (err.get("extra_info") or {}).get("input_name")
+            details = str(err.get("details") or "")
+            text = err.get("message", "error")
+            if name and details.startswith(f"{name}:"):
+                details = details[len(name) + 1:].strip()  # e.g. "unet_name: 'x' not in [...]"
+            if details and details != name:
+                text += f": {_shorten(details)}"
+            lines.append(f"node {node_id} ({class_type}): {name}: {text}" if name else
+                         f"node {node_id} ({class_type}): {text}")
+    if not lines:
+        err = body.get("error")
+        if isinstance(err, dict):
+            details = err.get("details")
+            lines.append(err.get("message", "error") + (f": {_shorten(str(details))}" if details else ""))
+        elif err:
+            lines.append(str(err))
+    return lines
+
+
+def describe_failure(data: dict) -> str:
+    """One line from an ``execution_error`` payload (websocket event or /history status message)."""
+    return (f"node {data.get('node_id')} ({data.get('node_type')}) failed: "
+            f"{data.get('exception_type', 'error')}: {str(data.get('exception_message', '')).strip()}")
+
+
+def history_failure(entry: dict) -> Optional[str]:
+    """The failure recorded in a finished /history entry, or None when it succeeded."""
+    status = entry.get("status") or {}
+    for message in status.get("messages", []):
+        if message and message[0] == "execution_error":
+            return describe_failure(message[1])
+        if message and message[0] == "execution_interrupted":
+            return f"interrupted at node {message[1].get('node_id')} ({message[1].get('node_type')})"
+    if status.get("status_str") == "error":
+        return "the prompt failed (no error details in /history)"
+    return None
+
+
+def output_files(entry: dict) -> list:
+    """File records (``filename``, ``subfolder``, ``type``) of a finished /history entry, saved files first."""
+    files = []
+    for node_output in (entry.get("outputs") or {}).values():
+        for value in node_output.values():
+            if isinstance(value, list):
+                files += [v for v in value if isinstance(v, dict) and "filename" in v]
+    saved = [f for f in files if f.get("type") == "output"]
+    return saved or files
+
+
+# ---------------------------------------------------------------- a minimal websocket reader
+
+
+class WebSocket:
+    """Just enough RFC 6455 for ComfyUI's /ws: handshake, read frames, answer pings, close."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self._buffer = b""
+
+    @classmethod
+    def connect(cls, url: str, timeout: float = 10.0) -> "WebSocket":
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "ws":
+            raise OSError(f"only ws:// is supported, got {url!r}")
+        port = parts.port or 80
+        sock = socket.create_connection((parts.hostname, port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        request = (f"GET {path} HTTP/1.1\r\nHost: {parts.hostname}:{port}\r\nUpgrade: websocket\r\n"
+                   f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        sock.sendall(request.encode())
+        ws = cls(sock)
+        head = ws._read_until(b"\r\n\r\n").decode("latin-1")
+        status, *header_lines = head.split("\r\n")
+        headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in header_lines)}
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
+        if status.split(" ")[1:2] != ["101"] or headers.get("sec-websocket-accept") != accept:
+            sock.close()
+            raise OSError(f"websocket upgrade refused: {status}")
+        return ws
+
+    def _read_until(self, marker: bytes) -> bytes:
+        while marker not in self._buffer:
+            self._fill()
+        head, self._buffer = self._buffer.split(marker, 1)
+        return head
+
+    def _fill(self) -> None:
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("websocket closed by the server")
+        self._buffer += chunk
+
+    def _read(self, n: int) -> bytes:
+        while len(self._buffer) < n:
+            self._fill()
+        data, self._buffer = self._buffer[:n], self._buffer[n:]
+        return data
+
+    def _send(self, opcode: int, payload: bytes = b"") -> None:
+        # Client frames must be masked (RFC 6455 §5.3); control payloads are < 126 bytes.
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        self.sock.sendall(bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + masked)
+
+    def recv(self) -> tuple:
+        """Next data message as ``(opcode, payload)``: 1 text, 2 binary, 8 close."""
+        message, message_opcode = b"", None
+        while True:
+            first, second = self._read(2)
+            opcode, length = first & 0x0F, second & 0x7F
+            if length == 126:
+                length = struct.unpack(">H", self._read(2))[0]
+            elif length == 127:
+                length = struct.unpack(">Q", self._read(8))[0]
+            mask = self._read(4) if second & 0x80 else None
+            payload = self._read(length)
+            if mask:
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+            if opcode == 9:  # ping
+                self._send(10, payload)
+                continue
+            if opcode == 10:  # pong
+                continue
+            if opcode == 8:
+                return 8, payload
+            if opcode != 0:
+                message_opcode = opcode
+            message += payload
+            if first & 0x80:  # FIN
+                return message_opcode, message
+
+    def close(self) -> None:
+        try:
+            self._send(8, struct.pack(">H", 1000))
+        except OSError:
+            pass
+        self.sock.close()
+
+
+# ---------------------------------------------------------------- HTTP client
+
+
+class ComfyError(RuntimeError):
+    """The server refused or failed the prompt; ``lines`` hold the plain-language reasons."""
+
+    def __init__(self, lines: list):
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+class ComfyClient:
+    def __init__(self, server: str = "http://127.0.0.1:8188", timeout: float = 30.0,
+                 log: Callable[[str], None] = print):
+        self.server = server.rstrip("/")
+        self.timeout = timeout
+        self.client_id = str(uuid.uuid4())
+        self.log = log
+
+    def _request(self, path: str, data: Optional[bytes] = None, headers: Optional[dict] = None):
+        request = urllib.request.Request(self.server + path, data=data, headers=headers or {})
+        return urllib.request.urlopen(request, timeout=self.timeout)
+
+    def _json(self, path: str, body: Optional[dict] = None):
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        with self._request(path, data, headers) as response:
+            return json.loads(response.read() or b"null")
+
+    def queue(self, api: dict) -> str:
+        """POST /prompt; returns the prompt id or raises :class:`ComfyError` with the node errors."""
+        try:
+            answer = self._json("/prompt", {"prompt": api, "client_id": self.client_id})
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                lines = format_node_errors(json.loads(raw))
+            except ValueError:
+                lines = [f"HTTP {exc.code}: {raw[:300].decode(errors='replace')}"]
+            raise ComfyError(lines or [f"HTTP {exc.code} from /prompt"]) from None
+        for line in format_node_errors({"node_errors": answer.get("node_errors")}):
+            self.log(f"warning: {line}")  # errors on outputs that will not run
+        return answer["prompt_id"]
+
+    def upload_image(self, path: os.PathLike) -> str:
+        """POST /upload/image; returns the name to give LoadImage."""
+        path = Path(path)
+        boundary = uuid.uuid4().hex
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        body = (
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"overwrite\"\r\n\r\ntrue\r\n"
+            f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
+            f"Content-Type: {kind}\r\n\r\n"
+        ).encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+        with self._request("/upload/image", body, headers) as response:
+            answer = json.loads(response.read())
+        return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
+
+    def history(self, prompt_id: str) -> Optional[dict]:
+        """The /history entry of a finished prompt, or None while it is queued or running."""
+        return self._json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+
+    def wait_polling(self, prompt_id: str, interval: float = 1.0, timeout: Optional[float] = None) -> dict:
+        start = time.monotonic()
+        while True:
+            entry = self.history(prompt_id)
+            if entry is not None:  # ComfyUI writes the entry once the prompt has ended
+                return entry
+            if timeout is not None and time.monotonic() - start > timeout:
+                raise TimeoutError(f"prompt {prompt_id} not finished after {timeout:g} s")
+            time.sleep(interval)
+
+    def open_websocket(self, idle_timeout: Optional[float] = None) -> Optional[WebSocket]:
+        """Connect to /ws before queueing (so no event is missed); None when that is not possible."""
+        url = self.server.replace("http://", "ws://", 1) + f"/ws?clientId={self.client_id}"
+        try:
+            ws = WebSocket.connect(url, timeout=self.timeout)
+        except (OSError, ValueError) as exc:
+            self.log(f"no websocket ({exc}); following progress by polling /history")
+            return None
+        # Loading a 14B expert can take minutes without a message, so no short read timeout.
+        ws.sock.settimeout(idle_timeout)
+        return ws
+
+    def follow(self, ws: WebSocket, prompt_id: str, api: dict) -> Optional[str]:
+        """Print progress until the prompt ends; returns an error message or None."""
+        while True:
+            opcode, payload = ws.recv()
+            if opcode == 8:
+                raise ConnectionError("websocket closed")
+            if opcode != 1:
+                continue  # binary frames are latent previews
+            message = json.loads(payload)
+            kind, data = message.get("type"), message.get("data") or {}
+            if data.get("prompt_id") not in (None, prompt_id):
+                continue
+            if kind == "executing":
+                node = data.get("node")
+                if node is None and data.get("prompt_id") == prompt_id:
+                    return None
+                if node is not None:
+                    self.log(f"running node {node} ({api.get(str(node), {}).get('class_type', '?')})")
+            elif kind == "progress":
+                self.log(f"  step {data.get('value')}/{data.get('max')} (node {data.get('node')})")
+            elif kind == "executed":
+                for switch in (data.get("output") or {}).get("wan22duo_switch", []):
+                    self.log(f"  experts switched at step {switch.get('switch_step')} of {switch.get('steps')}")
+            elif kind == "execution_success":
+                return None
+            elif kind == "execution_error":
+                return describe_failure(data)
+            elif kind == "execution_interrupted":
+                return f"interrupted at node {data.get('node_id')} ({data.get('node_type')})"
+
+    def download(self, record: dict, out_dir: os.PathLike) -> Path:
+        query = urllib.parse.urlencode({"filename": record["filename"], "subfolder": record.get("subfolder", ""),
+                                        "type": record.get("type", "output")})
+        target = Path(out_dir) / Path(record["filename"]).name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with self._request(f"/view?{query}") as response:
+            target.write_bytes(response.read())
+        return target
+
+
+def run(client: ComfyClient, api: dict, out_dir: os.PathLike, use_websocket: bool = True,
+        poll_interval: float = 1.0, timeout: Optional[float] = None) -> list:
+    """Queue ``api``, follow it to the end and download its files. Raises ComfyError on failure."""
+    ws = client.open_websocket(timeout) if use_websocket else None
+    try:
+        prompt_id = client.queue(api)
+        client.log(f"queued prompt {prompt_id}")
+        failure = None
+        if ws is not None:
+            try:
+                failure = client.follow(ws, prompt_id, api)
+            except (OSError, ValueError) as exc:
+                client.log(f"websocket lost ({exc}); polling /history")
+    finally:
+        if ws is not None:
+            ws.close()
+    if failure:
+        raise ComfyError([failure])
+    entry = client.wait_polling(prompt_id, poll_interval, timeout)
+    failure = history_failure(entry)
+    if failure:
+        raise ComfyError([failure])
+    paths = [client.download(record, out_dir) for record in output_files(entry)]
+    if not paths:
+        raise ComfyError([f"prompt {prompt_id} finished but produced no files"])
+    return paths
+
+
+def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Queue a Wan 2.2 Duo API workflow on ComfyUI and download the video.")
+    p.add_argument("workflow", type=Path, help="an API-format workflow, e.g. workflows/api/t2v_a14b.json")
+    p.add_argument("--prompt", help="positive prompt")
+    p.add_argument("--negative", help="negative prompt (default: the workflow's, the official one)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--width", type=int)
+    p.add_argument("--height", type=int)
+    p.add_argument("--frames", type=int, help="video length in frames (4n+1)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--image", type=Path, help="start image for image-to-video workflows (uploaded first)")
+    p.add_argument("--server", default="http://127.0.0.1:8188")
+    p.add_argument("--out", type=Path, default=Path("out"), help="folder for the downloaded files")
+    p.add_argument("--no-websocket", action="store_true", help="follow progress by polling /history only")
+    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between /history polls")
+    p.add_argument("--dry-run", action="store_true", help="print the workflow that would be queued and stop")
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[list] = None) -> int:
+    args = parse_args(argv)
+    try:
+        api = load_api_workflow(args.workflow)
+        overrides = Overrides(args.prompt, args.negative, args.seed, args.width, args.height, args.frames,
+                              args.steps, None)
+        if args.image is not None and not find_image_loaders(api):
+            raise WorkflowError(NO_IMAGE_INPUT)
+        api = apply_overrides(api, overrides)
+    except (WorkflowError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        if args.image is not None:  # shown as it would be named after the upload
+            api = apply_overrides(api, Overrides(image=args.image.name))
+        print(json.dumps(api, indent=2, ensure_ascii=False))
+        return 0
+    client = ComfyClient(args.server)
+    try:
+        if args.image is not None:
+            api = apply_overrides(api, Overrides(image=client.upload_image(args.image)))
+        paths = run(client, api, args.out, use_websocket=not args.no_websocket,
+                    poll_interval=args.poll_interval, timeout=args.timeout)
+    except ComfyError as exc:
+        print("ComfyUI refused or failed the workflow:", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
+        return 1
+    except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        print(f"error: cannot talk to ComfyUI at {args.server}: {exc}", file=sys.stderr)
+        return 3
+    for path in paths:
+        print(f"saved {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

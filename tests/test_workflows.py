@@ -1,0 +1,328 @@
+"""The bundled workflows: UI copies (example_workflows/) and API copies (workflows/api/).
+
+Schemas come from our nodes' INPUT_TYPES and, for ComfyUI core nodes, from the committed subset
+of ComfyUI 0.3.76's /object_info. The UI -> API conversion here is written independently of
+scripts/build_workflows.py, so a positional mistake in either shows up as a disagreement.
+"""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from wan22duo.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+
+ROOT = Path(__file__).resolve().parent.parent
+UI_DIR = ROOT / "example_workflows"
+API_DIR = ROOT / "workflows" / "api"
+CORE = json.loads((ROOT / "workflows" / "schema" / "comfyui-0.3.76-core-nodes.json").read_text(encoding="utf-8"))
+FULL_REFERENCE = Path("/work/shared/reference/comfyui-0.3.76-object_info.json")
+UI_ONLY = {"MarkdownNote", "Note"}
+WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+# Inputs whose choices are the files of a model folder (empty or install-specific in any schema dump).
+FILE_INPUTS = {"unet_name": "diffusion_models", "vae_name": "vae", "lora_name": "loras", "clip_name": "text_encoders"}
+NAMES = ["t2v_a14b", "i2v_a14b", "ti2v_5b_t2v", "ti2v_5b_i2v", "t2v_a14b_lightning"]
+OFFICIAL_NEGATIVE = (  # spec §1.2, verbatim
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
+    "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
+    "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+
+
+# ---------------------------------------------------------------- schemas
+
+
+def _spec(name, raw, optional):
+    kind, opts = raw[0], (raw[1] if len(raw) > 1 and isinstance(raw[1], dict) else {})
+    choices = None
+    if isinstance(kind, (list, tuple)):
+        kind, choices = "COMBO", list(kind)
+    elif kind == "COMBO":
+        choices = list(opts.get("options", []))
+    widget = kind in WIDGET_KINDS and not opts.get("forceInput")
+    return {"name": name, "type": kind, "opts": opts, "choices": choices, "optional": optional, "widget": widget}
+
+
+def schema(class_type):
+    if class_type in NODE_CLASS_MAPPINGS:
+        cls = NODE_CLASS_MAPPINGS[class_type]
+        types = cls.INPUT_TYPES()
+        inputs = [_spec(n, r, sec == "optional")
+                  for sec in ("required", "optional") for n, r in types.get(sec, {}).items()]
+        names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
+        title = NODE_DISPLAY_NAME_MAPPINGS.get(class_type, class_type)
+        return {"inputs": inputs, "outputs": list(zip(names, cls.RETURN_TYPES)), "title": title}
+    info = CORE[class_type]
+    inputs = [_spec(n, info["input"][sec][n], sec == "optional")
+              for sec in ("required", "optional") for n in info["input_order"].get(sec, [])]
+    return {"inputs": inputs, "outputs": list(zip(info["output_name"], info["output"])),
+            "title": info["display_name"] or class_type}
+
+
+def ui_extras(spec):
+    """How many frontend-only values follow this widget in widgets_values."""
+    if spec["type"] == "INT" and spec["opts"].get("control_after_generate", spec["name"] in ("seed", "noise_seed")):
+        return "control"
+    if spec["type"] == "COMBO" and spec["opts"].get("image_upload"):
+        return "upload"
+    return None
+
+
+def load(path):
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def ui_to_api(ui):
+    """Independent UI -> API conversion: named widget values, links as [source id, slot]."""
+    links = {link[0]: link for link in ui["links"]}
+    api = {}
+    for node in ui["nodes"]:
+        if node["type"] in UI_ONLY:
+            continue
+        values = list(node["widgets_values"])
+        inputs = {}
+        for spec in (s for s in schema(node["type"])["inputs"] if s["widget"]):
+            assert values, f"node {node['id']} ({node['type']}): no widget value left for {spec['name']}"
+            inputs[spec["name"]] = values.pop(0)
+            extra = ui_extras(spec)
+            if extra == "control":
+                assert values.pop(0) in CONTROL_VALUES, f"node {node['id']}: control_after_generate missing"
+            elif extra == "upload":
+                assert values.pop(0) == "image"
+        assert values == [], f"node {node['id']} ({node['type']}): extra widget values {values}"
+        for slot, item in enumerate(node["inputs"]):
+            if item["link"] is not None:
+                link = links[item["link"]]
+                assert (link[3], link[4]) == (node["id"], slot), f"link {link} does not end at node {node['id']}"
+                inputs[item["name"]] = [str(link[1]), link[2]]
+        api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
+    return api
+
+
+UI_FILES = sorted(UI_DIR.glob("*.json"))
+API_FILES = sorted(API_DIR.glob("*.json"))
+ALL = [pytest.param(p, id=f"ui-{p.stem}") for p in UI_FILES] + [pytest.param(p, id=f"api-{p.stem}") for p in API_FILES]
+
+
+def api_form(path):
+    data = load(path)
+    return ui_to_api(data) if "nodes" in data else data
+
+
+# ---------------------------------------------------------------- where ComfyUI finds them
+
+
+def test_every_workflow_has_a_ui_and_an_api_copy():
+    assert sorted(p.stem for p in UI_FILES) == sorted(NAMES)
+    assert sorted(p.stem for p in API_FILES) == sorted(NAMES)
+    # ComfyUI 0.3.76 lists <pack>/{example_workflows,example,examples,workflow,workflows}/*.json as
+    # templates; API files directly in workflows/ would show up there as broken templates.
+    for folder in ("workflows", "workflow", "example", "examples"):
+        assert list((ROOT / folder).glob("*.json")) == [], f"{folder}/*.json would be listed as templates"
+
+
+# ---------------------------------------------------------------- graph checks
+
+
+@pytest.mark.parametrize("path", ALL)
+def test_only_registered_node_types(path):
+    data = load(path)
+    is_ui = "nodes" in data
+    types = [n["type"] for n in data["nodes"]] if is_ui else [n["class_type"] for n in data.values()]
+    for class_type in types:
+        known = class_type in NODE_CLASS_MAPPINGS or class_type in CORE or (is_ui and class_type in UI_ONLY)
+        assert known, f"{path.name}: {class_type} is neither ours, a ComfyUI 0.3.76 core node nor a note"
+
+
+@pytest.mark.parametrize("path", ALL)
+def test_inputs_exist_required_are_set_and_links_match_types(path):
+    api = api_form(path)
+    for node_id, node in api.items():
+        sch = schema(node["class_type"])
+        specs = {s["name"]: s for s in sch["inputs"]}
+        where = f"{path.name}: node {node_id} ({node['class_type']})"
+        for name, value in node["inputs"].items():
+            assert name in specs, f"{where} has no input {name!r}"
+            spec = specs[name]
+            if isinstance(value, list):
+                source_id, slot = value
+                assert source_id in api, f"{where}: {name} links to missing node {source_id}"
+                outputs = schema(api[source_id]["class_type"])["outputs"]
+                assert 0 <= slot < len(outputs), f"{where}: {name} links to output {slot} of {source_id}"
+                assert outputs[slot][1] == spec["type"], f"{where}: {name} wants {spec['type']}, gets {outputs[slot]}"
+            else:
+                assert spec["widget"], f"{where}: {name} is a socket and must be linked, got {value!r}"
+        for spec in sch["inputs"]:
+            assert spec["optional"] or spec["name"] in node["inputs"], f"{where}: required {spec['name']} unset"
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_ui_links_are_consistent(path):
+    ui = load(path)
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    assert ui["last_node_id"] == max(nodes) and ui["last_link_id"] == max(link[0] for link in ui["links"])
+    for link_id, src, src_slot, dst, dst_slot, kind in ui["links"]:
+        out, inp = nodes[src]["outputs"][src_slot], nodes[dst]["inputs"][dst_slot]
+        assert link_id in out["links"] and inp["link"] == link_id
+        assert out["type"] == kind == inp["type"], f"link {link_id}: {out['type']} -> {inp['type']} ({kind})"
+        assert schema(nodes[src]["type"])["outputs"][src_slot][1] == kind
+        assert {s["name"]: s["type"] for s in schema(nodes[dst]["type"])["inputs"]}[inp["name"]] == kind
+    linked = {(link[1], link[2]) for link in ui["links"]}
+    for node in ui["nodes"]:
+        for slot, out in enumerate(node["outputs"]):
+            assert bool(out["links"]) == ((node["id"], slot) in linked)
+
+
+def _check_value(where, spec, value):
+    kind, opts = spec["type"], spec["opts"]
+    if kind == "COMBO":
+        if spec["name"] in FILE_INPUTS or (spec["name"] == "image" and opts.get("image_upload")):
+            assert isinstance(value, str) and value, f"{where}: file name expected, got {value!r}"
+        else:
+            assert value in spec["choices"], f"{where}: {value!r} not in {spec['choices']}"
+    elif kind in ("INT", "FLOAT"):
+        assert isinstance(value, (int, float)) and not isinstance(value, bool), f"{where}: {value!r}"
+        if kind == "INT":
+            assert isinstance(value, int), f"{where}: INT expected, got {value!r}"
+        assert opts.get("min", value) <= value <= opts.get("max", value), f"{where}: {value} outside {opts}"
+        step = opts.get("step", 1)
+        if kind == "INT" and step > 1:
+            assert (value - opts.get("min", 0)) % step == 0, f"{where}: {value} not on the step {step} grid"
+    elif kind == "STRING":
+        assert isinstance(value, str), f"{where}: {value!r}"
+    elif kind == "BOOLEAN":
+        assert isinstance(value, bool), f"{where}: {value!r}"
+
+
+@pytest.mark.parametrize("path", ALL)
+def test_widget_values_are_within_the_schema(path):
+    for node_id, node in api_form(path).items():
+        for spec in schema(node["class_type"])["inputs"]:
+            if spec["widget"] and spec["name"] in node["inputs"]:
+                where = f"{path.name}: node {node_id} ({node['class_type']}) {spec['name']}"
+                _check_value(where, spec, node["inputs"][spec["name"]])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ui_and_api_copies_agree(name):
+    ui, api = load(UI_DIR / f"{name}.json"), load(API_DIR / f"{name}.json")
+    assert ui_to_api(ui) == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
+    for node in ui["nodes"]:
+        if node["type"] not in UI_ONLY:
+            title = node.get("title") or schema(node["type"])["title"]
+            assert api[str(node["id"])]["_meta"]["title"] == title
+
+
+# ---------------------------------------------------------------- models and notes
+
+
+@pytest.mark.parametrize("path", UI_FILES, ids=lambda p: p.stem)
+def test_loaders_offer_their_downloads_and_the_note_names_them(path):
+    ui = load(path)
+    notes = "\n".join(n["widgets_values"][0] for n in ui["nodes"] if n["type"] == "MarkdownNote")
+    api = ui_to_api(ui)
+    seen = 0
+    for node in ui["nodes"]:
+        for name, folder in FILE_INPUTS.items():
+            value = api.get(str(node["id"]), {}).get("inputs", {}).get(name)
+            if value is None:
+                continue
+            seen += 1
+            models = node["properties"].get("models", [])
+            assert [m["name"] for m in models] == [value], f"{path.name}: node {node['id']} models {models}"
+            entry = models[0]
+            assert entry["directory"] == folder
+            assert entry["url"].startswith("https://huggingface.co/Comfy-Org/")
+            assert entry["url"].endswith(f"/resolve/main/split_files/{folder}/{value}")
+            assert value in notes and f"models/{folder}/" in notes, f"{path.name}: note lacks {value}"
+    # two experts or one TI2V-5B model, the text encoder, the VAE, and the two Lightning LoRAs
+    assert seen == {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "t2v_a14b_lightning": 6}.get(path.stem, 4)
+
+
+# ---------------------------------------------------------------- official settings
+
+
+def _by_class(api, class_type):
+    return [n["inputs"] for n in api.values() if n["class_type"] == class_type]
+
+
+OFFICIAL = {  # spec §1.2; Lightning: Comfy-Org 4-step templates (landscape §0)
+    "t2v_a14b": dict(steps=40, cfg_high=4.0, cfg_low=3.0, shift=12.0, sampler="unipc", scheduler="wan",
+                     size=(1280, 720, 81), fps=16.0, vae="wan_2.1_vae.safetensors"),
+    "i2v_a14b": dict(steps=40, cfg_high=3.5, cfg_low=3.5, shift=5.0, sampler="unipc", scheduler="wan",
+                     size=(1280, 720, 81), fps=16.0, vae="wan_2.1_vae.safetensors"),
+    "ti2v_5b_t2v": dict(steps=50, cfg_high=5.0, shift=5.0, sampler="unipc", scheduler="wan",
+                        size=(1280, 704, 121), fps=24.0, vae="wan2.2_vae.safetensors"),
+    "ti2v_5b_i2v": dict(steps=50, cfg_high=5.0, shift=5.0, sampler="unipc", scheduler="wan",
+                        size=(1280, 704, 121), fps=24.0, vae="wan2.2_vae.safetensors"),
+    "t2v_a14b_lightning": dict(steps=4, cfg_high=1.0, cfg_low=1.0, shift=5.0, sampler="euler", scheduler="simple",
+                               size=(832, 480, 81), fps=16.0, vae="wan_2.1_vae.safetensors"),
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_official_settings(name):
+    api, want = load(API_DIR / f"{name}.json"), OFFICIAL[name]
+    (sampler,) = _by_class(api, "Wan22DuoSampler")
+    for key in ("steps", "cfg_high", "cfg_low", "shift", "sampler", "scheduler"):
+        if key in want:
+            assert sampler[key] == want[key], f"{name}: {key}"
+    assert sampler["boundary"] == -1.0 and sampler["switch_step"] == -1  # the model's official boundary
+    latent = [n for n in api.values() if {"width", "height", "length"} <= set(n["inputs"])]
+    assert [tuple(n["inputs"][k] for k in ("width", "height", "length")) for n in latent] == [want["size"]]
+    assert [v["fps"] for v in _by_class(api, "CreateVideo")] == [want["fps"]]
+    assert [v["vae_name"] for v in _by_class(api, "Wan22DuoVAELoader")] == [want["vae"]]
+    texts = {n["inputs"]["text"] for n in api.values() if n["class_type"] == "CLIPTextEncode"}
+    assert OFFICIAL_NEGATIVE in texts and len(texts) == 2
+    assert [c["type"] for c in _by_class(api, "CLIPLoader")] == ["wan"]
+    assert len(_by_class(api, "SaveVideo")) == 1
+    experts = _by_class(api, "Wan22DuoExpertLoader")
+    if name.startswith("ti2v"):
+        assert experts == [] and "low_noise_model" not in sampler
+        assert _by_class(api, "Wan22DuoTI2VLoader")[0]["unet_name"] == "wan2.2_ti2v_5B_fp16.safetensors"
+    else:
+        assert sorted(e["role"] for e in experts) == ["high_noise", "low_noise"]
+    assert len(_by_class(api, "LoadImage")) == (1 if name in ("i2v_a14b", "ti2v_5b_i2v") else 0)
+
+
+def _upstream_model(api, link):
+    """(expert loader inputs, [LoRA inputs on the way]) feeding a model input."""
+    loras = []
+    node = api[link[0]]
+    while node["class_type"] == "Wan22DuoLoraLoader":
+        loras.append(node["inputs"])
+        node = api[node["inputs"]["model"][0]]
+    return node["inputs"], loras
+
+
+def test_lightning_puts_each_lora_on_its_own_expert():
+    api = load(API_DIR / "t2v_a14b_lightning.json")
+    (sampler,) = _by_class(api, "Wan22DuoSampler")
+    for slot, role in (("high_noise_model", "high_noise"), ("low_noise_model", "low_noise")):
+        expert, loras = _upstream_model(api, sampler[slot])
+        assert expert["role"] == role and role in expert["unet_name"]
+        assert [(lo["lora_name"], lo["strength"]) for lo in loras] == [
+            (f"wan2.2_t2v_lightx2v_4steps_lora_v1.1_{role}.safetensors", 1.0)]
+    for name in ("t2v_a14b", "i2v_a14b"):
+        plain = load(API_DIR / f"{name}.json")
+        (s,) = _by_class(plain, "Wan22DuoSampler")
+        assert _upstream_model(plain, s["high_noise_model"])[1] == []
+
+
+# ---------------------------------------------------------------- generated, and from the reference
+
+
+def test_committed_files_match_the_generator():
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_workflows
+
+    stale = [str(p.relative_to(ROOT)) for p, text in build_workflows.render().items()
+             if not p.exists() or p.read_text(encoding="utf-8") != text]
+    assert stale == [], f"run python scripts/build_workflows.py: {stale} are out of date"
+
+
+@pytest.mark.skipif(not FULL_REFERENCE.exists(), reason="the full ComfyUI 0.3.76 /object_info dump is not here")
+def test_core_subset_is_copied_from_the_reference():
+    full = load(FULL_REFERENCE)
+    assert CORE == {name: full[name] for name in CORE}
