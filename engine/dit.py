@@ -86,12 +86,13 @@ def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
     return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
 
 
-def rope_tables(grid: tuple[int, int, int], head_dim: int, device: torch.device, dtype: torch.dtype):
-    """cos and sin of the 3D RoPE angles for a (frames, h, w) token grid: ``[L, 1, head_dim/2]``.
+def rope_tables(grid: tuple[int, int, int], head_dim: int, device: torch.device,
+                dtype: torch.dtype = torch.complex128) -> torch.Tensor:
+    """``exp(i * angle)`` of the 3D RoPE for a (frames, h, w) token grid: ``[L, 1, head_dim/2]``.
 
     The head dim splits into frame / height / width parts of 44 / 42 / 42 (for 128);
-    each part has its own frequencies ``1/10000^(2i/n)`` (spec §2.4). Angles are built
-    in float64 and returned in ``dtype``.
+    each part has its own frequencies ``1/10000^(2i/n)`` and integer positions from 0
+    (spec §2.4). Angles are built in float64; ``dtype`` is complex128 or complex64.
     """
     hw = 2 * (head_dim // 6)
     parts = (head_dim - 2 * hw, hw, hw)
@@ -103,17 +104,18 @@ def rope_tables(grid: tuple[int, int, int], head_dim: int, device: torch.device,
         shape[axis] = size
         angles.append(a.view(shape).expand(*grid, n // 2))
     theta = torch.cat(angles, dim=-1).reshape(-1, 1, head_dim // 2)
-    return torch.cos(theta).to(dtype), torch.sin(theta).to(dtype)
+    return torch.polar(torch.ones_like(theta), theta).to(dtype)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs ``(x[2k], x[2k+1])`` of ``x [B, L, N, d]`` by the angles."""
-    pairs = x.to(cos.dtype).unflatten(-1, (-1, 2))
-    real, imag = pairs.unbind(-1)
-    out = torch.empty_like(x).unflatten(-1, (-1, 2))
-    out[..., 0] = real * cos - imag * sin
-    out[..., 1] = real * sin + imag * cos
-    return out.flatten(-2)
+def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs ``x[2k] + i*x[2k+1]`` of ``x [B, L, N, d]`` by ``freqs``.
+
+    A complex multiply, in float64 for complex128 tables as the reference does; the
+    result stays in that real precision (the caller casts to its compute dtype).
+    """
+    real = torch.float64 if freqs.dtype == torch.complex128 else torch.float32
+    pairs = torch.view_as_complex(x.to(real).unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * freqs).flatten(-2)
 
 
 # ---------------------------------------------------------------- layers
@@ -135,17 +137,19 @@ class LayerNorm32(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """``x * rsqrt(mean(x^2) + eps)`` in float32, cast back, times the weight (over all heads)."""
+    """``x * rsqrt(mean(x^2) + eps) * weight`` over all heads, computed and returned in float32.
+
+    The reference rounds to the compute dtype before the weight multiply; with float32
+    compute that is the same, with bf16/fp16 it differs by one rounding of that dtype.
+    """
 
     def __init__(self, dim: int, eps: float) -> None:
         super().__init__()
-        self.eps = eps
+        self.dim, self.eps = dim, eps
         self.weight = nn.Parameter(torch.empty(dim), requires_grad=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        y = (x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)
-        return y.mul_(self.weight.to(x.dtype))
+        return F.rms_norm(x.float(), (self.dim,), self.weight.float(), self.eps)
 
 
 class SelfAttention(nn.Module):
@@ -159,9 +163,10 @@ class SelfAttention(nn.Module):
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1))
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        q = apply_rope(self.heads(self.norm_q(self.q(x))), *rope)
-        k = apply_rope(self.heads(self.norm_k(self.k(x))), *rope)
+    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
+        """x: ``[B, L, D]`` in the compute dtype; q and k get RoPE, v does not."""
+        q = apply_rope(self.heads(self.norm_q(self.q(x))), freqs).to(x.dtype)
+        k = apply_rope(self.heads(self.norm_k(self.k(x))), freqs).to(x.dtype)
         v = self.heads(self.v(x))
         return self.o(attention(q, k, v))
 
@@ -170,8 +175,8 @@ class CrossAttention(SelfAttention):
     """Attention from the video tokens to the embedded text; no RoPE, no mask."""
 
     def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        q = self.heads(self.norm_q(self.q(x)))
-        k = self.heads(self.norm_k(self.k(context)))
+        q = self.heads(self.norm_q(self.q(x)).to(x.dtype))
+        k = self.heads(self.norm_k(self.k(context)).to(x.dtype))
         v = self.heads(self.v(context))
         return self.o(attention(q, k, v))
 
@@ -214,8 +219,8 @@ class WanBlock(nn.Module):
         self.ffn = nn.Sequential(CastLinear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), CastLinear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.empty(1, 6, dim), requires_grad=False)
 
-    def forward(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, rope, dtype: torch.dtype,
-                ffn_chunk: Optional[int]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, freqs: torch.Tensor,
+                dtype: torch.dtype, ffn_chunk: Optional[int]) -> torch.Tensor:
         """x: float32 stream ``[B, L, D]``; e0: ``[B, G, 6, D]`` float32 per token group."""
         b, length, dim = x.shape
         groups = e0.shape[1]
@@ -225,7 +230,7 @@ class WanBlock(nn.Module):
         xg = x.view(b, groups, -1, dim)
 
         u = modulate(self.norm1(xg), shift1, scale1).to(dtype).view(b, length, dim)
-        y = self.self_attn(u, rope).view(b, groups, -1, dim)
+        y = self.self_attn(u, freqs).view(b, groups, -1, dim)
         x = add_gated(xg, y, gate1).view(b, length, dim)
 
         x = x.add_(self.cross_attn(self.norm3(x).to(dtype), context))
@@ -314,11 +319,12 @@ class WanModel(nn.Module):
 
         e, e0 = self.time_embed(self._timestep_groups(t, b, grid))
         context = self.text_embed(context)
-        rope_dtype = torch.float64 if dtype == torch.float32 else torch.float32
-        rope = rope_tables(grid, cfg.head_dim, x.device, rope_dtype)
+        # float64 rotation as the reference for fp32 compute; float32 is plenty below that.
+        rope_dtype = torch.complex128 if dtype == torch.float32 else torch.complex64
+        freqs = rope_tables(grid, cfg.head_dim, x.device, rope_dtype)
 
         for block in self.blocks:
-            x = block(x, e0, context, rope, dtype, self.ffn_chunk)
+            x = block(x, e0, context, freqs, dtype, self.ffn_chunk)
         out = self.head(x, e)
         return self.unpatchify(out, grid)
 

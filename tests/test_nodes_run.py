@@ -18,6 +18,13 @@ from wan22duo.nodes.vae import Wan22DuoVAEDecode, Wan22DuoVAEEncode
 TINY = dict(dim=128, ffn_dim=256, num_layers=1)
 
 
+def assert_close(actual, expected, atol=1e-6, rtol=1e-6):
+    """torch.allclose with the largest difference in the message (torch.testing imports slowly)."""
+    assert actual.shape == expected.shape, (actual.shape, expected.shape)
+    diff = (actual.float() - expected.float()).abs().max().item() if actual.numel() else 0.0
+    assert torch.allclose(actual.float(), expected.float(), atol=atol, rtol=rtol), f"max abs diff {diff}"
+
+
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
@@ -139,12 +146,12 @@ def test_ti2v_frame_resizes_to_cover_and_center_crops():
     # Height already fits (scale 1), so only the crop acts: columns (100 - 64) // 2 = 18 .. 82.
     frame = ti2v_frame(image, 64, 48)
     assert frame.shape == (1, 3, 1, 48, 64)
-    torch.testing.assert_close(frame[0, :, 0], image[:, 18:82].movedim(-1, 0) * 2 - 1, atol=1e-6, rtol=0)
+    assert_close(frame[0, :, 0], image[:, 18:82].movedim(-1, 0) * 2 - 1, atol=1e-6, rtol=0)
     # Twice the target size with the same aspect: a plain LANCZOS downscale, no crop.
     image = _ramp_image(96, 128)[0]
     pil = Image.fromarray((image.numpy() * 255).round().astype(np.uint8)).resize((64, 48), Image.LANCZOS)
     expected = torch.from_numpy(np.asarray(pil, dtype=np.float32) / 255.0).movedim(-1, 0) * 2 - 1
-    torch.testing.assert_close(ti2v_frame(image, 64, 48)[0, :, 0], expected, atol=1e-6, rtol=0)
+    assert_close(ti2v_frame(image, 64, 48)[0, :, 0], expected, atol=1e-6, rtol=0)
 
 
 def test_ti2v_latent_with_image(files):
@@ -157,8 +164,8 @@ def test_ti2v_latent_with_image(files):
     assert not samples[:, :, 1:].any()
     # Frame 0 holds the Wan 2.2 VAE encoding of the image itself (same size: no resize, no crop).
     reference = load_vae(files["vae22"]).encode(image.movedim(-1, 0)[None, :, :1] * 2 - 1)
-    torch.testing.assert_close(samples[:1, :, :1], reference, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(samples[1], samples[0])
+    assert_close(samples[:1, :, :1], reference, atol=1e-5, rtol=1e-5)
+    assert_close(samples[1], samples[0])
 
 
 def test_ti2v_latent_rejects_the_wan21_vae(files):
@@ -171,11 +178,11 @@ def test_i2v_video_is_the_image_then_gray():
     video, known = i2v_video(image, 64, 48, 9)
     assert known == 1 and video.shape == (1, 3, 9, 48, 64)
     # Same size: bicubic at scale 1 reproduces the pixels; frames 1.. are 0 (mid-gray in [-1, 1]).
-    torch.testing.assert_close(video[0, :, 0], image[0].movedim(-1, 0) * 2 - 1, atol=1e-6, rtol=0)
+    assert_close(video[0, :, 0], image[0].movedim(-1, 0) * 2 - 1, atol=1e-6, rtol=0)
     assert not video[:, :, 1:].any()
     video, _ = i2v_video(image, 32, 24, 5)
     expected = F.interpolate(image.movedim(-1, 1) * 2 - 1, size=(24, 32), mode="bicubic", align_corners=False)
-    torch.testing.assert_close(video[:, :, 0], expected)
+    assert_close(video[:, :, 0], expected)
 
 
 def test_i2v_conditioning(files):
@@ -195,7 +202,7 @@ def test_i2v_conditioning(files):
         assert (mask[:, :, 0] == 0).all() and (mask[:, :, 1:] == 1).all()
     video = torch.zeros(1, 3, 9, 48, 64)
     video[:, :, 0] = image[0].movedim(-1, 0) * 2 - 1
-    torch.testing.assert_close(pos[0][1]["concat_latent_image"], load_vae(files["vae21"]).encode(video),
+    assert_close(pos[0][1]["concat_latent_image"], load_vae(files["vae21"]).encode(video),
                                atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="wan_2.1_vae.safetensors"):
         Wan22DuoI2VConditioning().encode(positive, negative, _vae(files["vae22"]), image, 64, 48, 9, 1)
@@ -211,7 +218,7 @@ def test_decode_gives_comfy_frames(files):
     assert images.shape == (2 * 9, 32, 48, 3) and images.dtype == torch.float32
     assert images.min() >= 0 and images.max() <= 1
     reference = load_vae(files["vae21"]).decode(latent[1:])  # [1, 3, 9, H, W] in [-1, 1]
-    torch.testing.assert_close(images[9:], ((reference[0] + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0),
+    assert_close(images[9:], ((reference[0] + 1) / 2).clamp(0, 1).permute(1, 2, 3, 0),
                                atol=1e-5, rtol=1e-5)
     assert vae.location == torch.device("cpu")
 
@@ -241,6 +248,6 @@ def test_encode_node(files):
     (out,) = Wan22DuoVAEEncode().encode(vae, pixels)
     assert out["samples"].shape == (1, 48, 2, 2, 3)
     reference = load_vae(files["vae22"]).encode(pixels.permute(3, 0, 1, 2)[None] * 2 - 1)
-    torch.testing.assert_close(out["samples"], reference, atol=1e-5, rtol=1e-5)
+    assert_close(out["samples"], reference, atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="4n\\+1"):
         Wan22DuoVAEEncode().encode(vae, pixels[:4])

@@ -39,9 +39,11 @@ test("draws the curve in both expert colors, the caption and the note", () => {
   assert.ok(texts.includes("high-noise steps 1–26, low-noise 27–40"), texts.join(" | "));
   assert.ok(texts.some((s) => s.startsWith("boundary 0.875")));
   assert.ok(texts.includes("switch 26"));
-  // 26 high segments and 14 low ones (2 px curve strokes).
-  assert.equal(ctx.strokesIn(COLORS.high), 26);
-  assert.equal(ctx.strokesIn(COLORS.low), 14);
+  // One high-noise stroke over steps 1-26 and one low-noise stroke over 27-40 (41 sigmas).
+  assert.equal(ctx.strokesIn(COLORS.high), 1);
+  assert.equal(ctx.strokesIn(COLORS.low), 1);
+  const curveLineTos = ctx.calls.filter((c) => c[0] === "lineTo").length;
+  assert.equal(curveLineTos, 26 + 14 + 3, "26 + 14 curve segments, plus the base, boundary and switch lines");
   // Balanced save/restore, and everything inside the box.
   const saves = ctx.calls.filter((c) => c[0] === "save").length;
   assert.equal(saves, ctx.calls.filter((c) => c[0] === "restore").length);
@@ -57,7 +59,7 @@ test("a different switch from the last run is marked", () => {
   drawSwitchPlot(ctx, box, { plan: t2v, reported });
   assert.ok(ctx.texts().includes("last run 20"));
   assert.match(reportedNote(t2v, reported), /settings changed/);
-  assert.match(reportedNote(t2v, { ...reported, switch_step: 26 }), /as shown/);
+  assert.equal(reportedNote(t2v, { ...reported, switch_step: 26 }), "last run: switch at 26 ✓");
   assert.equal(reportedNote(t2v, null), null);
 });
 

@@ -1,0 +1,106 @@
+"""Run the pack's nodes end to end without ComfyUI and without downloads.
+
+    python scripts/demo.py [--out output] [--steps 8] [--gif]
+
+It writes tiny *random-weight* checkpoints (two T2V-A14B-shaped experts and a Wan 2.1
+VAE) to a temporary folder, then calls the same node classes ComfyUI would:
+Wan22DuoExpertLoader x2 -> Wan22DuoEmptyLatent -> Wan22DuoSampler (both experts, the
+official switch rule) -> Wan22DuoVAEDecode, and saves the frames as an animated WebP
+(and optionally a GIF). There is no text encoder here either: the prompts are random
+tensors of the umT5-XXL shape [1, tokens, 4096].
+
+Random weights give noise, not a picture. The demo shows that loading, expert
+switching, sampling, decoding and saving work, and how long they take on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+from packpath import load_pack  # noqa: E402
+
+FPS = 16  # T2V-A14B's official frame rate
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "output", help="folder for the video (default: output/)")
+    parser.add_argument("--width", type=int, default=96, help="multiple of 16 (default 96)")
+    parser.add_argument("--height", type=int, default=64, help="multiple of 16 (default 64)")
+    parser.add_argument("--frames", type=int, default=13, help="4n+1 (default 13)")
+    parser.add_argument("--steps", type=int, default=8, help="sampling steps over both experts (default 8)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--gif", action="store_true", help="also write a GIF")
+    return parser.parse_args(argv)
+
+
+def random_prompt(tokens: int, seed: int):
+    """A CONDITIONING like CLIPTextEncode's, holding random umT5-shaped states instead of a real prompt."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    return [[torch.randn(1, tokens, 4096, generator=generator), {}]]
+
+
+def save_video(images, path: Path, fps: int = FPS) -> Path:
+    """IMAGE ``[frames, H, W, 3]`` in [0, 1] -> animated WebP or GIF (chosen by the suffix)."""
+    from PIL import Image
+
+    frames = [Image.fromarray((f.clamp(0, 1) * 255).round().byte().numpy()) for f in images]
+    extra = {"lossless": False, "quality": 80} if path.suffix == ".webp" else {}
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0, **extra)
+    return path
+
+
+def write_models(folder: Path) -> dict:
+    from wan22duo.engine.tiny import write_tiny_dit
+    from wan22duo.engine.vae.tiny import write_tiny_vae
+
+    return {
+        "high": write_tiny_dit(folder / "tiny_t2v_high_noise.safetensors", "t2v_a14b", seed=1),
+        "low": write_tiny_dit(folder / "tiny_t2v_low_noise.safetensors", "t2v_a14b", seed=2),
+        "vae": write_tiny_vae(folder / "tiny_wan_2.1_vae.safetensors", "2.1"),
+    }
+
+
+def main(argv=None) -> list[Path]:
+    args = parse_args(argv)
+    load_pack()
+    from wan22duo.nodes.loaders import Wan22DuoExpertLoader, Wan22DuoVAELoader
+    from wan22duo.nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoSampler
+    from wan22duo.nodes.vae import Wan22DuoVAEDecode
+
+    print("Wan 2.2 Duo demo: tiny RANDOM weights, so the video will be noise (this checks the plumbing).")
+    start = time.perf_counter()
+    args.out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="wan22duo_demo_") as tmp:
+        files = write_models(Path(tmp))
+        print(f"wrote random checkpoints to {tmp}")
+        (high,) = Wan22DuoExpertLoader().load(str(files["high"]), "auto", "default", "auto", "cpu")
+        (low,) = Wan22DuoExpertLoader().load(str(files["low"]), "auto", "default", "auto", "cpu")
+        vae_out = Wan22DuoVAELoader().load(str(files["vae"]), "fp32", "cpu")
+        (vae,) = vae_out["result"]
+        print(f"loaded {high!r}\n       {low!r}\n       {vae_out['ui']['text'][0]}")
+        (latent,) = Wan22DuoEmptyLatent().generate(args.width, args.height, args.frames, 1)
+        print("prompts: random tensors shaped like umT5-XXL output [1, tokens, 4096] (no text encoder here)")
+        out = Wan22DuoSampler().sample(high, random_prompt(12, 1), random_prompt(20, 2), latent, args.seed,
+                                       steps=args.steps, low_noise_model=low)
+        sampled, switch_step = out["result"]
+        print(f"sampled {args.steps} steps at shift 12: high-noise expert for steps [0, {switch_step}), "
+              f"low-noise for [{switch_step}, {args.steps}); latent {tuple(sampled['samples'].shape)}")
+        (images,) = Wan22DuoVAEDecode().decode(vae, sampled, 0, 64)
+    written = [save_video(images, args.out / "demo_t2v.webp")]
+    if args.gif:
+        written.append(save_video(images, args.out / "demo_t2v.gif"))
+    print(f"decoded {images.shape[0]} frames of {images.shape[2]}x{images.shape[1]}; wrote "
+          + ", ".join(str(p) for p in written) + f" in {time.perf_counter() - start:.1f} s")
+    return written
+
+
+if __name__ == "__main__":
+    main()

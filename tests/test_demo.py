@@ -1,0 +1,21 @@
+"""The demo runs end to end through the node classes and writes a playable animated WebP."""
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+import demo  # noqa: E402
+
+
+def test_demo_writes_a_video(tmp_path, capsys):
+    written = demo.main(["--out", str(tmp_path), "--steps", "4", "--gif"])
+    assert written == [tmp_path / "demo_t2v.webp", tmp_path / "demo_t2v.gif"]
+    for path in written:
+        with Image.open(path) as video:
+            assert video.size == (96, 64)
+            assert video.n_frames == 13  # the default 13 frames (4n+1) all made it into the file
+    printed = capsys.readouterr().out
+    assert "RANDOM weights" in printed and "noise" in printed
+    # 4 steps at shift 12 (official grid): t = 999, 972, 922, 799, so 3 steps are >= 875.
+    assert "high-noise expert for steps [0, 3)" in printed
