@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -259,8 +260,9 @@ def inspect_dit(path: PathLike) -> DitFile:
     shapes = {k: header.tensors[f].shape for k, f in by_key.items()}
     config = config_from_shapes(shapes, name)
     with torch.device("meta"):
-        expected = {n: tuple(p.shape) for n, p in WanModel(config).named_parameters()}
-    layers = {n[: -len(".weight")] for n in expected if n.endswith(".weight")}
+        meta = WanModel(config)
+    expected = {n: tuple(p.shape) for n, p in meta.named_parameters()}
+    layers = {n for n, m in meta.named_modules() if isinstance(m, CASTING_LAYERS)}  # may carry fp8 scales
     dit = DitFile(header, config, prefix, {})
     unexpected, misshaped = [], []
     for key, file_key in by_key.items():
@@ -270,7 +272,7 @@ def inspect_dit(path: PathLike) -> DitFile:
                 misshaped.append(f"{key} is {list(shapes[key])}, expected {list(expected[key])}")
         elif key.endswith(SCALE_SUFFIXES) and key.rsplit(".", 1)[0] in layers:
             dit.scales[key.rsplit(".", 1)[0]] = file_key
-            if _numel(shapes[key]) != 1:
+            if math.prod(shapes[key]) != 1:
                 misshaped.append(f"{key} is {list(shapes[key])}, only per-tensor (1-element) scales are supported")
         elif key == MARKER or (key.endswith(IGNORED_SUFFIXES) and key.rsplit(".", 1)[0] in layers):
             dit.ignored.append(file_key)
@@ -280,13 +282,6 @@ def inspect_dit(path: PathLike) -> DitFile:
     missing = sorted(set(expected) - set(dit.params))
     _raise_if_mismatch(name, config, missing, unexpected, misshaped)
     return dit
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
 
 
 def _listing(label: str, items: list[str], limit: int = 8) -> str:

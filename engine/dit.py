@@ -111,11 +111,12 @@ def apply_rope(x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """Rotate interleaved pairs ``x[2k] + i*x[2k+1]`` of ``x [B, L, N, d]`` by ``freqs``.
 
     A complex multiply, in float64 for complex128 tables as the reference does; the
-    result stays in that real precision (the caller casts to its compute dtype).
+    result stays in that real precision (the caller casts to its compute dtype). It
+    works in place on ``x`` when ``x`` already has that precision: pass a temporary.
     """
     real = torch.float64 if freqs.dtype == torch.complex128 else torch.float32
-    pairs = torch.view_as_complex(x.to(real).unflatten(-1, (-1, 2)))
-    return torch.view_as_real(pairs * freqs).flatten(-2)
+    pairs = torch.view_as_complex(x.to(real).contiguous().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs.mul_(freqs)).flatten(-2)
 
 
 # ---------------------------------------------------------------- layers
@@ -267,11 +268,13 @@ class WanModel(nn.Module):
 
     ``compute_dtype`` (float32, bfloat16 or float16) is the dtype of the matmuls and
     attention outside the fp32 regions; weights may be stored in any dtype (see
-    ``engine.ops``). ``ffn_chunk`` bounds the tokens per FFN call (None: no chunking).
+    ``engine.ops``). ``ffn_chunk`` is the number of tokens per FFN call: None picks
+    enough that the FFN's hidden activations are no larger than the residual stream
+    (at least 512 tokens), 0 disables chunking.
     """
 
     def __init__(self, config: WanConfig, compute_dtype: torch.dtype = torch.float32,
-                 ffn_chunk: Optional[int] = 4096) -> None:
+                 ffn_chunk: Optional[int] = None) -> None:
         super().__init__()
         self.config = config
         self.compute_dtype = compute_dtype
@@ -323,8 +326,11 @@ class WanModel(nn.Module):
         rope_dtype = torch.complex128 if dtype == torch.float32 else torch.complex64
         freqs = rope_tables(grid, cfg.head_dim, x.device, rope_dtype)
 
+        chunk = self.ffn_chunk
+        if chunk is None:
+            chunk = max(512, length * cfg.dim // cfg.ffn_dim)
         for block in self.blocks:
-            x = block(x, e0, context, freqs, dtype, self.ffn_chunk)
+            x = block(x, e0, context, freqs, dtype, chunk)
         out = self.head(x, e)
         return self.unpatchify(out, grid)
 

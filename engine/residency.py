@@ -49,14 +49,16 @@ def canonical_device(device: DeviceLike) -> torch.device:
     return device
 
 
-def free_cached_memory(device: Optional[torch.device] = None) -> None:
+def free_cached_memory(device: Optional[torch.device] = None, collect: bool = True) -> None:
     """Give freed memory back: the CUDA caching allocator's blocks, and glibc's heap.
 
     Dropping the last reference to a weight only returns it to an allocator. Without
     this, a released expert's CPU memory can stay in glibc's arenas, so the process's
-    resident size never shrinks (and the next load may not fit).
+    resident size never shrinks (and the next load may not fit). ``collect`` first runs
+    the garbage collector, for weights only reachable through reference cycles.
     """
-    gc.collect()
+    if collect:
+        gc.collect()
     if device is not None and device.type == "cuda" and torch.cuda.is_available():
         torch.cuda.empty_cache()
     if sys.platform.startswith("linux"):
@@ -153,7 +155,7 @@ class ModelHandle:
         log.info("offloading %s from %s to %s", self.name, left, self.offload_device)
         self._module = _move(self._module, self.offload_device)
         self._location = self.offload_device
-        free_cached_memory(left)
+        free_cached_memory(left, collect=False)  # the weights moved; only the device cache is stale
 
     def release(self) -> bool:
         """Drop the weights everywhere; the next :meth:`acquire` reloads them from the file.

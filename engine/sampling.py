@@ -335,7 +335,7 @@ def _run(plan: _Plan, residency: Residency, solver, latent, noise, positive, neg
     state_device = residency.device(plan.role(0))
     kept = normalize(latent).to(state_device) if mask is not None else None
     mask = mask.to(state_device) if mask is not None else None
-    contexts = _Contexts(positive, negative)
+    constants = _OnDevice(positive, negative, *([] if y is None else [y]))
     x = noise.to(state_device)
     if mask is not None:
         x = hold(x, kept, mask)  # official TI2V start: image latent where kept, noise elsewhere
@@ -349,33 +349,38 @@ def _run(plan: _Plan, residency: Residency, solver, latent, noise, positive, neg
             t = torch.full((x.shape[0],), float(sched.timesteps[i]), dtype=torch.float32, device=device)
             if mask is not None:
                 t = token_timesteps(mask.to(device), t, x.shape[0])  # kept tokens at t = 0
+            pos, neg, *image = constants.on(device)
             x_in = x.to(device)
-            if y is not None:
-                x_in = torch.cat([x_in, y.to(device)], dim=1)
+            if image:
+                x_in = torch.cat([x_in, image[0]], dim=1)  # I2V: [noise(16), mask(4), image latent(16)]
             cfg = cfgs[0] if role == "high" else cfgs[1]
-            pos, neg = contexts.on(device)
             v = guided_velocity(model, x_in, t, pos, neg, cfg).to(state_device)
             if v.shape != x.shape:
                 raise SamplingError(f"the {role}-noise model returned shape {tuple(v.shape)} for a latent of "
                                     f"shape {tuple(x.shape)}; it does not fit this latent")
             del model  # the residency's handle holds the only long-lived reference
-            x0 = solver.x0(i, x, v)
+            x0 = solver.x0(i, x, v) if callback is not None else None
             x = solver.step(i, x, v)
             if mask is not None:
-                x, x0 = hold(x, kept, mask), hold(x0, kept, mask)
+                x = hold(x, kept, mask)
             if callback is not None:
+                x0 = hold(x0, kept, mask) if mask is not None else x0
                 callback(StepInfo(i, sched.steps, role, float(sched.sigmas[i]), float(sched.timesteps[i]), x, x0))
     return x.cpu()
 
 
-class _Contexts:
-    """Positive/negative contexts, copied once to each device that needs them."""
+class _OnDevice:
+    """Per-run constant inputs (contexts, I2V ``y``), copied once to the device that needs them.
 
-    def __init__(self, positive: torch.Tensor, negative: torch.Tensor):
-        self._source = (positive, negative)
+    Only the latest device's copy is kept, so a switch to an expert on another device
+    frees the previous copies.
+    """
+
+    def __init__(self, *tensors: torch.Tensor):
+        self._source = tensors
         self._cache: dict = {}
 
-    def on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def on(self, device: torch.device) -> tuple[torch.Tensor, ...]:
         if device not in self._cache:
             self._cache = {device: tuple(c.to(device=device, dtype=torch.float32) for c in self._source)}
         return self._cache[device]

@@ -47,10 +47,11 @@ def guess_role(filename: str) -> Optional[str]:
     neither, give None.
     """
     stem = os.path.basename(filename).lower()
+    squashed = re.sub(r"[^a-z0-9]", "", stem)  # high_noise, high-noise, HighNoise alike
     words = set(re.split(r"[^a-z0-9]+", stem))
     for found in (
-        {r for r in ("high_noise", "low_noise") if r.replace("_", "") in stem.replace("_", "").replace("-", "")},
-        {f"{w}_noise" for w in ("high", "low") if w in words},
+        {role for role in ("high_noise", "low_noise") if role.replace("_", "") in squashed},
+        {f"{word}_noise" for word in ("high", "low") if word in words},
     ):
         if len(found) == 1:
             return found.pop()

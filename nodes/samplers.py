@@ -32,11 +32,13 @@ MAX_STEPS = 1000
 def text_context(conditioning, name: str) -> tuple[torch.Tensor, dict]:
     """The ``[B, L, 4096]`` tensor and the options dict of a one-entry CONDITIONING."""
     if not isinstance(conditioning, (list, tuple)) or len(conditioning) == 0:
-        raise ValueError(f"{name} must be a CONDITIONING from CLIPTextEncode (CLIPLoader type wan), got {type(conditioning).__name__}")
+        got = type(conditioning).__name__
+        raise ValueError(f"{name} must be a CONDITIONING from CLIPTextEncode (CLIPLoader type wan), got {got}")
     if len(conditioning) > 1:
         raise ValueError(
             f"{name} holds {len(conditioning)} conditioning entries (ConditioningCombine or area conditioning); "
-            "Wan22DuoSampler takes one prompt per input. Use a single CLIPTextEncode, or ConditioningConcat to join prompts."
+            "Wan22DuoSampler takes one prompt per input. Use a single CLIPTextEncode, or ConditioningConcat to join "
+            "prompts."
         )
     cond, options = conditioning[0]
     return cond, dict(options or {})
@@ -85,6 +87,35 @@ def _cancel_check():
 
 # ---------------------------------------------------------------- sampler
 
+SAMPLER_TIPS = {
+    "high_noise_model": "The high-noise expert (Wan22DuoExpertLoader), or the TI2V-5B model (Wan22DuoTI2VLoader).",
+    "low_noise_model": "The low-noise expert of the same A14B model. Leave empty for TI2V-5B.",
+    "positive": "Prompt from CLIPTextEncode with the umT5-XXL encoder (CLIPLoader type wan); for I2V-A14B, "
+                "through Wan22DuoI2VConditioning or ComfyUI's WanImageToVideo.",
+    "negative": "Negative prompt. The official code always uses its Chinese default negative prompt "
+                "(the example workflows carry it).",
+    "latent": "Starting latent: Wan22DuoEmptyLatent (T2V), the latent of Wan22DuoI2VConditioning (I2V) or "
+              "Wan22DuoTI2VLatent (TI2V-5B; a start image stays in frame 0).",
+    "seed": "Noise seed. Noise is drawn on the CPU as ComfyUI's KSampler does.",
+    "steps": "Total denoising steps over both experts (official: 40 for A14B, 50 for TI2V-5B).",
+    "cfg_high": "Guidance scale of the high-noise steps (official: 4.0 T2V, 3.5 I2V; TI2V-5B uses this one for "
+                "every step, officially 5.0). 1.0 skips the negative pass.",
+    "cfg_low": "Guidance scale of the low-noise steps (official: 3.0 T2V, 3.5 I2V). Unused by TI2V-5B.",
+    "shift": "Flow-matching sigma shift (official: 12.0 T2V-A14B, 5.0 I2V-A14B and TI2V-5B). Higher spends "
+             "more steps at high noise.",
+    "boundary": "Switch to the low-noise expert once the model's timestep drops below boundary*1000. -1 (any "
+                "negative value): the official boundary, 0.875 T2V, 0.900 I2V. Ignored by TI2V-5B.",
+    "switch_step": "-1: switch where the boundary says. Otherwise the step index where the low-noise expert takes "
+                   "over (0 = low-noise only, steps = high-noise only).",
+    "sampler": "Solver. unipc: the official FlowUniPC (order 2). euler: plain flow Euler. dpmpp_2m: the "
+               "official alternative (dpm++).",
+    "scheduler": "wan: the official sigma grid (starts at 0.999, integer timesteps). simple: ComfyUI's simple "
+                 "scheduler (starts at 1.0, float timesteps).",
+    "memory": "offload_cpu: move the idle expert to CPU RAM (one expert on the GPU). release: drop it and reload "
+              "from disk when needed (least RAM). keep_both: leave both where they are (fastest, needs memory "
+              "for both).",
+}
+
 
 class Wan22DuoSampler:
     CATEGORY = "Wan22Duo/sampling"
@@ -109,49 +140,29 @@ class Wan22DuoSampler:
         from ..engine.schedule import SCHEDULES
         from ..engine.solvers import SOLVERS
 
+        def opt(name: str, **options) -> dict:
+            return {**options, "tooltip": SAMPLER_TIPS[name]}
+
+        scale = {"min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}
         return {
             "required": {
-                "high_noise_model": ("WAN22DUO_MODEL", {
-                    "tooltip": "The high-noise expert (Wan22DuoExpertLoader), or the TI2V-5B model (Wan22DuoTI2VLoader)."}),
-                "positive": ("CONDITIONING", {"tooltip": "Prompt from CLIPTextEncode with the umT5-XXL encoder (CLIPLoader type wan); "
-                                                         "for I2V-A14B, through Wan22DuoI2VConditioning or WanImageToVideo."}),
-                "negative": ("CONDITIONING", {"tooltip": "Negative prompt. The official one is the Chinese default in the "
-                                                         "example workflows; the official code always uses it."}),
-                "latent": ("LATENT", {"tooltip": "Starting latent: Wan22DuoEmptyLatent (T2V), the latent of Wan22DuoI2VConditioning "
-                                                 "(I2V) or Wan22DuoTI2VLatent (TI2V-5B; a start image is kept in frame 0)."}),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
-                                 "tooltip": "Noise seed. Noise is drawn on the CPU as ComfyUI's KSampler does."}),
-                "steps": ("INT", {"default": 40, "min": 1, "max": MAX_STEPS,
-                                  "tooltip": "Total denoising steps over both experts (official: 40 for A14B, 50 for TI2V-5B)."}),
-                "cfg_high": ("FLOAT", {"default": 4.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                       "tooltip": "Guidance scale of the high-noise steps (official: 4.0 T2V, 3.5 I2V, 5.0 TI2V-5B, "
-                                                  "where it applies to every step). 1.0 skips the negative pass."}),
-                "cfg_low": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
-                                      "tooltip": "Guidance scale of the low-noise steps (official: 3.0 T2V, 3.5 I2V). Unused by TI2V-5B."}),
-                "shift": ("FLOAT", {"default": 12.0, "min": 0.1, "max": 100.0, "step": 0.1, "round": 0.01,
-                                    "tooltip": "Flow-matching sigma shift (official: 12.0 T2V-A14B, 5.0 I2V-A14B and TI2V-5B). "
-                                               "Higher spends more steps at high noise."}),
-                "boundary": ("FLOAT", {"default": -1.0, "min": -1.0, "max": 1.0, "step": 0.001, "round": 0.001,
-                                       "tooltip": "Switch to the low-noise expert once the timestep drops below boundary*1000. "
-                                                  "-1 (any negative value): the model's official boundary, 0.875 T2V, 0.900 I2V. "
-                                                  "Ignored by TI2V-5B."}),
-                "switch_step": ("INT", {"default": -1, "min": -1, "max": MAX_STEPS,
-                                        "tooltip": "-1: switch where the boundary says. Otherwise the step index where the low-noise "
-                                                   "expert takes over (0 = low only, steps = high only)."}),
-                "sampler": (list(SOLVERS), {"default": "unipc",
-                                            "tooltip": "Solver. unipc is the official FlowUniPC (order 2); euler is plain flow Euler; "
-                                                       "dpmpp_2m is the official alternative (dpm++)."}),
-                "scheduler": (list(SCHEDULES), {"default": "wan",
-                                                "tooltip": "wan: the official sigma grid (starts at 0.999, integer timesteps). "
-                                                           "simple: ComfyUI's simple scheduler (starts at 1.0, float timesteps)."}),
-                "memory": (list(MEMORY_POLICIES), {"default": "offload_cpu",
-                                                   "tooltip": "offload_cpu: move the idle expert to CPU RAM (one expert on the GPU). "
-                                                              "release: drop it and reload from disk when needed (least RAM). "
-                                                              "keep_both: leave both where they are (fastest, needs memory for both)."}),
+                "high_noise_model": ("WAN22DUO_MODEL", opt("high_noise_model")),
+                "positive": ("CONDITIONING", opt("positive")),
+                "negative": ("CONDITIONING", opt("negative")),
+                "latent": ("LATENT", opt("latent")),
+                "seed": ("INT", opt("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True)),
+                "steps": ("INT", opt("steps", default=40, min=1, max=MAX_STEPS)),
+                "cfg_high": ("FLOAT", opt("cfg_high", default=4.0, **scale)),
+                "cfg_low": ("FLOAT", opt("cfg_low", default=3.0, **scale)),
+                "shift": ("FLOAT", opt("shift", default=12.0, **{**scale, "min": 0.1})),
+                "boundary": ("FLOAT", opt("boundary", default=-1.0, min=-1.0, max=1.0, step=0.001, round=0.001)),
+                "switch_step": ("INT", opt("switch_step", default=-1, min=-1, max=MAX_STEPS)),
+                "sampler": (list(SOLVERS), opt("sampler", default="unipc")),
+                "scheduler": (list(SCHEDULES), opt("scheduler", default="wan")),
+                "memory": (list(MEMORY_POLICIES), opt("memory", default="offload_cpu")),
             },
             "optional": {
-                "low_noise_model": ("WAN22DUO_MODEL", {
-                    "tooltip": "The low-noise expert of the same A14B model. Leave empty for TI2V-5B."}),
+                "low_noise_model": ("WAN22DUO_MODEL", opt("low_noise_model")),
             },
         }
 
@@ -163,7 +174,8 @@ class Wan22DuoSampler:
 
         pos, pos_options = text_context(positive, "positive")
         neg, neg_options = text_context(negative, "negative")
-        samples = latent["samples"]
+        samples = latent["samples"].cpu()  # the engine draws noise and returns results on the CPU
+        noise_mask = latent.get("noise_mask")
         handles = [h for h in (high_noise_model, low_noise_model) if h is not None]
         for device, size in _memory_needed(handles, memory).items():
             _comfy.free_memory(size, device)
@@ -173,7 +185,8 @@ class Wan22DuoSampler:
             seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=shift,
             boundary=None if boundary < 0 else boundary, switch_step=switch_step,
             solver=sampler, schedule=scheduler, memory=memory,
-            noise_mask=latent.get("noise_mask"), i2v=i2v_conditioning(pos_options, neg_options),
+            noise_mask=None if noise_mask is None else noise_mask.cpu(),
+            i2v=i2v_conditioning(pos_options, neg_options),
             callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
         )
         _comfy.empty_cache()
@@ -221,6 +234,12 @@ class Wan22DuoEmptyLatent:
         return ({"samples": _zeros(geometry.latent_shape("a14b", length, height, width, batch_size))},)
 
 
+def check_image(image: torch.Tensor, name: str) -> None:
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] < 3:
+        shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
+        raise ValueError(f"{name} must be an IMAGE [frames, height, width, 3] in [0, 1], got {shape}")
+
+
 def i2v_video(start_image: torch.Tensor, width: int, height: int, length: int) -> tuple[torch.Tensor, int]:
     """The official I2V conditioning video (spec §3.2) and how many start frames it holds.
 
@@ -229,8 +248,7 @@ def i2v_video(start_image: torch.Tensor, width: int, height: int, length: int) -
     ``width x height`` (the official code does the same to its chosen size); the
     remaining frames are zeros (mid-gray). Returns ``[1, 3, length, height, width]``.
     """
-    if start_image.ndim != 4 or start_image.shape[-1] < 3:
-        raise ValueError(f"start_image must be an IMAGE [frames, height, width, 3], got shape {tuple(start_image.shape)}")
+    check_image(start_image, "start_image")
     frames = start_image[:length, :, :, :3].float().movedim(-1, 1) * 2.0 - 1.0  # [k, 3, h, w]
     frames = F.interpolate(frames, size=(height, width), mode="bicubic", align_corners=False)
     video = torch.zeros(1, 3, length, height, width, dtype=torch.float32)
@@ -248,8 +266,11 @@ class Wan22DuoI2VConditioning:
     )
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING", "LATENT")
     RETURN_NAMES = ("positive", "negative", "latent")
-    OUTPUT_TOOLTIPS = ("Positive prompt with the image conditioning.", "Negative prompt with the same image conditioning.",
-                       "Empty 16-channel latent of the chosen size for Wan22DuoSampler.")
+    OUTPUT_TOOLTIPS = (
+        "Positive prompt with the image conditioning.",
+        "Negative prompt with the same image conditioning.",
+        "Empty 16-channel latent of the chosen size for Wan22DuoSampler.",
+    )
     FUNCTION = "encode"
 
     @classmethod
@@ -259,8 +280,9 @@ class Wan22DuoI2VConditioning:
                 "positive": ("CONDITIONING", {"tooltip": "Prompt from CLIPTextEncode (umT5-XXL)."}),
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt from CLIPTextEncode (umT5-XXL)."}),
                 "vae": ("WAN22DUO_VAE", {"tooltip": "The Wan 2.1 VAE (wan_2.1_vae.safetensors)."}),
-                "start_image": ("IMAGE", {"tooltip": "First frame of the video. It is stretched to width x height (bicubic), so "
-                                                     "pick a size with the image's aspect ratio. Several images fix several first frames."}),
+                "start_image": ("IMAGE", {
+                    "tooltip": "First frame of the video. It is stretched to width x height (bicubic), so pick a "
+                               "size with the image's aspect ratio. Several images fix several first frames."}),
                 **_size_inputs(1280, 720, 81, 16),
             }
         }
@@ -319,7 +341,8 @@ class Wan22DuoTI2VLatent:
                 **_size_inputs(1280, 704, 121, 32),
             },
             "optional": {
-                "start_image": ("IMAGE", {"tooltip": "Optional first frame (image-to-video). Only the first image is used."}),
+                "start_image": ("IMAGE", {
+                    "tooltip": "Optional first frame (image-to-video). Only the first image is used."}),
             },
         }
 
@@ -330,8 +353,7 @@ class Wan22DuoTI2VLatent:
         samples = _zeros(shape)
         if start_image is None:
             return ({"samples": samples},)
-        if start_image.ndim != 4 or start_image.shape[-1] < 3:
-            raise ValueError(f"start_image must be an IMAGE [frames, height, width, 3], got shape {tuple(start_image.shape)}")
+        check_image(start_image, "start_image")
         image_latent = encode_video(vae, ti2v_frame(start_image[0], width, height))
         samples[:, :, :1] = image_latent.to(samples.device)
         noise_mask = torch.ones(shape[0], 1, *shape[2:], dtype=torch.float32, device=samples.device)

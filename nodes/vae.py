@@ -108,7 +108,8 @@ class Wan22DuoVAEDecode:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "vae": ("WAN22DUO_VAE", {"tooltip": "The VAE matching the model: Wan 2.1 for A14B, Wan 2.2 for TI2V-5B."}),
+                "vae": ("WAN22DUO_VAE", {
+                    "tooltip": "The VAE matching the model: Wan 2.1 for A14B, Wan 2.2 for TI2V-5B."}),
                 "samples": ("LATENT", {"tooltip": "The latent from Wan22DuoSampler (or any Wan video latent)."}),
                 "tile_size": ("INT", {
                     "default": 0, "min": 0, "max": MAX_TILE, "step": 32,

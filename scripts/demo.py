@@ -28,7 +28,8 @@ FPS = 16  # T2V-A14B's official frame rate
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1], formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                                     formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "output", help="folder for the video (default: output/)")
     parser.add_argument("--width", type=int, default=96, help="multiple of 16 (default 96)")
     parser.add_argument("--height", type=int, default=64, help="multiple of 16 (default 64)")

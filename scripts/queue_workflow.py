@@ -204,6 +204,16 @@ def describe_failure(data: dict) -> str:
             f"{data.get('exception_type', 'error')}: {str(data.get('exception_message', '')).strip()}")
 
 
+def describe_switch(switch_step: int, steps: int) -> str:
+    """The sampler's report (``ui.wan22duo_switch``) in words."""
+    if switch_step >= steps:
+        return f"all {steps} steps on the high-noise (or only) model, no switch"
+    if switch_step <= 0:
+        return f"all {steps} steps on the low-noise expert"
+    return (f"experts switched after step {switch_step} of {steps} "
+            f"({switch_step} high-noise + {steps - switch_step} low-noise)")
+
+
 def history_failure(entry: dict) -> Optional[str]:
     """The failure recorded in a finished /history entry, or None when it succeeded."""
     status = entry.get("status") or {}
@@ -426,7 +436,7 @@ class ComfyClient:
                 self.log(f"  step {data.get('value')}/{data.get('max')} (node {data.get('node')})")
             elif kind == "executed":
                 for switch in (data.get("output") or {}).get("wan22duo_switch", []):
-                    self.log(f"  experts switched at step {switch.get('switch_step')} of {switch.get('steps')}")
+                    self.log(f"  {describe_switch(switch.get('switch_step'), switch.get('steps'))}")
             elif kind == "execution_success":
                 return None
             elif kind == "execution_error":

@@ -173,6 +173,12 @@ def test_misshaped_key_is_named(tmp_path):
     raises(path, "mis-shaped", "blocks.1.ffn.0.weight is [200, 128], expected [256, 128]")
 
 
+def test_scale_on_a_non_linear_tensor_is_unexpected(tmp_path):
+    path = rewrite(write(tmp_path, storage="fp8_scaled"),
+                   lambda sd: sd.__setitem__("blocks.0.norm3.scale_weight", torch.ones(())))
+    raises(path, "unexpected keys", "blocks.0.norm3.scale_weight")
+
+
 def test_per_channel_scale_is_rejected(tmp_path):
     path = rewrite(write(tmp_path, storage="fp8_scaled"),
                    lambda sd: sd.__setitem__("blocks.0.ffn.0.scale_weight", torch.ones(256, 1)))

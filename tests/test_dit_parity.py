@@ -159,7 +159,7 @@ def test_ti2v_scalar_timestep_and_chunked_ffn(models):
         compare(ours, ref, x, t, context)
         compare(ours, ref, x, torch.tensor([500]), context)
     finally:
-        ours.ffn_chunk = 4096
+        ours.ffn_chunk = None
 
 
 def test_float_timestep_is_used_as_given(models):

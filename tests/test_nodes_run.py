@@ -30,7 +30,8 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("models")
     out = {
         "t2v_high": write_tiny_dit(d / "wan2.2_t2v_high_noise_14B_fp16.safetensors", "t2v_a14b", seed=1, **TINY),
-        "i2v_low": write_tiny_dit(d / "wan2.2_i2v_low_noise_14B.safetensors", "i2v_a14b", storage="fp16", seed=2, **TINY),
+        "i2v_low": write_tiny_dit(d / "wan2.2_i2v_low_noise_14B.safetensors", "i2v_a14b", storage="fp16", seed=2,
+                                  **TINY),
         "unnamed": write_tiny_dit(d / "my_expert.safetensors", "t2v_a14b", seed=3, **TINY),
         "ti2v": write_tiny_dit(d / "wan2.2_ti2v_5B_fp16.safetensors", "ti2v_5b", seed=4, **TINY),
         "vae21": write_tiny_vae(d / "wan_2.1_vae.safetensors", "2.1"),

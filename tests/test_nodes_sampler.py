@@ -97,7 +97,8 @@ def test_t2v_is_deterministic_per_seed_and_keeps_latent_keys(models):
     a, switch = run(high, latent, low, steps=4, seed=7)
     b, _ = run(high, latent, low, steps=4, seed=7)
     c, _ = run(high, latent, low, steps=4, seed=8)
-    assert switch["switch_step"] == 3  # 4 steps: s = 0.999, 0.749, 0.500, 0.250 -> 12s/(1+11s) -> t = 999, 972, 922, 799: 3 >= 875
+    # 4 steps: s = 0.999, 0.749, 0.500, 0.250 -> 12s/(1+11s) -> t = 999, 972, 922, 799, of which 3 are >= 875.
+    assert switch["switch_step"] == 3
     assert a["samples"].shape == (2, 16, 2, 4, 4) and a["batch_index"] == [0, 1]
     assert_close(a["samples"], b["samples"], rtol=0, atol=0)
     assert not torch.equal(a["samples"], c["samples"])

@@ -124,6 +124,12 @@ def test_bad_requests_fail_with_plain_messages(tmp_path):
         qw.load_api_workflow(ui)
 
 
+def test_switch_reports_read_plainly():
+    assert qw.describe_switch(26, 40) == "experts switched after step 26 of 40 (26 high-noise + 14 low-noise)"
+    assert qw.describe_switch(50, 50) == "all 50 steps on the high-noise (or only) model, no switch"
+    assert qw.describe_switch(0, 4) == "all 4 steps on the low-noise expert"
+
+
 def test_node_errors_are_formatted_one_line_each():
     body = {
         "error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
@@ -328,7 +334,7 @@ def test_websocket_progress_then_download(fake_comfy, tmp_path):
     assert [p.read_bytes() for p in paths] == [VIDEO_BYTES]
     assert "running node 50 (Wan22DuoSampler)" in lines
     assert "  step 1/4 (node 50)" in lines
-    assert "  experts switched at step 2 of 4" in lines
+    assert "  experts switched after step 2 of 4 (2 high-noise + 2 low-noise)" in lines
     assert server.state["pong"] == (10, True, b"hi")
 
 

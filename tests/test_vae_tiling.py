@@ -11,7 +11,8 @@ Two kinds of check:
   their own borders and attend only within themselves. Random weights spread border
   effects over ~15 latent cells, far more than a trained VAE, so the tolerance is
   loose: relative L2 <= 0.1 for a spatially constant latent (decode) and video
-  (encode) with 64 px overlap (measured: about 0.06).
+  (encode), 160 px frames, 128 px tiles with 64 px overlap (measured: 0.048 decode,
+  0.075 encode).
 """
 import pytest
 import torch
@@ -81,20 +82,20 @@ def test_bad_tiling_values_are_rejected():
 
 def test_tiled_decode_is_exact_for_a_local_vae(local_vae):
     s = local_vae.spatial_stride
-    z = torch.randn(1, local_vae.z_dim, 2, 7, 9, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(1, local_vae.z_dim, 2, 5, 6, generator=torch.Generator().manual_seed(0))
     whole = local_vae.decode(z)
     calls = []
-    tiled = local_vae.decode(z, tiling=Tiling(4 * s, 2 * s), progress=lambda d, t: calls.append((d, t)))
+    tiled = local_vae.decode(z, tiling=Tiling(3 * s, s), progress=lambda d, t: calls.append((d, t)))
     assert rel_l2(tiled, whole) <= 1e-5
-    n_tiles = len(spans(7, 4, 2)) * len(spans(9, 4, 2))
+    n_tiles = len(spans(5, 3, 1)) * len(spans(6, 3, 1))
     assert calls[-1] == (2 * n_tiles, 2 * n_tiles) and len(calls) == 2 * n_tiles
 
 
 def test_tiled_encode_is_exact_for_a_local_vae(local_vae):
     s = local_vae.spatial_stride
-    video = torch.rand(1, 3, 5, 7 * s, 9 * s, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    video = torch.rand(1, 3, 5, 5 * s, 6 * s, generator=torch.Generator().manual_seed(1)) * 2 - 1
     whole = local_vae.encode(video)
-    tiled = local_vae.encode(video, tiling=Tiling(4 * s, 2 * s))
+    tiled = local_vae.encode(video, tiling=Tiling(3 * s, s))
     assert rel_l2(tiled, whole) <= 1e-5
 
 
@@ -104,7 +105,7 @@ def vae21(tmp_path_factory):
 
 
 def test_tiled_decode_close_on_constant_latent(vae21):
-    z = torch.randn(1, 16, 1, 1, 1, generator=torch.Generator().manual_seed(0)).expand(1, 16, 1, 24, 24)
+    z = torch.randn(1, 16, 1, 1, 1, generator=torch.Generator().manual_seed(0)).expand(1, 16, 1, 20, 20)
     whole = vae21.decode(z)
     tiled = vae21.decode(z, tiling=Tiling(128, 64))
     assert 0 < rel_l2(tiled, whole) <= 0.1
@@ -112,7 +113,7 @@ def test_tiled_decode_close_on_constant_latent(vae21):
 
 def test_tiled_encode_close_on_constant_video(vae21):
     colour = torch.tensor([0.3, -0.5, 0.7]).view(1, 3, 1, 1, 1)
-    video = colour.expand(1, 3, 1, 192, 192).contiguous()
+    video = colour.expand(1, 3, 1, 160, 160).contiguous()
     whole = vae21.encode(video)
     tiled = vae21.encode(video, tiling=Tiling(128, 64))
     assert 0 < rel_l2(tiled, whole) <= 0.1
