@@ -58,6 +58,11 @@ def _decoder21_block(match: re.Match) -> str:
 
 
 def diffusers_vae(path, version: str, base_dim: int, dec_dim: int):
+    """diffusers' AutoencoderKLWan holding the weights of a ComfyUI-layout VAE file."""
+    return diffusers_vae_from_state(load_file(str(path)), version, base_dim, dec_dim)
+
+
+def diffusers_vae_from_state(state: dict, version: str, base_dim: int, dec_dim: int):
     from diffusers import AutoencoderKLWan
 
     if version == "2.1":
@@ -68,8 +73,7 @@ def diffusers_vae(path, version: str, base_dim: int, dec_dim: int):
             in_channels=12, out_channels=12, patch_size=2, scale_factor_spatial=16,
             latents_mean=[0.0] * 48, latents_std=[1.0] * 48,
         )
-    state = {to_diffusers_key(k, version): v for k, v in load_file(str(path)).items()}
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict({to_diffusers_key(k, version): v for k, v in state.items()}, strict=True)
     return model.eval()
 
 
