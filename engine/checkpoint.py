@@ -31,7 +31,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .dit import VARIANTS, WanConfig, WanModel
+from .dit import WanConfig, WanModel
 from .ops import CASTING_LAYERS, FP8_DTYPES, quantize_fp8
 
 log = logging.getLogger("wan22duo")
@@ -126,7 +126,8 @@ def _tensor_table(path: Path, parsed: dict, data_start: int, size: int) -> dict[
             continue
         try:
             begin, end = entry["data_offsets"]
-            info = TensorInfo(entry["dtype"], tuple(int(s) for s in entry["shape"]), data_start + begin, data_start + end)
+            shape = tuple(int(s) for s in entry["shape"])
+            info = TensorInfo(entry["dtype"], shape, data_start + begin, data_start + end)
         except (KeyError, TypeError, ValueError):
             raise CheckpointError(f"{path.name} has a malformed safetensors header entry for {name!r}") from None
         if info.dtype not in ST_DTYPES:

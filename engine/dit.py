@@ -217,7 +217,8 @@ class WanBlock(nn.Module):
         self.norm3 = LayerNorm32(dim, eps, affine=True)
         self.cross_attn = CrossAttention(dim, cfg.num_heads, eps)
         self.norm2 = LayerNorm32(dim, eps)
-        self.ffn = nn.Sequential(CastLinear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"), CastLinear(cfg.ffn_dim, dim))
+        self.ffn = nn.Sequential(CastLinear(dim, cfg.ffn_dim), nn.GELU(approximate="tanh"),
+                                 CastLinear(cfg.ffn_dim, dim))
         self.modulation = nn.Parameter(torch.empty(1, 6, dim), requires_grad=False)
 
     def forward(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, freqs: torch.Tensor,
@@ -295,7 +296,8 @@ class WanModel(nn.Module):
     @compute_dtype.setter
     def compute_dtype(self, dtype: torch.dtype) -> None:
         if dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"compute_dtype {dtype} is not supported; use torch.float32, torch.bfloat16 or torch.float16")
+            raise ValueError(f"compute_dtype {dtype} is not supported; "
+                             "use torch.float32, torch.bfloat16 or torch.float16")
         self._compute_dtype = dtype
 
     @property

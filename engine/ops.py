@@ -99,7 +99,8 @@ class CastConv3d(nn.Module):
         return F.conv3d(x, w, cast_bias(self.bias, x.dtype), stride=self.kernel_size)
 
     def extra_repr(self) -> str:
-        return f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, weight_dtype={self.weight.dtype}"
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"weight_dtype={self.weight.dtype}")
 
 
 CASTING_LAYERS = (CastLinear, CastConv3d)

@@ -213,7 +213,8 @@ def fake(tmp_path, name, keys):
 @pytest.mark.parametrize("name,keys,needles", [
     ("wan_2.1_vae.safetensors", ["encoder.conv1.weight", "decoder.middle.0.residual.0.gamma"],
      ["the Wan 2.1 VAE", "Wan22DuoVAELoader", "vae folder"]),
-    ("wan2.2_vae.safetensors", ["decoder.middle.0.residual.0.gamma", "decoder.upsamples.0.upsamples.0.residual.2.weight"],
+    ("wan2.2_vae.safetensors",
+     ["decoder.middle.0.residual.0.gamma", "decoder.upsamples.0.upsamples.0.residual.2.weight"],
      ["the Wan 2.2 VAE", "Wan22DuoVAELoader"]),
     ("umt5_xxl_fp16.safetensors", ["encoder.block.0.layer.0.SelfAttention.q.weight", "shared.weight"],
      ["text encoder", "CLIPLoader", "text_encoders"]),

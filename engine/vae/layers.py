@@ -106,7 +106,8 @@ class AttentionBlock(nn.Module):
         q, k, v = qkv.chunk(3, dim=-1)  # channels [0,C) are q, [C,2C) k, [2C,3C) v
         out = F.scaled_dot_product_attention(q, k, v)
         out = F.linear(out, self.proj.weight.view(c, c), self.proj.bias)
-        return out.view(b, t, h, w, c).permute(0, 4, 1, 2, 3).add(x)
+        # x first: the sum takes x's (contiguous) layout, not the permuted one.
+        return x + out.view(b, t, h, w, c).permute(0, 4, 1, 2, 3)
 
 
 class MiddleBlock(nn.ModuleList):
