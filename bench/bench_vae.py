@@ -18,6 +18,11 @@ Usage (from the repository root):
     .venv/bin/python bench/bench_vae.py                       # default matrix below
     .venv/bin/python bench/bench_vae.py --version 2.1 --size 64 --frames 9 33 81
     .venv/bin/python bench/bench_vae.py --worker ours 2.1 9 64    # one measurement, JSON line
+    .venv/bin/python bench/bench_vae.py --timing 2.1 9 64 3       # same-process time comparison
+
+Memory is measured one fresh process per number; time is better compared with
+``--timing``, which builds both implementations in one process and alternates their
+decodes (the machine is shared, so single timings are noisy).
 
 Results are appended to ``bench/results_vae.md`` (``--out``).
 """
@@ -66,11 +71,11 @@ def _random_state(version: str) -> dict:
     return {k: _init(k, s, gen) for k, s in sorted(shapes.items())}, VAEConfig(version, base, dec, z)
 
 
-def _build(impl: str, version: str):
+def _build(impl: str, version: str, state_config=None):
     """Return a callable ``decode(latent) -> video`` for one implementation."""
     import torch
 
-    state, config = _random_state(version)
+    state, config = state_config or _random_state(version)
     if impl == "ours":
         from wan22duo.engine.vae.loading import build_vae
 
@@ -113,6 +118,32 @@ def worker(impl: str, version: str, frames: int, size: int) -> dict:
         "baseline_mib": round(baseline, 1), "peak_mib": round(peak, 1), "extra_mib": round(peak - baseline, 1),
         "output_mib": round(video.numel() * video.element_size() / 2**20, 1), "threads": torch.get_num_threads(),
     }
+
+
+def timing_worker(version: str, frames: int, size: int, repeats: int) -> dict:
+    """Both implementations in one process, decodes alternated; min and median seconds of each."""
+    import statistics
+
+    import torch
+
+    state_config = _random_state(version)
+    decoders = {impl: _build(impl, version, state_config) for impl in ("ours", "diffusers")}
+    del state_config
+    stride = 8 if version == "2.1" else 16
+    z_dim = REAL_DIMS[version][2]
+    latent = torch.randn(1, z_dim, (frames - 1) // 4 + 1, size // stride, size // stride,
+                         generator=torch.Generator().manual_seed(1))
+    times = {impl: [] for impl in decoders}
+    for impl, decode in decoders.items():
+        decode(torch.randn(1, z_dim, 2, 2, 2))  # warm-up
+    for _ in range(repeats):
+        for impl, decode in decoders.items():
+            start = time.perf_counter()
+            decode(latent)
+            times[impl].append(time.perf_counter() - start)
+    return {"version": version, "frames": frames, "size": size, "repeats": repeats,
+            **{f"{impl}_min": round(min(t), 2) for impl, t in times.items()},
+            **{f"{impl}_median": round(statistics.median(t), 2) for impl, t in times.items()}}
 
 
 def run_one(impl: str, version: str, frames: int, size: int) -> dict:
@@ -168,11 +199,21 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="square frame size in pixels")
     parser.add_argument("--frames", type=int, nargs="+", default=[9, 33, 81])
     parser.add_argument("--impl", nargs="+", default=["ours", "diffusers"], choices=["ours", "diffusers"])
+    parser.add_argument("--timing", nargs=4, metavar=("VERSION", "FRAMES", "SIZE", "REPEATS"),
+                        help="only the same-process alternating time comparison")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results_vae.md")
     args = parser.parse_args()
     if args.worker:
         impl, version, frames, size = args.worker
         print(json.dumps(worker(impl, version, int(frames), int(size))))
+        return
+    if args.timing:
+        version, frames, size, repeats = args.timing
+        result = timing_worker(version, int(frames), int(size), int(repeats))
+        print(json.dumps(result))
+        with open(args.out, "a") as f:
+            f.write(f"Time, same process, alternating (`python bench/bench_vae.py --timing {' '.join(args.timing)}`): "
+                    f"{json.dumps(result)}\n\n")
         return
     results = [run_one(impl, args.version, f, args.size) for f in args.frames for impl in args.impl]
     command = "python bench/bench_vae.py " + " ".join(sys.argv[1:])
