@@ -7,6 +7,15 @@ from wan22duo.engine.dit import WanConfig
 from wan22duo.engine.ops import CastLinear, quantize_fp8
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matmuls gain nothing from a second thread and lose much when the cores are busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def path(tmp_path_factory):
     return tiny.write_tiny_dit(tmp_path_factory.mktemp("dit") / "dit.safetensors", "ti2v_5b", seed=3)

@@ -77,6 +77,15 @@ def pad512(context: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(context, (0, 0, 0, max(0, 512 - context.shape[1])))
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny matmuls gain nothing from a second thread and lose much when the cores are busy."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     """(ours, diffusers) per variant, on the same fp32 file."""
