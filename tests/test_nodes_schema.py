@@ -5,10 +5,11 @@ from pathlib import Path
 
 import pytest
 
+from _reference import object_info_path
 from wan22duo import nodes
 from wan22duo.nodes import _comfy, loaders, samplers, vae
 
-OBJECT_INFO = Path("/work/shared/reference/comfyui-0.3.76-object_info.json")
+OBJECT_INFO = object_info_path()
 OURS = {**loaders.NODE_CLASS_MAPPINGS, **samplers.NODE_CLASS_MAPPINGS, **vae.NODE_CLASS_MAPPINGS}
 CATEGORIES = {"Wan22Duo/loaders", "Wan22Duo/sampling", "Wan22Duo/latent", "Wan22Duo/vae"}
 SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "CONDITIONING", "LATENT", "IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}

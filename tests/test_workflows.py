@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
+from _reference import object_info_path
 from wan22duo.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "example_workflows"
 API_DIR = ROOT / "workflows" / "api"
 CORE = json.loads((ROOT / "workflows" / "schema" / "comfyui-0.3.76-core-nodes.json").read_text(encoding="utf-8"))
-FULL_REFERENCE = Path("/work/shared/reference/comfyui-0.3.76-object_info.json")
+FULL_REFERENCE = object_info_path()
 UI_ONLY = {"MarkdownNote", "Note"}
 WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
