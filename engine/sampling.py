@@ -107,7 +107,7 @@ class SampleResult:
 
 
 @dataclass(frozen=True)
-class _Plan:
+class SwitchPlan:
     variant: str
     schedule: Schedule
     switch_step: int
@@ -206,27 +206,53 @@ def _check_context(name: str, context: torch.Tensor, batch: int, text_dim: int) 
         )
     if context.shape[0] not in (1, batch):
         raise SamplingError(f"{name} has batch {context.shape[0]} but the latent has batch {batch}; use 1 or {batch}")
+    _check_finite(name, context, "the text encoder produced them: check the umT5 file and its dtype "
+                  "(umt5_xxl_fp16 or umt5_xxl_fp8_e4m3fn_scaled with CLIPLoader type 'wan')")
     return context.expand(batch, -1, -1)
 
 
-def _plan(variant: str, low: Optional[ModelHandle], steps: int, shift: float, boundary: Optional[float],
-          switch_step: int, schedule: str) -> _Plan:
+def _check_finite(name: str, tensor: torch.Tensor, cause: str) -> None:
+    """Non-finite inputs would end in a silently black video; stop with the culprit named."""
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise SamplingError(f"{name} holds {bad} NaN/inf values of {tensor.numel()}; {cause}.")
+
+
+def plan_switch(variant: str, low: Optional[ModelHandle], steps: int, shift: float, boundary: Optional[float],
+                switch_step: int, schedule: str) -> SwitchPlan:
+    """The schedule and the step where the low-noise expert takes over, as ``sample`` runs it.
+
+    ``boundary`` None or negative means the variant's official boundary. The web
+    extension's test vectors are generated from this function, so the plot on the
+    node and the run always agree.
+    """
     sched = make_schedule(schedule, steps, shift)
     default = OFFICIAL[variant].boundary
     if variant == "ti2v_5b":
         if switch_step not in (-1, steps):
             raise SamplingError(f"TI2V-5B is a single model and has no switch; set switch_step to -1 (got {switch_step})")
-        return _Plan(variant, sched, steps, None)
+        return SwitchPlan(variant, sched, steps, None)
     if boundary is None or boundary < 0:
         boundary = default
     k = resolve_switch_step(sched.timesteps, boundary, switch_step)
     if k < steps and low is None:
         raise SamplingError(
-            f"steps {k}..{steps - 1} of {steps} need the low-noise expert (switch at step {k}, boundary {boundary}), "
-            "but no low_noise_model is connected. Connect the low-noise expert, or set switch_step to "
-            f"{steps} to run every step on the high-noise expert."
+            f"steps {k + 1}-{steps} of {steps} need the low-noise expert (boundary {boundary} hands over after "
+            f"step {k}), but no low_noise_model is connected. Connect the low-noise expert, or set switch_step "
+            f"to {steps} to run every step on the high-noise expert."
         )
-    return _Plan(variant, sched, k, boundary)
+    return SwitchPlan(variant, sched, k, boundary)
+
+
+def describe_plan(plan: SwitchPlan, solver: str) -> str:
+    """One line for the log, counting steps from 1 as the web plot's caption does."""
+    n, k = plan.schedule.steps, plan.switch_step
+    head = f"{n} steps ({solver}, {plan.schedule.name} schedule, shift {plan.schedule.shift:g})"
+    if plan.boundary is None:
+        return f"{head}: TI2V-5B, single model, steps 1-{n}"
+    high = f"high-noise steps 1-{k}" if k else "no high-noise steps"
+    low = f"low-noise steps {k + 1}-{n}" if k < n else "no low-noise steps"
+    return f"{head}: {high}, {low} (boundary {plan.boundary})"
 
 
 # ---------------------------------------------------------------------- noise
@@ -303,9 +329,11 @@ def sample(
     text_dim = getattr(high.config, "text_dim", TEXT_DIM)
     positive = _check_context("positive", positive, batch, text_dim)
     negative = _check_context("negative", negative, batch, text_dim)
-    plan = _plan(variant, low, steps, shift, boundary, switch_step, schedule)
+    plan = plan_switch(variant, low, steps, shift, boundary, switch_step, schedule)
     mask = noise_mask_for(noise_mask, latent.shape) if noise_mask is not None else None
     y = i2v.y(latent.shape) if i2v is not None else None
+    if y is not None:
+        _check_finite("the I2V start-image latent", y, "re-encode the start image with the Wan 2.1 VAE in fp32")
     if noise is None:
         noise = make_noise(seed, latent.shape)
     elif tuple(noise.shape) != tuple(latent.shape):
@@ -314,8 +342,7 @@ def sample(
     handles = {"high": high} if low is None else {"high": high, "low": low}
     devices = dict(zip(("high", "low"), placement or (None, None)))
     residency = Residency(memory, handles, {r: d for r, d in devices.items() if r in handles and d is not None})
-    log.info("sampling %d steps (%s, %s): high-noise expert for steps [0, %d), boundary %s",
-             plan.schedule.steps, solver, schedule, plan.switch_step, plan.boundary)
+    log.info("sampling %s", describe_plan(plan, solver))
     try:
         x = _run(plan, residency, make_solver(solver, plan.schedule.sigmas), latent, noise, positive, negative,
                  (cfg_high, cfg_low), mask, y, callback, cancel)
@@ -328,7 +355,7 @@ def sample(
     return SampleResult(out, plan.switch_step, plan.boundary, plan.schedule, solver, variant, counts)
 
 
-def _run(plan: _Plan, residency: Residency, solver, latent, noise, positive, negative, cfgs, mask, y,
+def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive, negative, cfgs, mask, y,
          callback, cancel) -> torch.Tensor:
     """The step loop; returns the final normalised latent on CPU."""
     sched = plan.schedule
@@ -358,9 +385,15 @@ def _run(plan: _Plan, residency: Residency, solver, latent, noise, positive, neg
             if v.shape != x.shape:
                 raise SamplingError(f"the {role}-noise model returned shape {tuple(v.shape)} for a latent of "
                                     f"shape {tuple(x.shape)}; it does not fit this latent")
+            model_dtype = str(getattr(model, "compute_dtype", "unknown")).replace("torch.", "")
             del model  # the residency's handle holds the only long-lived reference
             x0 = solver.x0(i, x, v) if callback is not None else None
             x = solver.step(i, x, v)
+            if not bool(torch.isfinite(x).all()):
+                raise SamplingError(
+                    f"the latent became NaN/inf at step {i + 1} of {sched.steps} ({role}-noise expert, "
+                    f"compute dtype {model_dtype}). fp16 can overflow on Wan: "
+                    "use bf16 or fp32 compute_dtype on the expert loader.")
             if mask is not None:
                 x = hold(x, kept, mask)
             if callback is not None:

@@ -92,8 +92,8 @@ def main(argv=None) -> list[Path]:
         out = Wan22DuoSampler().sample(high, random_prompt(12, 1), random_prompt(20, 2), latent, args.seed,
                                        steps=args.steps, low_noise_model=low)
         sampled, switch_step = out["result"]
-        print(f"sampled {args.steps} steps at shift 12: high-noise expert for steps [0, {switch_step}), "
-              f"low-noise for [{switch_step}, {args.steps}); latent {tuple(sampled['samples'].shape)}")
+        print(f"sampled {args.steps} steps at shift 12: high-noise steps 1-{switch_step}, "
+              f"low-noise steps {switch_step + 1}-{args.steps}; latent {tuple(sampled['samples'].shape)}")
         (images,) = Wan22DuoVAEDecode().decode(vae, sampled, 0, 64)
     written = [save_video(images, args.out / "demo_t2v.webp")]
     if args.gif:

@@ -146,7 +146,7 @@ def _plan_cases() -> list[list]:
                     for has_low in (True, False):
                         low = object() if has_low else None
                         try:
-                            plan = sampling._plan(variant, low, steps, shift, boundary, switch_step, name)
+                            plan = sampling.plan_switch(variant, low, steps, shift, boundary, switch_step, name)
                         except ValueError:  # SamplingError is a ValueError
                             cases.append([variant, name, steps, shift, boundary, switch_step, has_low, None, None, True])
                             continue

@@ -18,4 +18,4 @@ def test_demo_writes_a_video(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "RANDOM weights" in printed and "noise" in printed
     # 4 steps at shift 12 (official grid): t = 999, 972, 922, 799, so 3 steps are >= 875.
-    assert "high-noise expert for steps [0, 3)" in printed
+    assert "high-noise steps 1-3, low-noise steps 4-4" in printed

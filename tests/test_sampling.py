@@ -226,7 +226,7 @@ def test_release_policy_holds_one_expert_at_a_time():
 
 def test_missing_low_model_is_named_with_the_switch_step():
     high, _, _ = pair()
-    with pytest.raises(SamplingError, match=r"steps 26\.\.39 of 40 need the low-noise expert"):
+    with pytest.raises(SamplingError, match=r"steps 27-40 of 40 need the low-noise expert \(boundary 0\.875 hands over after step 26\)"):
         run(high, None, steps=40, shift=12.0)
 
 
