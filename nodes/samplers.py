@@ -240,16 +240,35 @@ def check_image(image: torch.Tensor, name: str) -> None:
         raise ValueError(f"{name} must be an IMAGE [frames, height, width, 3] in [0, 1], got {shape}")
 
 
+def center_crop_to_aspect(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Crop ``[k, C, h, w]`` frames symmetrically to the aspect ratio ``width : height``.
+
+    Only the longer side is cut (to the nearest whole pixel), so an image that already
+    has the target aspect ratio passes through untouched.
+    """
+    h, w = frames.shape[-2:]
+    if w * height > h * width:  # too wide
+        keep = max(1, round(h * width / height))
+        left = (w - keep) // 2
+        return frames[..., :, left:left + keep]
+    keep = max(1, round(w * height / width))  # too tall (or exact: keep == h)
+    top = (h - keep) // 2
+    return frames[..., top:top + keep, :]
+
+
 def i2v_video(start_image: torch.Tensor, width: int, height: int, length: int) -> tuple[torch.Tensor, int]:
     """The official I2V conditioning video (spec §3.2) and how many start frames it holds.
 
-    The start frames (the first ``min(frames, length)`` images) go to [-1, 1] and are
-    resized with bicubic interpolation, without antialias, crop or clamp, straight to
-    ``width x height`` (the official code does the same to its chosen size); the
-    remaining frames are zeros (mid-gray). Returns ``[1, 3, length, height, width]``.
+    The start frames (the first ``min(frames, length)`` images) go to [-1, 1], are
+    center-cropped to the aspect ratio of ``width x height`` (as ComfyUI's
+    WanImageToVideo does, so nothing is stretched) and resized with the official kernel:
+    bicubic, without antialias or clamp. When the image already has the target aspect
+    ratio this is exactly the official preprocessing. The remaining frames are zeros
+    (mid-gray). Returns ``[1, 3, length, height, width]``.
     """
     check_image(start_image, "start_image")
     frames = start_image[:length, :, :, :3].float().movedim(-1, 1) * 2.0 - 1.0  # [k, 3, h, w]
+    frames = center_crop_to_aspect(frames, width, height)
     frames = F.interpolate(frames, size=(height, width), mode="bicubic", align_corners=False)
     video = torch.zeros(1, 3, length, height, width, dtype=torch.float32)
     video[0, :, : frames.shape[0]] = frames.movedim(0, 1)
@@ -259,8 +278,8 @@ def i2v_video(start_image: torch.Tensor, width: int, height: int, length: int) -
 class Wan22DuoI2VConditioning:
     CATEGORY = "Wan22Duo/latent"
     DESCRIPTION = (
-        "Image-to-video conditioning for I2V-A14B, as the official code prepares it: the start image (resized "
-        "bicubic to width x height) followed by gray frames is encoded with the Wan 2.1 VAE, and the image latent "
+        "Image-to-video conditioning for I2V-A14B, as the official code prepares it: the start image (center-"
+        "cropped to the aspect ratio of width x height, then resized bicubic) followed by gray frames is encoded with the Wan 2.1 VAE, and the image latent "
         "and its mask are added to both prompts (the same keys ComfyUI's WanImageToVideo uses). Also returns the "
         "matching empty latent."
     )
@@ -281,8 +300,9 @@ class Wan22DuoI2VConditioning:
                 "negative": ("CONDITIONING", {"tooltip": "Negative prompt from CLIPTextEncode (umT5-XXL)."}),
                 "vae": ("WAN22DUO_VAE", {"tooltip": "The Wan 2.1 VAE (wan_2.1_vae.safetensors)."}),
                 "start_image": ("IMAGE", {
-                    "tooltip": "First frame of the video. It is stretched to width x height (bicubic), so pick a "
-                               "size with the image's aspect ratio. Several images fix several first frames."}),
+                    "tooltip": "First frame of the video. It is center-cropped to the aspect ratio of width x "
+                               "height, then resized (bicubic, as the official code); nothing is stretched. "
+                               "Several images fix several first frames."}),
                 **_size_inputs(1280, 720, 81, 16),
             }
         }

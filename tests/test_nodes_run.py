@@ -186,6 +186,19 @@ def test_i2v_video_is_the_image_then_gray():
     assert_close(video[:, :, 0], expected)
 
 
+def test_i2v_video_crops_to_the_target_aspect_instead_of_stretching():
+    image = _ramp_image(48, 96)  # 2:1, target 1:1 -> the middle 48 columns
+    video, _ = i2v_video(image, 24, 24, 1)
+    middle = image[:, :, 24:72].movedim(-1, 1) * 2 - 1
+    expected = F.interpolate(middle, size=(24, 24), mode="bicubic", align_corners=False)
+    assert_close(video[:, :, 0], expected)
+    tall = _ramp_image(90, 30)  # 1:3, target 2:3 (w x h = 20 x 30) -> the middle 45 rows
+    video, _ = i2v_video(tall, 20, 30, 1)
+    rows = tall[:, 22:67].movedim(-1, 1) * 2 - 1
+    expected = F.interpolate(rows, size=(30, 20), mode="bicubic", align_corners=False)
+    assert_close(video[:, :, 0], expected)
+
+
 def test_i2v_conditioning(files):
     vae = _vae(files["vae21"])
     text = torch.randn(1, 7, 4096)
