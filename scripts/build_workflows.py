@@ -373,7 +373,7 @@ def _a14b_note(title: str, s: dict, boundary: float, k: int, i2v: bool, lightnin
         "for both). Each expert loader can also put its expert on its own `device`.",
     ]
     if i2v:
-        lines += ["", "The start image is stretched to the video size (keep its aspect ratio close). "
+        lines += ["", "The start image is center-cropped to the video's aspect ratio, then resized (bicubic). "
                   "Sizes must be multiples of 16; frames 4n+1."]
     else:
         lines += ["", "Sizes must be multiples of 16; frames 4n+1 (81 = 5 s at 16 fps)."]
