@@ -121,10 +121,16 @@ def worker(impl: str, version: str, frames: int, size: int) -> dict:
 
 
 def timing_worker(version: str, frames: int, size: int, repeats: int) -> dict:
-    """Both implementations in one process, decodes alternated; min and median seconds of each."""
+    """Both implementations in one process, decodes alternated; min and median seconds of each.
+
+    Seconds are single-thread process CPU time: on a shared 2-core machine wall time
+    with two threads swings by tens of percent from run to run, CPU time far less.
+    """
     import statistics
 
     import torch
+
+    torch.set_num_threads(1)
 
     state_config = _random_state(version)
     decoders = {impl: _build(impl, version, state_config) for impl in ("ours", "diffusers")}
@@ -138,9 +144,9 @@ def timing_worker(version: str, frames: int, size: int, repeats: int) -> dict:
         decode(torch.randn(1, z_dim, 2, 2, 2))  # warm-up
     for _ in range(repeats):
         for impl, decode in decoders.items():
-            start = time.perf_counter()
+            start = time.process_time()
             decode(latent)
-            times[impl].append(time.perf_counter() - start)
+            times[impl].append(time.process_time() - start)
     return {"version": version, "frames": frames, "size": size, "repeats": repeats,
             **{f"{impl}_min": round(min(t), 2) for impl, t in times.items()},
             **{f"{impl}_median": round(statistics.median(t), 2) for impl, t in times.items()}}

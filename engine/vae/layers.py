@@ -43,7 +43,7 @@ class CausalConv3d(nn.Conv3d):
             x = torch.cat([past, x], dim=2)
             # clone: a view would keep the whole padded chunk alive until the next one.
             cache[self] = x[:, :, -self.history :].clone()
-        return super().forward(x)
+        return conv3d(x, self.weight, self.bias, self.stride, self.padding)
 
 
 def _triple(v) -> tuple[int, int, int]:
@@ -52,7 +52,25 @@ def _triple(v) -> tuple[int, int, int]:
 
 def conv2d_per_frame(conv: nn.Conv2d, x: torch.Tensor, stride: int = 1, padding: int = 0) -> torch.Tensor:
     """Apply a 2-D conv to every frame of ``x`` [B, C, T, H, W]."""
-    return F.conv3d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, stride, stride), padding=(0, padding, padding))
+    return conv3d(x, conv.weight.unsqueeze(2), conv.bias, (1, stride, stride), (0, padding, padding))
+
+
+def conv3d(x: torch.Tensor, weight: torch.Tensor, bias, stride, padding) -> torch.Tensor:
+    """``F.conv3d``, but a conv whose output has a single frame runs as a 2-D conv.
+
+    Streaming decode and encode feed chunks of 1-4 frames, so many convs see exactly
+    ``kernel_t`` input frames and produce one. PyTorch's CPU backend sends those 3-D
+    convs to its slow reference kernel (about a quarter of decode time, measured);
+    folding time into channels is the same sum as one 2-D conv, a zero-copy view of
+    contiguous tensors, which takes the fast (oneDNN) path.
+    """
+    frames, kernel_t = x.shape[2], weight.shape[2]
+    if frames != kernel_t or padding[0] != 0 or not x.is_contiguous():
+        return F.conv3d(x, weight, bias, stride, padding)
+    b, c, _, h, w = x.shape
+    out = F.conv2d(x.view(b, c * frames, h, w), weight.reshape(weight.shape[0], -1, *weight.shape[3:]), bias,
+                   stride[1:], padding[1:])
+    return out.unsqueeze(2)
 
 
 class RMSNorm(nn.Module):
