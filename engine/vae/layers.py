@@ -273,3 +273,27 @@ class DupUp3D(nn.Module):
         x = x.repeat_interleave(self.repeats, dim=1).view(b, self.out_dim, ft, fs, fs, t, h, w)
         x = x.permute(0, 1, 5, 2, 6, 3, 7, 4).reshape(b, self.out_dim, t * ft, h * fs, w * fs)
         return x[:, :, ft - 1 :] if first else x
+
+
+class EncoderStack(nn.Module):
+    """``conv1``, the ``downsamples`` blocks, ``middle`` and ``head``, each fed the chunk cache.
+
+    The Wan 2.1 and 2.2 encoders differ only in what those blocks are; they share this order.
+    """
+
+    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        x = self.conv1(x, cache)
+        for block in self.downsamples:
+            x = block(x, cache)
+        return self.head(self.middle(x, cache), cache)
+
+
+class DecoderStack(nn.Module):
+    """``conv1``, ``middle``, the ``upsamples`` blocks and ``head`` (shared by both decoders)."""
+
+    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
+        x = self.middle(self.conv1(x, cache), cache)
+        for block in self.upsamples:
+            x = block(x, cache)
+        return self.head(x, cache)
+

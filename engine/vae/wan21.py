@@ -7,14 +7,14 @@ and 8x8 spatial compression.
 import torch
 import torch.nn as nn
 
-from .layers import CausalConv3d, Head, MiddleBlock, Resample, ResidualBlock
+from .layers import CausalConv3d, DecoderStack, EncoderStack, Head, MiddleBlock, Resample, ResidualBlock
 
 DIM_MULT = (1, 2, 4, 4)
 NUM_RES_BLOCKS = 2
 TEMPORAL_DOWNSAMPLE = (False, True, True)
 
 
-class Encoder21(nn.Module):
+class Encoder21(EncoderStack):
     """RGB video [B, 3, F, H, W] -> [B, 2*z_dim, T, H/8, W/8] (mean and log-variance)."""
 
     def __init__(self, dim: int, out_dim: int):
@@ -33,14 +33,8 @@ class Encoder21(nn.Module):
         self.middle = MiddleBlock(dims[-1])
         self.head = Head(dims[-1], out_dim)
 
-    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
-        x = self.conv1(x, cache)
-        for block in self.downsamples:
-            x = block(x, cache)
-        return self.head(self.middle(x, cache), cache)
 
-
-class Decoder21(nn.Module):
+class Decoder21(DecoderStack):
     """Latent [B, z_dim, T, h, w] -> RGB [B, 3, 1 + 4(T-1), 8h, 8w] (unclamped)."""
 
     def __init__(self, dim: int, z_dim: int):
@@ -62,9 +56,3 @@ class Decoder21(nn.Module):
                 blocks.append(Resample(cout, mode, out_dim=cout // 2))
         self.upsamples = nn.ModuleList(blocks)
         self.head = Head(dims[-1], 3)
-
-    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
-        x = self.middle(self.conv1(x, cache), cache)
-        for block in self.upsamples:
-            x = block(x, cache)
-        return self.head(x, cache)

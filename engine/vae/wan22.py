@@ -7,7 +7,8 @@ the overall compression is 4x16x16.
 import torch
 import torch.nn as nn
 
-from .layers import AvgDown3D, CausalConv3d, DupUp3D, Head, MiddleBlock, Resample, ResidualBlock
+from .layers import (AvgDown3D, CausalConv3d, DecoderStack, DupUp3D, EncoderStack, Head, MiddleBlock, Resample,
+                     ResidualBlock)
 
 DIM_MULT = (1, 2, 4, 4)
 NUM_RES_BLOCKS = 2
@@ -67,7 +68,7 @@ class UpResidualBlock(nn.Module):
         return h if self.avg_shortcut is None else h.add_(self.avg_shortcut(x, cache))
 
 
-class Encoder22(nn.Module):
+class Encoder22(EncoderStack):
     """Patchified video [B, 12, F, H/2, W/2] -> [B, 2*z_dim, T, H/16, W/16]."""
 
     def __init__(self, dim: int, out_dim: int):
@@ -82,14 +83,8 @@ class Encoder22(nn.Module):
         self.middle = MiddleBlock(dims[-1])
         self.head = Head(dims[-1], out_dim)
 
-    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
-        x = self.conv1(x, cache)
-        for block in self.downsamples:
-            x = block(x, cache)
-        return self.head(self.middle(x, cache), cache)
 
-
-class Decoder22(nn.Module):
+class Decoder22(DecoderStack):
     """Latent [B, z_dim, T, h, w] -> patchified RGB [B, 12, 1 + 4(T-1), 8h, 8w] (unclamped)."""
 
     def __init__(self, dim: int, z_dim: int):
@@ -104,9 +99,3 @@ class Decoder22(nn.Module):
             for i, (cin, cout) in enumerate(zip(dims[:-1], dims[1:]))
         )
         self.head = Head(dims[-1], 3 * PATCH * PATCH)
-
-    def forward(self, x: torch.Tensor, cache: dict) -> torch.Tensor:
-        x = self.middle(self.conv1(x, cache), cache)
-        for block in self.upsamples:
-            x = block(x, cache)
-        return self.head(x, cache)
