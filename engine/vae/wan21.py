@@ -4,7 +4,6 @@ Real config: ``dim=96, z_dim=16, dim_mult=(1,2,4,4), num_res_blocks=2``; tempora
 downsampling in the 2nd and 3rd stages, so 1 + 4n frames <-> 1 + n latent frames,
 and 8x8 spatial compression.
 """
-import torch
 import torch.nn as nn
 
 from .layers import CausalConv3d, DecoderStack, EncoderStack, Head, MiddleBlock, Resample, ResidualBlock
