@@ -17,14 +17,15 @@ looked up directly.
 
 Patching is in place and reversible: ``apply_loras`` replaces each touched parameter by
 a new tensor and keeps the original tensor objects in a ``LoraBackup``; ``remove_loras``
-puts those objects back, so the unpatched model is the original bit for bit. fp8 weights
-stay fp8: the patched weight ``W * scale + delta`` is re-quantized with a fresh per-tensor
-scale (amax / fp8 max) and round-to-nearest (``ops.quantize_fp8``, as the loader's
-``weight_dtype`` conversion), so an fp8 expert stays the size it was and a delta that
-grows the weight cannot saturate. Round-to-nearest has the smallest error per weight
-and, measured on a layer's output, beat stochastic rounding at every delta size tried
-(bench/lora_fp8.py); deltas much smaller than an fp8 step (about 6 % of a weight) are
-still partly lost, as with any fp8 merge.
+puts those objects back, so the unpatched model is the original bit for bit.
+
+fp8 weights are never rounded again for a low-rank LoRA: an fp8 Linear keeps its weight
+and runs the LoRA's factors beside it (``lora_down`` / ``lora_up`` in
+``engine.ops.CastLinear``), which is exact and costs only the rank matrices. Merging
+instead would lose most of a typical LoRA's change to fp8 rounding (bench/lora_fp8.py).
+Only a full ``diff`` delta on an fp8 weight (rare) is merged: ``W * scale + delta`` is
+re-quantized with a fresh per-tensor scale and round-to-nearest (``ops.quantize_fp8``),
+so the layer stays fp8 and a delta that grows the weight cannot saturate.
 """
 from __future__ import annotations
 
@@ -406,6 +407,11 @@ def _patch_one(model: nn.Module, target: str, parts: list[tuple[Delta, float]],
     module_name, _, attr = target.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     weight = getattr(module, attr)
+    if _runs_beside(module, attr, weight, parts):
+        _add_runtime_branch(module, parts, backup, backup_device)
+        if backup is not None:
+            backup.targets.append(target)
+        return
     device = torch.device(work_device) if work_device is not None else weight.device
     scale_attr = "scale_weight" if attr == "weight" else None
     scale = getattr(module, scale_attr, None) if scale_attr else None
@@ -429,6 +435,37 @@ def _patch_one(model: nn.Module, target: str, parts: list[tuple[Delta, float]],
     _replace(module, attr, new_weight.to(weight.device), backup, backup_device)
     if backup is not None:
         backup.targets.append(target)
+
+
+def _runs_beside(module: nn.Module, attr: str, weight: torch.Tensor, parts: list[tuple[Delta, float]]) -> bool:
+    """An fp8 Linear weight whose deltas are all low-rank keeps its weight and runs the LoRA beside it."""
+    return (attr == "weight" and weight.dtype in FP8_DTYPES and hasattr(module, "lora_down")
+            and all(delta.diff is None for delta, _ in parts))
+
+
+def _add_runtime_branch(module: nn.Module, parts: list[tuple[Delta, float]], backup: Optional[LoraBackup],
+                        backup_device) -> None:
+    """Give the layer ``lora_down`` / ``lora_up`` factors instead of merging (``engine.ops.CastLinear``).
+
+    Merged into an fp8 weight, a typical LoRA (a change of a few % of the weight) is
+    mostly lost to rounding; run beside it, it is exact and costs only the rank
+    matrices. Several LoRAs stack along the rank. The factors keep the precision of
+    the LoRA files (float32 when any is float32), with strength * alpha / rank folded
+    into ``up``.
+    """
+    device = module.weight.device
+    downs = [] if module.lora_down is None else [module.lora_down]
+    ups = [] if module.lora_up is None else [module.lora_up]
+    dtype = downs[0].dtype if downs else None
+    for delta, strength in parts:
+        delta.check(module.weight.shape)
+        down = delta.down.to(device, torch.float32).flatten(1)
+        scale = strength * (1.0 if delta.alpha is None else delta.alpha / down.shape[0])
+        downs.append(down)
+        ups.append(delta.up.to(device, torch.float32).flatten(1) * scale)
+        dtype = delta.up.dtype if dtype is None else torch.promote_types(dtype, delta.up.dtype)
+    _replace(module, "lora_down", torch.cat([d.float() for d in downs]).to(dtype), backup, backup_device)
+    _replace(module, "lora_up", torch.cat([u.float() for u in ups], dim=1).to(dtype), backup, backup_device)
 
 
 def _replace(module: nn.Module, attr: str, value: Optional[torch.Tensor], backup: Optional[LoraBackup],

@@ -18,7 +18,10 @@ Contract relied on by ``engine.lora`` (do not break it):
   (shape ``[]`` or ``[1]``) that multiplies the whole dequantised weight;
 * all three are read at every call and nothing derived from them is cached, so a
   patcher may assign a new ``nn.Parameter`` to ``weight`` and a new tensor (or
-  ``None``) to ``scale_weight``, and later assign the original objects back.
+  ``None``) to ``scale_weight``, and later assign the original objects back;
+* ``CastLinear`` also has two non-persistent buffers, ``lora_down`` ``[r, in]`` and
+  ``lora_up`` ``[out, r]`` (``None`` unless a LoRA runs beside an fp8 weight), read at
+  every call: ``y += (x @ lora_down.T) @ lora_up.T``, the strength already folded in.
 
 No device or dtype is fixed here: the layers follow wherever their tensors are.
 """
@@ -73,10 +76,17 @@ class CastLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
         self.register_buffer("scale_weight", None)
+        # A LoRA beside an fp8 weight runs here instead of being merged: rounding the merged
+        # weight back to fp8 would lose most of a typical LoRA's change (bench/lora_fp8.py).
+        self.register_buffer("lora_down", None, persistent=False)
+        self.register_buffer("lora_up", None, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = cast_weight(self.weight, self.scale_weight, x.dtype)
-        return F.linear(x, w, cast_bias(self.bias, x.dtype))
+        y = F.linear(x, w, cast_bias(self.bias, x.dtype))
+        if self.lora_down is not None:
+            y = y + F.linear(F.linear(x, self.lora_down.to(x.dtype)), self.lora_up.to(x.dtype))
+        return y
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, weight_dtype={self.weight.dtype}"
