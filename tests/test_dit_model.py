@@ -6,15 +6,8 @@ from wan22duo.engine import attention, checkpoint, tiny
 from wan22duo.engine.dit import WanConfig
 from wan22duo.engine.ops import CastLinear, quantize_fp8
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from a second thread and lose much when the cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def path(tmp_path_factory):

@@ -76,15 +76,8 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 def pad512(context: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.pad(context, (0, 0, 0, max(0, 512 - context.shape[1])))
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny matmuls gain nothing from a second thread and lose much when the cores are busy."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
