@@ -19,13 +19,21 @@ Patching is in place and reversible: ``apply_loras`` replaces each touched param
 a new tensor and keeps the original tensor objects in a ``LoraBackup``; ``remove_loras``
 puts those objects back, so the unpatched model is the original bit for bit.
 
-fp8 weights are never rounded again for a low-rank LoRA: an fp8 Linear keeps its weight
-and runs the LoRA's factors beside it (``lora_down`` / ``lora_up`` in
-``engine.ops.CastLinear``), which is exact and costs only the rank matrices. Merging
-instead would lose most of a typical LoRA's change to fp8 rounding (bench/lora_fp8.py).
-Only a full ``diff`` delta on an fp8 weight (rare) is merged: ``W * scale + delta`` is
-re-quantized with a fresh per-tensor scale and round-to-nearest (``ops.quantize_fp8``),
-so the layer stays fp8 and a delta that grows the weight cannot saturate.
+An fp8 Linear weight is never touched: every LoRA update on it runs beside the weight at
+call time (``engine.ops.CastLinear.lora_branches``), in the compute dtype, so the layer
+gives ``x @ (W_fp8 * scale + delta).T + b`` up to that dtype's rounding. Merging instead
+would round the merged weight back to fp8 and lose most of a typical LoRA's change
+(bench/lora_fp8.py). A low-rank update costs its rank matrices; a full ``diff`` on an
+fp8 Linear weight (rare) runs as a full-rank branch and costs its own size in the LoRA
+file's precision plus one more matmul per call (exact, unlike re-quantizing, and never
+larger in memory than the file's tensor). The branches hold the LoRA's tensors as the
+file stores them, moved to the weight's device (not copied when already there).
+
+Everything else merges into the weight as ComfyUI does: non-fp8 weights (bf16/fp16/fp32)
+and the full deltas on norms, biases and modulations. An fp8 weight in a layer without
+branches (an fp8 patch-embedding conv, a foreign module) is merged and re-quantized with a
+fresh per-tensor scale, round-to-nearest (``ops.quantize_fp8``), so a delta that grows the
+weight cannot saturate; that loses part of a small change, as measured in the bench.
 """
 from __future__ import annotations
 
@@ -34,12 +42,12 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
-from .ops import FP8_DTYPES, quantize_fp8
+from .ops import FP8_DTYPES, CastLinear, LoraBranch, quantize_fp8
 
 log = logging.getLogger("wan22duo")
 
@@ -346,13 +354,15 @@ def _no_match_message(name: str, keys: list[str], model: nn.Module) -> str:
 
 @dataclass
 class LoraBackup:
-    """The original tensors of every attribute ``apply_loras`` replaced, to put back."""
+    """The original value of every attribute ``apply_loras`` replaced, to put back: a tensor,
+    None, or (for ``lora_branches``) the layer's previous tuple of branches."""
 
-    originals: list[tuple[nn.Module, str, Optional[torch.Tensor]]] = field(default_factory=list)
+    originals: list[tuple[nn.Module, str, Any]] = field(default_factory=list)
     targets: list[str] = field(default_factory=list)
 
 
 LoraSource = Union[str, os.PathLike, Mapping[str, torch.Tensor]]
+BRANCHES = "lora_branches"  # the CastLinear attribute runtime branches live in
 
 
 def apply_loras(model: nn.Module, loras: Sequence[tuple[LoraSource, float]], *, keep_backup: bool = True,
@@ -360,12 +370,14 @@ def apply_loras(model: nn.Module, loras: Sequence[tuple[LoraSource, float]], *, 
                 work_device: Optional[Union[str, torch.device]] = None, warn: bool = True) -> LoraBackup:
     """Patch ``model`` in place with ``(file or tensors, strength)`` pairs; return the backup.
 
-    Deltas of all LoRAs are summed per parameter first, so chained LoRAs add up and an fp8
-    weight is rounded once. ``work_device`` is where the arithmetic runs (default: where
-    each weight sits; pass a GPU to patch a CPU-resident expert fast). Originals are moved
-    to ``backup_device`` (None: left where they are) so a GPU-resident expert does not hold
-    two copies in GPU memory. ``keep_backup=False`` keeps no originals at all (the patched
-    model is a private copy that is never unpatched, as in ``ModelHandle.derive``), so
+    Deltas of all LoRAs are summed per parameter first, so chained LoRAs add up (a
+    non-fp8 weight is rounded to its dtype once); on an fp8 Linear each LoRA becomes
+    one more runtime branch, so a later call stacks on an earlier one. ``work_device``
+    is where merge arithmetic runs (default: where each weight sits; pass a GPU to patch
+    a CPU-resident expert fast). Originals are moved to ``backup_device`` (None: left
+    where they are) so a GPU-resident expert does not hold two copies in GPU memory.
+    ``keep_backup=False`` keeps no originals at all (the patched model is a private copy
+    that is never unpatched, as in ``ModelHandle.derive``), so
     they are freed as soon as each layer is patched.
     """
     plans = []
@@ -394,9 +406,13 @@ def remove_loras(model: nn.Module, backup: LoraBackup) -> None:
     """Undo ``apply_loras``: put the original tensors back, on the device the model is on now."""
     with torch.no_grad():
         for module, attr, original in reversed(backup.originals):
-            current = getattr(module, attr, None)
-            if original is not None and current is not None and original.device != current.device:
-                original = original.to(current.device)
+            if attr == BRANCHES:
+                device = module.weight.device
+                original = tuple(branch.apply(lambda t: t.to(device)) for branch in original)
+            else:
+                current = getattr(module, attr, None)
+                if original is not None and current is not None and original.device != current.device:
+                    original = original.to(current.device)
             _set(module, attr, original)
     backup.originals.clear()
     backup.targets.clear()
@@ -407,10 +423,11 @@ def _patch_one(model: nn.Module, target: str, parts: list[tuple[Delta, float]],
     module_name, _, attr = target.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     weight = getattr(module, attr)
-    if _runs_beside(module, attr, weight, parts):
-        _add_runtime_branch(module, parts, backup, backup_device)
-        if backup is not None:
-            backup.targets.append(target)
+    if backup is not None:
+        backup.targets.append(target)
+    if attr == "weight" and weight.dtype in FP8_DTYPES and isinstance(module, CastLinear):
+        branches = tuple(branch for delta, strength in parts for branch in _branches(delta, strength, weight))
+        _replace(module, BRANCHES, module.lora_branches + branches, backup, backup_device)
         return
     device = torch.device(work_device) if work_device is not None else weight.device
     scale_attr = "scale_weight" if attr == "weight" else None
@@ -433,54 +450,37 @@ def _patch_one(model: nn.Module, target: str, parts: list[tuple[Delta, float]],
         if scale is not None:  # a scaled non-fp8 weight: fold the scale in
             _replace(module, scale_attr, None, backup, backup_device)
     _replace(module, attr, new_weight.to(weight.device), backup, backup_device)
-    if backup is not None:
-        backup.targets.append(target)
 
 
-def _runs_beside(module: nn.Module, attr: str, weight: torch.Tensor, parts: list[tuple[Delta, float]]) -> bool:
-    """An fp8 Linear weight whose deltas are all low-rank keeps its weight and runs the LoRA beside it."""
-    return (attr == "weight" and weight.dtype in FP8_DTYPES and hasattr(module, "lora_down")
-            and all(delta.diff is None for delta, _ in parts))
+def _branches(delta: Delta, strength: float, weight: torch.Tensor) -> list[LoraBranch]:
+    """One delta as runtime branches beside an fp8 Linear ``weight`` (see the module docstring).
 
-
-def _add_runtime_branch(module: nn.Module, parts: list[tuple[Delta, float]], backup: Optional[LoraBackup],
-                        backup_device) -> None:
-    """Give the layer ``lora_down`` / ``lora_up`` factors instead of merging (``engine.ops.CastLinear``).
-
-    Merged into an fp8 weight, a typical LoRA (a change of a few % of the weight) is
-    mostly lost to rounding; run beside it, it is exact and costs only the rank
-    matrices. Several LoRAs stack along the rank. The factors keep the precision of
-    the LoRA files (float32 when any is float32), with strength * alpha / rank folded
-    into ``up``.
+    The factors stay in the LoRA file's dtype and scale; ``strength * alpha / rank`` goes
+    into the branch's ``scale``, so nothing is rounded here.
     """
-    device = module.weight.device
-    downs = [] if module.lora_down is None else [module.lora_down]
-    ups = [] if module.lora_up is None else [module.lora_up]
-    dtype = downs[0].dtype if downs else None
-    for delta, strength in parts:
-        delta.check(module.weight.shape)
-        down = delta.down.to(device, torch.float32).flatten(1)
-        scale = strength * (1.0 if delta.alpha is None else delta.alpha / down.shape[0])
-        downs.append(down)
-        ups.append(delta.up.to(device, torch.float32).flatten(1) * scale)
-        dtype = delta.up.dtype if dtype is None else torch.promote_types(dtype, delta.up.dtype)
-    _replace(module, "lora_down", torch.cat([d.float() for d in downs]).to(dtype), backup, backup_device)
-    _replace(module, "lora_up", torch.cat([u.float() for u in ups], dim=1).to(dtype), backup, backup_device)
+    delta.check(weight.shape)
+    out = []
+    if delta.up is not None:
+        down, up = delta.down.flatten(1).to(weight.device), delta.up.flatten(1).to(weight.device)
+        rank_scale = 1.0 if delta.alpha is None else delta.alpha / down.shape[0]
+        out.append(LoraBranch(up, down, strength * rank_scale))
+    if delta.diff is not None:
+        out.append(LoraBranch(delta.diff.reshape(weight.shape).to(weight.device), None, strength))
+    return out
 
 
-def _replace(module: nn.Module, attr: str, value: Optional[torch.Tensor], backup: Optional[LoraBackup],
-             backup_device) -> None:
+def _replace(module: nn.Module, attr: str, value: Any, backup: Optional[LoraBackup], backup_device) -> None:
     if backup is None:
         _set(module, attr, value)
         return
     original = getattr(module, attr, None)
-    if original is not None and backup_device is not None:
+    if attr != BRANCHES and original is not None and backup_device is not None:
         original = original.to(backup_device)  # no copy when already there
     backup.originals.append((module, attr, original))
     _set(module, attr, value)
 
 
-def _set(module: nn.Module, attr: str, value: Optional[torch.Tensor]) -> None:
+def _set(module: nn.Module, attr: str, value: Any) -> None:
     if attr in module._parameters:
         if value is not None and not isinstance(value, nn.Parameter):
             value = nn.Parameter(value, requires_grad=False)
@@ -500,9 +500,10 @@ def with_lora(handle, path: Union[str, os.PathLike], strength: float):
     ``handle`` itself is untouched (ComfyUI caches node outputs, and two branches from one
     loader must not see each other's LoRAs). The chain of LoRAs is kept in
     ``info["loras"]`` and all of them are applied in one pass onto the unpatched root
-    handle's model (``info["lora_base"]``), so chained LoRAs add up before an fp8 weight
-    is rounded once. The file is checked against the model's layer names and shapes now,
-    from its header and the model config, so a wrong LoRA fails here rather than at sampling.
+    handle's model (``info["lora_base"]``), so chained LoRAs add up before a non-fp8
+    weight is rounded once (fp8 Linears get one runtime branch per LoRA). The file is
+    checked against the model's layer names and shapes now, from its header and the model
+    config, so a wrong LoRA fails here rather than at sampling.
     """
     path = os.fspath(path)
     base = handle.info.get("lora_base", handle)

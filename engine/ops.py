@@ -19,15 +19,19 @@ Contract relied on by ``engine.lora`` (do not break it):
 * all three are read at every call and nothing derived from them is cached, so a
   patcher may assign a new ``nn.Parameter`` to ``weight`` and a new tensor (or
   ``None``) to ``scale_weight``, and later assign the original objects back;
-* ``CastLinear`` also has two non-persistent buffers, ``lora_down`` ``[r, in]`` and
-  ``lora_up`` ``[out, r]`` (``None`` unless a LoRA runs beside an fp8 weight), read at
-  every call: ``y += (x @ lora_down.T) @ lora_up.T``, the strength already folded in.
+* ``CastLinear.lora_branches`` is a tuple of ``LoraBranch`` (empty unless a LoRA runs
+  beside an fp8 weight), read at every call and added to the output in ``x.dtype``:
+  ``y += scale * (x @ down.T) @ up.T`` (low rank) or ``y += scale * x @ up.T`` (full
+  rank, ``down`` None). A patcher assigns a new tuple and later the old one back; the
+  branches follow the layer in ``.to()`` / ``.half()`` / ``.cuda()`` but are not in its
+  ``state_dict`` (the checkpoint never contains them).
 
 No device or dtype is fixed here: the layers follow wherever their tensors are.
 """
 from __future__ import annotations
 
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -66,8 +70,42 @@ def cast_bias(bias: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torc
     return bias.to(dtype)
 
 
+@dataclass(frozen=True)
+class LoraBranch:
+    """One LoRA update that runs beside a layer's weight instead of being merged into it.
+
+    Low rank: ``scale * (x @ down.T) @ up.T`` with ``down`` [r, in], ``up`` [out, r]; full
+    rank (a LoRA ``diff``): ``scale * x @ up.T`` with ``up`` [out, in] and ``down`` None.
+    ``scale`` is strength * alpha / rank, kept apart so the tensors are held exactly as
+    the LoRA file stores them.
+    """
+
+    up: torch.Tensor
+    down: Optional[torch.Tensor]
+    scale: float
+
+    def factors(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(left, right)`` in ``x.dtype`` with ``branch(x) = left @ right.T``; ``x`` [tokens, in].
+
+        The scale goes onto the smaller operand: the [tokens, r] product for low rank,
+        the [out, in] delta for full rank (smaller than the activations).
+        """
+        up = self.up.to(x.dtype)
+        if self.down is None:
+            return x, (up if self.scale == 1.0 else up * self.scale)
+        return (x @ self.down.to(x.dtype).T).mul_(self.scale), up
+
+    def apply(self, fn: Callable[[torch.Tensor], torch.Tensor]) -> "LoraBranch":
+        """The branch with ``fn`` applied to its tensors (how ``Module.to`` moves it)."""
+        return LoraBranch(fn(self.up), None if self.down is None else fn(self.down), self.scale)
+
+    def numel(self) -> int:
+        return self.up.numel() + (0 if self.down is None else self.down.numel())
+
+
 class CastLinear(nn.Module):
-    """``y = x @ W.T + b`` computed in ``x.dtype`` whatever dtype ``W`` is stored in."""
+    """``y = x @ W.T + b`` computed in ``x.dtype`` whatever dtype ``W`` is stored in,
+    plus any ``lora_branches`` (see the module docstring)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True) -> None:
         super().__init__()
@@ -76,20 +114,36 @@ class CastLinear(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_features, in_features), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_features), requires_grad=False) if bias else None
         self.register_buffer("scale_weight", None)
-        # A LoRA beside an fp8 weight runs here instead of being merged: rounding the merged
+        # A LoRA on an fp8 weight runs here instead of being merged: rounding the merged
         # weight back to fp8 would lose most of a typical LoRA's change (bench/lora_fp8.py).
-        self.register_buffer("lora_down", None, persistent=False)
-        self.register_buffer("lora_up", None, persistent=False)
+        self.lora_branches: tuple[LoraBranch, ...] = ()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = cast_weight(self.weight, self.scale_weight, x.dtype)
-        y = F.linear(x, w, cast_bias(self.bias, x.dtype))
-        if self.lora_down is not None:
-            y = y + F.linear(F.linear(x, self.lora_down.to(x.dtype)), self.lora_up.to(x.dtype))
-        return y
+        b = cast_bias(self.bias, x.dtype)
+        if not self.lora_branches:
+            return F.linear(x, w, b)
+        # Bias and branches first, the main product last and into the same buffer: the
+        # output is rounded once in bf16/fp16 (as a merged weight's would be), and the
+        # only extra output-sized work is that one buffer's write and read.
+        x2 = x.reshape(-1, x.shape[-1])
+        (left, right), *rest = [branch.factors(x2) for branch in self.lora_branches]
+        y = torch.mm(left, right.T) if b is None else torch.addmm(b, left, right.T)
+        for left, right in rest:
+            y.addmm_(left, right.T)
+        return y.addmm_(x2, w.T).view(*x.shape[:-1], self.out_features)
+
+    def _apply(self, fn, *args, **kwargs):
+        # Branches are plain attributes, not buffers (so no checkpoint or state_dict sees
+        # them); move and cast them with the layer all the same.
+        super()._apply(fn, *args, **kwargs)
+        self.lora_branches = tuple(branch.apply(fn) for branch in self.lora_branches)
+        return self
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, weight_dtype={self.weight.dtype}"
+        extra = f", lora_branches={len(self.lora_branches)}" if self.lora_branches else ""
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"weight_dtype={self.weight.dtype}{extra}")
 
 
 class CastConv3d(nn.Module):

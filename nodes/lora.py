@@ -10,9 +10,10 @@ class Wan22DuoLoraLoader:
         "Applies a LoRA to one Wan 2.2 model: the high-noise or the low-noise A14B expert, or the TI2V-5B "
         "model. Give each expert its own LoRA node (e.g. the Lightning/lightx2v 4-step LoRAs come as a "
         "high_noise and a low_noise file) and chain nodes to stack LoRAs. The input model is left unchanged; "
-        "the LoRA is merged when the weights are loaded for sampling (fp8 weights stay fp8). Reads "
-        "diffusion_model./lora_unet_/PEFT/diffusers key names, lora_up/down or lora_A/B with alpha, and "
-        "diff/diff_b/diff_m full deltas."
+        "the LoRA is applied when the weights are loaded for sampling: merged into bf16/fp16/fp32 weights, "
+        "and run beside fp8 weights (exact; the fp8 weights are untouched and the extra memory is the LoRA's "
+        "rank matrices). Reads diffusion_model./lora_unet_/PEFT/diffusers key names, lora_up/down or "
+        "lora_A/B with alpha, and diff/diff_b/diff_m full deltas."
     )
     CATEGORY = "Wan22Duo/loaders"
     FUNCTION = "load_lora"

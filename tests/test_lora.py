@@ -1,8 +1,11 @@
-"""LoRA key formats, the patch formula, exact unpatching, fp8 re-quantization and bad files.
+"""LoRA key formats, the patch formula, exact unpatching, LoRAs on fp8 weights and bad files.
 
-The expected weights are computed here by hand from the tensors the test writes, with the
-layer names spelled out per format, independently of engine/lora.py's key mapping.
+The expected weights and outputs are computed here by hand from the tensors the test
+writes, with the layer names spelled out per format, independently of engine/lora.py's key
+mapping. fp8 Linears of the real DiT run LoRAs beside the weight (runtime branches); fp8
+weights in other layers (the toy's plain Linears here) are merged and re-quantized.
 """
+import copy
 import logging
 
 import pytest
@@ -10,7 +13,11 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from wan22duo.engine.checkpoint import load_dit
 from wan22duo.engine.lora import LoraError, apply_loras, remove_loras
+from wan22duo.engine.lora_tiny import write_tiny_lora
+from wan22duo.engine.ops import CastLinear
+from wan22duo.engine.tiny import write_tiny_dit
 
 D, FFN, R = 8, 16, 4
 
@@ -220,7 +227,8 @@ def test_two_loras_add_up(tmp_path):
 
 @pytest.mark.parametrize("fp8", [torch.float8_e4m3fn, torch.float8_e5m2])
 @pytest.mark.parametrize("scaled", [True, False])
-def test_fp8_weights_stay_fp8_and_unpatch_bit_for_bit(tmp_path, fp8, scaled):
+def test_fp8_weights_without_branches_are_requantized_and_unpatch_bit_for_bit(tmp_path, fp8, scaled):
+    """A plain Linear cannot run a LoRA beside its weight: merged, rounded once to fp8."""
     model = toy()
     layer = model.blocks[0].ffn[0]
     with torch.no_grad():
@@ -276,6 +284,165 @@ def test_zero_strength_changes_nothing(tmp_path):
     before = snapshot(model)
     apply_loras(model, [(path, 0.0)])
     assert_identical(model, before)
+
+
+# ---------------------------------------------------------------- fp8 Linears: runtime branches
+
+FP8_LAYER = "blocks.0.self_attn.q"
+FP8_DIM = 128
+
+
+@pytest.fixture(scope="module")
+def fp8_dit(tmp_path_factory):
+    """A tiny DiT stored as ComfyUI's fp8_scaled: every Linear weight e4m3fn with a scale, the rest fp16."""
+    return write_tiny_dit(tmp_path_factory.mktemp("fp8") / "dit.safetensors", storage="fp8_scaled", seed=3,
+                          dim=FP8_DIM, ffn_dim=256, num_layers=1)
+
+
+def fp8_lora(tmp_path, name, seed, alpha, layer=FP8_LAYER, rank=R):
+    g = torch.Generator().manual_seed(seed)
+    down = torch.randn(rank, FP8_DIM, generator=g) * 0.05
+    up = torch.randn(FP8_DIM, rank, generator=g) * 0.05
+    path = write(tmp_path, {f"diffusion_model.{layer}.lora_down.weight": down,
+                            f"diffusion_model.{layer}.lora_up.weight": up,
+                            f"diffusion_model.{layer}.alpha": torch.tensor(alpha)}, name)
+    return path, down, up
+
+
+def by_hand(layer, x, *deltas):
+    """x @ (W_fp8 * scale + sum of deltas).T + b, in float64."""
+    weight = layer.weight.double() * layer.scale_weight.double()
+    for delta in deltas:
+        weight = weight + delta.double()
+    return (x.double() @ weight.T + layer.bias.double()).float()
+
+
+def fp8_inputs(seed, rows=3):
+    return torch.randn(rows, FP8_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+def test_fp8_low_rank_runs_beside_the_untouched_weight_exactly(fp8_dit, tmp_path):
+    model = load_dit(fp8_dit)
+    layer = model.get_submodule(FP8_LAYER)
+    weight, scale = layer.weight, layer.scale_weight
+    stored, stored_scale = weight.detach().clone(), scale.clone()
+    assert weight.dtype == torch.float8_e4m3fn and isinstance(layer, CastLinear)
+    x = fp8_inputs(0)
+    before = layer(x)
+    path, down, up = fp8_lora(tmp_path, "a.safetensors", 1, alpha=2.0)
+
+    backup = apply_loras(model, [(path, 0.7)])
+    assert layer.weight is weight and layer.scale_weight is scale  # same objects...
+    assert torch.equal(weight.view(torch.uint8), stored.view(torch.uint8))  # ...same bits
+    assert torch.equal(scale, stored_scale)
+    want = by_hand(layer, x, 0.7 * (2.0 / R) * (up @ down))
+    torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
+    assert (want - before).abs().max() > 1e-2  # the LoRA's effect is well above the tolerance
+    x3 = x.reshape(1, 3, FP8_DIM)  # the model calls its Linears on [B, L, dim]
+    torch.testing.assert_close(layer(x3), want.reshape(1, 3, -1), rtol=1e-5, atol=1e-5)
+
+    remove_loras(model, backup)
+    assert layer.lora_branches == ()
+    assert torch.equal(layer(x), before)
+
+
+def test_fp8_full_diff_runs_as_a_full_rank_branch(fp8_dit, tmp_path):
+    model = load_dit(fp8_dit)
+    layer = model.get_submodule(FP8_LAYER)
+    weight = layer.weight
+    diff = torch.randn(FP8_DIM, FP8_DIM, generator=torch.Generator().manual_seed(9)) * 1e-3  # far below an fp8 step
+    path = write(tmp_path, {f"diffusion_model.{FP8_LAYER}.diff": diff})
+    x = fp8_inputs(1)
+    backup = apply_loras(model, [(path, 1.5)])
+    assert layer.weight is weight
+    torch.testing.assert_close(layer(x), by_hand(layer, x, 1.5 * diff), rtol=1e-5, atol=1e-6)
+    assert sum(branch.numel() for branch in layer.lora_branches) == FP8_DIM * FP8_DIM
+    remove_loras(model, backup)
+    assert layer.lora_branches == ()
+
+
+def test_fp8_loras_chain_additively_in_one_call_or_two(fp8_dit, tmp_path):
+    model = load_dit(fp8_dit)
+    layer = model.get_submodule(FP8_LAYER)
+    x = fp8_inputs(2, rows=2)
+    before = snapshot(model)
+    a, down_a, up_a = fp8_lora(tmp_path, "a.safetensors", 2, alpha=4.0)
+    b, down_b, up_b = fp8_lora(tmp_path, "b.safetensors", 3, alpha=1.0)
+    want = by_hand(layer, x, 1.0 * (4.0 / R) * (up_a @ down_a), -0.5 * (1.0 / R) * (up_b @ down_b))
+
+    together = apply_loras(model, [(a, 1.0), (b, -0.5)])
+    torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
+    remove_loras(model, together)
+    assert layer.lora_branches == ()
+
+    first = apply_loras(model, [(a, 1.0)])
+    second = apply_loras(model, [(b, -0.5)])  # a later call stacks on the first
+    assert len(layer.lora_branches) == 2
+    torch.testing.assert_close(layer(x), want, rtol=1e-5, atol=1e-5)
+    remove_loras(model, second)
+    assert len(layer.lora_branches) == 1
+    remove_loras(model, first)
+    assert layer.lora_branches == ()
+    assert_identical(model, before)
+
+
+def test_a_whole_lora_on_an_fp8_model_adds_only_its_rank_matrices(fp8_dit, tmp_path):
+    """Every fp8 Linear gets branches holding exactly the file's factors; nothing full-size is added;
+    the fp16 biases, norms and modulations merge; unpatching restores every tensor bit for bit."""
+    model = load_dit(fp8_dit)
+    tensors = write_tiny_lora(tmp_path / "all.safetensors", fp8_dit, "comfy", rank=R, alpha=2.0, full_deltas=True)
+    factor_numel = sum(v.numel() for k, v in tensors.items() if k.endswith(("lora_down.weight", "lora_up.weight")))
+    fp8_layers = {name: m for name, m in model.named_modules()
+                  if isinstance(m, CastLinear) and m.weight.dtype == torch.float8_e4m3fn}
+    assert len(fp8_layers) == 16  # 6 top-level + 8 attention + 2 FFN: every Linear is fp8
+    originals = {name: (m.weight, m.scale_weight) for name, m in fp8_layers.items()}
+    before = snapshot(model)
+
+    backup = apply_loras(model, [(str(tmp_path / "all.safetensors"), 1.0)])
+    branch_numel = sum(b.numel() for m in fp8_layers.values() for b in m.lora_branches)
+    assert branch_numel == factor_numel
+    for name, m in fp8_layers.items():
+        assert (m.weight, m.scale_weight) == originals[name]
+        assert [b.numel() for b in m.lora_branches] == [R * (m.in_features + m.out_features)]
+    changed = {k for k, v in snapshot(model).items() if not torch.equal(v, before[k])}
+    assert changed and all(not k.endswith(".weight") or "norm" in k for k in changed)  # merged fp16 tensors only
+
+    remove_loras(model, backup)
+    assert_identical(model, before)
+    assert all(m.lora_branches == () for m in fp8_layers.values())
+
+
+def test_branches_follow_the_layer_when_it_moves(fp8_dit, tmp_path):
+    model = load_dit(fp8_dit)
+    path, _, _ = fp8_lora(tmp_path, "a.safetensors", 4, alpha=1.0)
+    apply_loras(model, [(path, 1.0)])
+    layer = copy.deepcopy(model.get_submodule(FP8_LAYER)).to("meta")
+    assert layer.weight.is_meta
+    assert all(b.up.is_meta and b.down.is_meta for b in layer.lora_branches)
+    assert "lora" not in " ".join(model.state_dict())  # never saved with the model
+
+
+def test_branches_in_bf16_without_bias_on_3d_inputs():
+    """CastLinear's branch path alone: no bias, [B, L, in] input, low- and full-rank branches, bf16
+    compute. Its error may be bf16 rounding only: no larger than the unpatched layer's own."""
+    from wan22duo.engine.ops import LoraBranch, quantize_fp8
+
+    g = torch.Generator().manual_seed(12)
+    layer = CastLinear(64, 48, bias=False)
+    q, scale = quantize_fp8(torch.randn(48, 64, generator=g) * 0.1, torch.float8_e4m3fn)
+    layer.weight, layer.scale_weight = nn.Parameter(q, requires_grad=False), scale
+    up, down, diff = (torch.randn(48, 4, generator=g) * 0.1, torch.randn(4, 64, generator=g) * 0.1,
+                      torch.randn(48, 64, generator=g) * 0.005)
+    x = torch.randn(2, 5, 64, generator=g).bfloat16()
+    w = q.double() * scale.double()
+    exact_base = x.double() @ w.T
+    base_error = (layer(x).double() - exact_base).norm()
+    layer.lora_branches = (LoraBranch(up, down, 0.5), LoraBranch(diff.bfloat16(), None, -2.0))
+    exact = x.double() @ (w + 0.5 * up.double() @ down.double() - 2.0 * diff.bfloat16().double()).T
+    got = layer(x)
+    assert got.dtype == torch.bfloat16 and got.shape == (2, 5, 48)
+    assert (exact - exact_base).norm() > 20 * base_error  # the branches' effect dwarfs bf16 rounding
+    assert (got.double() - exact).norm() <= 1.1 * base_error
 
 
 # ---------------------------------------------------------------- bad files

@@ -7,6 +7,7 @@ import torch
 from wan22duo.engine.checkpoint import detect_dit, load_dit
 from wan22duo.engine.lora import LoraError
 from wan22duo.engine.lora_tiny import FORMATS, write_tiny_lora
+from wan22duo.engine.ops import CastLinear
 from wan22duo.engine.residency import ModelHandle
 from wan22duo.engine.tiny import write_tiny_dit
 from wan22duo.nodes.lora import NODE_CLASS_MAPPINGS, Wan22DuoLoraLoader
@@ -117,6 +118,44 @@ def test_fp8_expert_stays_fp8_and_changes_its_output(dit_path, tmp_path):
     assert patched.get_submodule(Q).weight.dtype == torch.float8_e4m3fn
     assert (velocity(patched) - base_velocity).abs().max() > 1e-3
     assert torch.equal(velocity(base.acquire()), base_velocity)
+
+
+@pytest.fixture(scope="module")
+def fp8_dit_path(tmp_path_factory):
+    return write_tiny_dit(tmp_path_factory.mktemp("fp8") / "tiny_fp8_scaled.safetensors", storage="fp8_scaled",
+                          seed=11, **SMALL)
+
+
+def test_lora_on_an_fp8_scaled_expert_runs_beside_the_weights_exactly(fp8_dit_path, tmp_path):
+    """The common ComfyUI setup: a Lightning-style LoRA on an fp8_scaled expert."""
+    lora_path = tmp_path / "lightning_like.safetensors"
+    tensors = write_tiny_lora(lora_path, fp8_dit_path, "comfy", full_deltas=True, alpha=2.0, seed=8)
+    base = handle_for(fp8_dit_path)
+    plain = base.acquire()
+    patched = apply_node(base, lora_path, 0.8).acquire()
+
+    linears = [name for name, m in patched.named_modules() if isinstance(m, CastLinear)]
+    for name in linears:  # every fp8 weight and scale is the file's, bit for bit
+        got, stored = patched.get_submodule(name), plain.get_submodule(name)
+        assert got.weight.dtype == torch.float8_e4m3fn
+        assert torch.equal(got.weight.view(torch.uint8), stored.weight.view(torch.uint8))
+        assert torch.equal(got.scale_weight, stored.scale_weight)
+        assert len(got.lora_branches) == 1
+    assert plain.get_submodule(Q).lora_branches == ()
+
+    layer = patched.get_submodule(Q)
+    x = torch.randn(5, SMALL["dim"], generator=torch.Generator().manual_seed(1))
+    delta = 0.8 * low_rank_delta(
+        tensors, f"diffusion_model.{Q}.lora_down.weight", f"diffusion_model.{Q}.lora_up.weight", alpha=2.0)
+    w = layer.weight.double() * layer.scale_weight.double() + delta.double()
+    bias = layer.bias.double()  # fp16, with the LoRA's diff_b merged
+    torch.testing.assert_close(layer(x).double(), x.double() @ w.T + bias, rtol=1e-5, atol=1e-5)
+
+    # The whole model against the same file dequantized to fp32 with the LoRA merged there.
+    reference = apply_node(handle_for(fp8_dit_path, weight_dtype="fp32"), lora_path, 0.8).acquire()
+    assert reference.get_submodule(Q).weight.dtype == torch.float32
+    torch.testing.assert_close(velocity(patched), velocity(reference), rtol=1e-4, atol=1e-5)
+    assert (velocity(patched) - velocity(plain)).abs().max() > 1e-2
 
 
 def test_zero_strength_returns_the_input_handle(dit_path, tmp_path):
