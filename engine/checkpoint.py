@@ -33,6 +33,7 @@ from torch import nn
 
 from .dit import WanConfig, WanModel
 from .ops import CASTING_LAYERS, FP8_DTYPES, quantize_fp8
+from .streaming import register_file_view
 
 log = logging.getLogger("wan22duo")
 
@@ -382,7 +383,7 @@ def hold_weight(w: torch.Tensor, scale: Optional[torch.Tensor], target: Optional
     """
     w = w.to(device)
     scale = None if scale is None else scale.to(device, torch.float32).reshape(())
-    if target is None or (target == w.dtype and (scale is None or target in FP8_DTYPES)):
+    if keeps_stored_form(w.dtype, scale is not None, target):
         return w, scale
     full = w.float() if scale is None else w.float() * scale
     if target in FP8_DTYPES:
@@ -414,13 +415,27 @@ def load_dit(path: PathLike, compute_dtype: Union[str, torch.dtype] = torch.floa
     for name, file_key in dit.params.items():
         module_name, attr = name.rsplit(".", 1) if "." in name else ("", name)
         module = model.get_submodule(module_name)
-        value = tensor_view(storage, tensors[file_key])
+        view = tensor_view(storage, tensors[file_key])
         if module_name in casting and attr == "weight":
             scale_key = dit.scales.get(module_name)
             scale = None if scale_key is None else tensor_view(storage, tensors[scale_key])
-            value, scale = hold_weight(value, scale, target, device)
+            as_stored = keeps_stored_form(view.dtype, scale is not None, target)
+            value, scale = hold_weight(view, scale, target, device)
             module.scale_weight = scale
         else:
-            value = value.to(device)
+            value, as_stored = view.to(device), True
         setattr(module, attr, nn.Parameter(value, requires_grad=False))
+        if as_stored and _in_storage(view, storage):
+            register_file_view(module, attr, view)  # offloading rebinds to these bytes (engine.streaming)
     return model
+
+
+def keeps_stored_form(stored: torch.dtype, scaled: bool, target: Optional[torch.dtype]) -> bool:
+    """Whether ``hold_weight`` keeps a weight's bytes as the file stores them."""
+    return target is None or (target == stored and (not scaled or target in FP8_DTYPES))
+
+
+def _in_storage(view: torch.Tensor, storage: torch.UntypedStorage) -> bool:
+    """The view reads the mapped bytes (``tensor_view`` copies misaligned tensors)."""
+    start = storage.data_ptr()
+    return start <= view.data_ptr() < start + storage.nbytes()

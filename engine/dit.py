@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .attention import attention
+from .memory import ffn_chunk_tokens
 from .ops import CastConv3d, CastLinear
 
 HEAD_DIM = 128
@@ -330,7 +331,7 @@ class WanModel(nn.Module):
 
         chunk = self.ffn_chunk
         if chunk is None:
-            chunk = max(512, length * cfg.dim // cfg.ffn_dim)
+            chunk = ffn_chunk_tokens(cfg, length)  # the term engine.memory's activation estimate counts
         for block in self.blocks:
             x = block(x, e0, context, freqs, dtype, chunk)
         out = self.head(x, e)

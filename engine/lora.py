@@ -48,6 +48,7 @@ import torch
 from torch import nn
 
 from .ops import FP8_DTYPES, CastLinear, LoraBranch, quantize_fp8
+from .streaming import forget_file_view
 
 log = logging.getLogger("wan22duo")
 
@@ -481,6 +482,7 @@ def _replace(module: nn.Module, attr: str, value: Any, backup: Optional[LoraBack
 
 
 def _set(module: nn.Module, attr: str, value: Any) -> None:
+    forget_file_view(module, attr)  # no longer the file's bytes: offloading must copy it (engine.streaming)
     if attr in module._parameters:
         if value is not None and not isinstance(value, nn.Parameter):
             value = nn.Parameter(value, requires_grad=False)

@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterable, Optional, Union
 import torch
 from torch import nn
 
+from .streaming import Budget, needs_streaming, place, to_host
+
 log = logging.getLogger(__name__)
 
 MEMORY_POLICIES = ("offload_cpu", "release", "keep_both")
@@ -98,6 +100,7 @@ class ModelHandle:
         self.offload_device = canonical_device(offload_device)
         self._module = module
         self._location: Optional[torch.device] = (_module_device(module) or self.device) if module is not None else None
+        self._budget: Optional[Budget] = None  # the budget the module was placed under
 
     @classmethod
     def from_module(cls, module: Any, device: Optional[DeviceLike] = None, info: Optional[dict] = None) -> "ModelHandle":
@@ -134,17 +137,25 @@ class ModelHandle:
         return f"ModelHandle({self.name!r}, device={self.device}, weights: {where})"
 
     # --------------------------------------------------------------- movement
-    def acquire(self, device: Optional[DeviceLike] = None) -> Any:
-        """The module with its weights on ``device`` (default: the handle's device), loading if needed."""
+    def acquire(self, device: Optional[DeviceLike] = None, budget: Optional[Budget] = None) -> Any:
+        """The module with its weights on ``device`` (default: the handle's device), loading if needed.
+
+        ``budget`` (``engine.streaming.Budget``) bounds the bytes its weights may take on
+        the device; an expert larger than that is loaded to the host (the file mapping)
+        and streamed block by block.
+        """
         target = canonical_device(device) if device is not None else self.device
         if self._module is None:
-            log.info("loading %s onto %s", self.name, target)
-            self._module = self.load_fn(target)
-            self._location = _module_device(self._module) or target
-        if self._location != target:
+            streamed = needs_streaming(self.info.get("weight_bytes"), target, budget)
+            where = self.offload_device if streamed else target
+            log.info("loading %s onto %s", self.name, where)
+            self._module = self.load_fn(where)
+            self._location = _module_device(self._module) or where
+            self._budget = None if streamed else budget  # placed by place() below when streamed
+        if self._location != target or self._budget != budget:
             log.info("moving %s from %s to %s", self.name, self._location, target)
-            self._module = _move(self._module, target)
-            self._location = target
+            self._module = place(self._module, target, budget)
+            self._location, self._budget = target, budget
         return self._module
 
     def offload(self) -> None:
@@ -153,8 +164,8 @@ class ModelHandle:
             return
         left = self._location
         log.info("offloading %s from %s to %s", self.name, left, self.offload_device)
-        self._module = _move(self._module, self.offload_device)
-        self._location = self.offload_device
+        self._module = to_host(self._module, self.offload_device)  # file-backed weights: just the mapping
+        self._location, self._budget = self.offload_device, None
         free_cached_memory(left, collect=False)  # the weights moved; only the device cache is stale
 
     def release(self) -> bool:
@@ -218,13 +229,6 @@ def _tensors(module: nn.Module) -> Iterable[torch.Tensor]:
     yield from module.buffers()
 
 
-def _move(module: Any, device: torch.device) -> Any:
-    # Plain callables (test doubles, wrapped models without .to) have no weights to move.
-    if isinstance(module, nn.Module):
-        return module.to(device)
-    return module
-
-
 class Residency:
     """Applies a memory policy to a set of expert handles while one run switches between them.
 
@@ -235,11 +239,13 @@ class Residency:
     that follows has the memory, "release" drops them, "keep_both" leaves them.
     """
 
-    def __init__(self, policy: str, handles: dict[str, ModelHandle], devices: Optional[dict[str, DeviceLike]] = None):
+    def __init__(self, policy: str, handles: dict[str, ModelHandle], devices: Optional[dict[str, DeviceLike]] = None,
+                 budgets: Optional[dict[str, Budget]] = None):
         if policy not in MEMORY_POLICIES:
             raise ValueError(f"unknown memory policy {policy!r}; expected one of {MEMORY_POLICIES}")
         self.policy = policy
         self.handles = handles
+        self.budgets = dict(budgets or {})  # role -> weight budget on its device (engine.streaming)
         devices = devices or {}
         self.devices = {role: canonical_device(devices.get(role) or h.device) for role, h in handles.items()}
 
@@ -253,7 +259,7 @@ class Residency:
             for other_role, other in self.handles.items():
                 if other is not handle and other.loaded and self._competes(other_role, other, device):
                     self._evict(other)
-        return handle.acquire(device)
+        return handle.acquire(device, self.budgets.get(role))
 
     def finish(self) -> None:
         if self.policy == "keep_both":

@@ -23,14 +23,16 @@ ComfyUI's KSampler does, so a seed means the same noise here and there.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 from .conditioning import I2VConditioning, hold, noise_mask_for, token_timesteps
 from .latents import denormalize, normalize
+from .memory import activation_bytes
 from .residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
+from .streaming import Budget
 from .schedule import Schedule, make_schedule, resolve_switch_step
 from .solvers import SOLVERS, make_solver
 
@@ -299,6 +301,7 @@ def sample(
     solver: str = "unipc",
     schedule: str = "wan",
     memory: str = "offload_cpu",
+    budget: Any = "auto",
     noise_mask: Optional[torch.Tensor] = None,
     i2v: Optional[I2VConditioning] = None,
     placement: Optional[tuple[Optional[DeviceLike], Optional[DeviceLike]]] = None,
@@ -317,6 +320,10 @@ def sample(
     ``noise`` replaces the seeded noise (same shape as ``latent``). ``callback`` gets a
     :class:`StepInfo` after every step; ``cancel()`` is checked before every step and a
     true result raises :class:`SamplingCancelled`.
+    ``budget``: the device memory each expert's weights may use (``"auto"``: what the
+    device has free minus this run's activation estimate; a number of GB; None: no
+    limit); an expert larger than it is streamed block by block (``engine.streaming``).
+    A ``streaming.Budget`` may be passed instead of a spec (tests pass a counting link).
     """
     if solver not in SOLVERS:
         raise SamplingError(f"unknown sampler {solver!r}; expected one of {SOLVERS}")
@@ -341,7 +348,8 @@ def sample(
 
     handles = {"high": high} if low is None else {"high": high, "low": low}
     devices = dict(zip(("high", "low"), placement or (None, None)))
-    residency = Residency(memory, handles, {r: d for r, d in devices.items() if r in handles and d is not None})
+    residency = Residency(memory, handles, {r: d for r, d in devices.items() if r in handles and d is not None},
+                          expert_budgets(budget, handles, latent.shape, (cfg_high, cfg_low)))
     log.info("sampling %s", describe_plan(plan, solver))
     try:
         x = _run(plan, residency, make_solver(solver, plan.schedule.sigmas), latent, noise, positive, negative,
@@ -353,6 +361,20 @@ def sample(
         out = hold(out, latent, mask)  # kept cells come back bit-exact, not via a normalise round trip
     counts = {"high": plan.switch_step, "low": plan.schedule.steps - plan.switch_step}
     return SampleResult(out, plan.switch_step, plan.boundary, plan.schedule, solver, variant, counts)
+
+
+def expert_budgets(budget: Any, handles: dict, latent_shape: Sequence[int], cfgs: tuple) -> dict:
+    """Per-expert ``streaming.Budget``: the spec plus that expert's activation estimate for this latent."""
+    base = budget if isinstance(budget, Budget) else Budget(budget)
+    out = {}
+    for role, handle in handles.items():
+        config = handle.info.get("config")
+        batch, _, frames, height, width = latent_shape
+        cfg = cfgs[0] if role == "high" else cfgs[1]
+        known = all(hasattr(config, a) for a in ("dim", "ffn_dim", "head_dim", "text_len", "out_dim"))
+        act = activation_bytes(config, frames, height, width, handle.compute_dtype, batch, cfg) if known else 0
+        out[role] = replace(base, activations=act)
+    return out
 
 
 def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive, negative, cfgs, mask, y,
