@@ -124,10 +124,13 @@ def activation_bytes(config, frames: int, height: int, width: int, compute_dtype
 
 # ---------------------------------------------------------------- VAE decode
 
-# Bytes per output pixel of one 4-frame decode chunk at the decoder's widest full-size
-# stage, per channel of that stage, in units of the activation itemsize: the input and
-# output of a residual conv pair plus its 2-frame causal cache, (4 + 4 + 2) frames alive.
-_VAE_FRAMES_ALIVE = 10
+# Peak decode memory per pixel of the decoder's last stage, per channel of that stage and
+# byte of the dtype: the 4 frames of one chunk through an upsample, a residual block and
+# its 2-frame causal caches, plus the convolutions' working buffers. Calibrated on CPU
+# (bench/results_memory.md: Wan 2.1 at 128 and 192 px, 30 KB per pixel in fp32, i.e. 96
+# channels x 4 bytes x 78), where the convolutions' im2col buffers make it an upper bound
+# for a GPU's implicit-GEMM kernels.
+_VAE_FRAMES_ALIVE = 80
 
 
 def vae_decode_bytes(config, height: int, width: int, dtype: torch.dtype = torch.float32) -> int:
@@ -142,7 +145,7 @@ def vae_decode_bytes(config, height: int, width: int, dtype: torch.dtype = torch
     channels = getattr(config, "dec_dim", 96)
     # The Wan 2.2 decoder ends at half resolution with 2x2 patches: a quarter of the pixels.
     pixels = height * width if getattr(config, "version", "2.1") == "2.1" else height * width // 4
-    return int(SLACK * pixels * channels * itemsize * _VAE_FRAMES_ALIVE)
+    return int(pixels * channels * itemsize * _VAE_FRAMES_ALIVE)
 
 
 def auto_tile_size(config, height: int, width: int, available: int, dtype: torch.dtype = torch.float32,

@@ -114,6 +114,10 @@ SAMPLER_TIPS = {
     "memory": "offload_cpu: move the idle expert to CPU RAM (one expert on the GPU). release: drop it and reload "
               "from disk when needed (least RAM). keep_both: leave both where they are (fastest, needs memory "
               "for both).",
+    "gpu_budget": "GPU memory each expert's weights may use. auto: what the GPU has free minus this run's "
+                  "activation estimate. A number (e.g. 12 or 10.5) is that many GB; none: no limit. Blocks that "
+                  "do not fit stay in RAM (the model file) and are copied in just before they run, overlapping "
+                  "the previous block's compute: slower, but a 14B expert runs on a 12 GB card. Ignored on CPU.",
 }
 
 
@@ -163,13 +167,14 @@ class Wan22DuoSampler:
             },
             "optional": {
                 "low_noise_model": ("WAN22DUO_MODEL", opt("low_noise_model")),
+                "gpu_budget": ("STRING", opt("gpu_budget", default="auto")),
             },
         }
 
     def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = 12.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
-               low_noise_model=None):
+               low_noise_model=None, gpu_budget: Optional[str] = None):
         from ..engine.sampling import sample
 
         pos, pos_options = text_context(positive, "positive")
@@ -184,7 +189,7 @@ class Wan22DuoSampler:
             high_noise_model, low_noise_model, samples, pos, neg,
             seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=shift,
             boundary=None if boundary < 0 else boundary, switch_step=switch_step,
-            solver=sampler, schedule=scheduler, memory=memory,
+            solver=sampler, schedule=scheduler, memory=memory, budget="auto" if gpu_budget is None else gpu_budget,
             noise_mask=None if noise_mask is None else noise_mask.cpu(),
             i2v=i2v_conditioning(pos_options, neg_options),
             callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),

@@ -57,6 +57,25 @@ def acquire(vae, frames_hw: tuple[int, int]):
     return vae.acquire()
 
 
+def auto_tile(vae, pixels_hw: tuple[int, int], overlap: int, stride: int) -> int:
+    """tile_size "auto": 0 (whole frames) when their decode fits in what the VAE's device has free
+    after its weights, else the largest tile that fits (``engine.memory.auto_tile_size``)."""
+    from ..engine.memory import auto_tile_size
+    from ..engine.streaming import device_free
+
+    device = vae.device
+    if device.type != "cuda":
+        return 0  # CPU: RAM, not a GPU, bounds it, and tiling only approximates
+    _comfy.free_memory(_working_bytes(vae, pixels_hw), device)
+    loaded_here = vae.location == device
+    free = device_free(device) + (0 if loaded_here else -int(vae.info.get("weight_bytes", 0)))
+    size = auto_tile_size(vae.info["config"], *pixels_hw, max(0, free), vae.compute_dtype, stride, overlap)
+    if size:
+        _comfy.log.info("Wan22Duo VAE decode: %dx%d frames do not fit in %.1f GB free; decoding %d px tiles",
+                        pixels_hw[1], pixels_hw[0], free / 1024 ** 3, size)
+    return size
+
+
 def release_gpu(vae) -> None:
     """Move the VAE's weights off the GPU (a no-op for a CPU VAE) and return cached memory."""
     vae.offload()
@@ -112,9 +131,11 @@ class Wan22DuoVAEDecode:
                     "tooltip": "The VAE matching the model: Wan 2.1 for A14B, Wan 2.2 for TI2V-5B."}),
                 "samples": ("LATENT", {"tooltip": "The latent from Wan22DuoSampler (or any Wan video latent)."}),
                 "tile_size": ("INT", {
-                    "default": 0, "min": 0, "max": MAX_TILE, "step": 32,
+                    "default": 0, "min": -1, "max": MAX_TILE, "step": 32,
                     "tooltip": "Spatial tile size in pixels; 0 decodes whole frames. Try 512 if decoding runs out "
-                               "of memory (tiles differ slightly from untiled output near their seams)."}),
+                               "of memory (tiles differ slightly from untiled output near their seams). -1 (auto): "
+                               "whole frames when they fit in the free GPU memory, else the largest tile that "
+                               "does (whole frames on CPU)."}),
                 "tile_overlap": ("INT", {
                     "default": 64, "min": 0, "max": MAX_TILE, "step": 16,
                     "tooltip": "Pixels neighbouring tiles share and blend; must be smaller than tile_size. "
@@ -128,9 +149,12 @@ class Wan22DuoVAEDecode:
         latent = samples["samples"]
         # Check against the header info first, so a wrong VAE fails before loading anything.
         check_latent(latent, SimpleNamespace(z_dim=vae.info["z_dim"], version=vae_version(vae)))
-        tiling = Tiling(tile_size, tile_overlap) if tile_size > 0 else None
         stride = 8 if vae_version(vae) == "2.1" else 16
-        frame_hw = (tile_size, tile_size) if tiling else (latent.shape[3] * stride, latent.shape[4] * stride)
+        pixels_hw = (latent.shape[3] * stride, latent.shape[4] * stride)
+        if tile_size < 0:
+            tile_size = auto_tile(vae, pixels_hw, tile_overlap, stride)
+        tiling = Tiling(tile_size, tile_overlap) if tile_size > 0 else None
+        frame_hw = (tile_size, tile_size) if tiling else pixels_hw
         progress = _comfy.Progress(latent.shape[2])
         module = acquire(vae, frame_hw)
         try:

@@ -287,7 +287,8 @@ def _sampler(w: Workflow, latent: tuple, cond: tuple, settings: dict, low: bool 
     if low:
         links["low_noise_model"] = settings.pop("low_from")
     widgets = {"seed": 42, "steps": 40, "cfg_high": 4.0, "cfg_low": 3.0, "shift": 12.0, "boundary": -1.0,
-               "switch_step": -1, "sampler": "unipc", "scheduler": "wan", "memory": "offload_cpu"}
+               "switch_step": -1, "sampler": "unipc", "scheduler": "wan", "memory": "offload_cpu",
+               "gpu_budget": "auto"}
     widgets.update(settings)
     return w.add(Node(50, "Wan22DuoSampler", (900, 60), (360, 620), widgets, links))
 
