@@ -105,7 +105,9 @@ def activation_bytes(config, frames: int, height: int, width: int, compute_dtype
       one of q/k (``2 r D``, input and rotated copy);
     * or the FFN, over chunks of ``ffn_chunk_tokens``: norm and modulated input
       (``(4 + s) D``), hidden and GELU output (``2 s F``), output (``s D``);
-    * the RoPE table (``r * 64`` per token), the text context (512 rows, k and v).
+    * the RoPE table (``r * 64`` per token), the text context (512 rows, k and v);
+    * two compute-dtype copies of the largest Linear weight (the per-call upcast of an
+      fp8 / fp16 weight and its rescaled copy).
     """
     itemsize = torch.empty(0, dtype=compute_dtype).element_size()
     rope = 8 if compute_dtype == torch.float32 else 4
@@ -119,7 +121,10 @@ def activation_bytes(config, frames: int, height: int, width: int, compute_dtype
     ffn_peak = b * chunk * (dim * (4 + 2 * itemsize) + 2 * itemsize * ffn)
     fixed = length * (config.head_dim // 2) * 2 * rope + b * config.text_len * dim * itemsize * 3
     latent = batch * config.out_dim * frames * height * width * 4 * (3 if cfg != 1.0 else 2)
-    return int(SLACK * (stream + max(attn, ffn_peak) + fixed + latent))
+    # A weight stored in another dtype than the compute one is cast per call (and rescaled
+    # for scaled fp8): two compute-dtype copies of the largest Linear for a moment.
+    cast = 2 * itemsize * max(ffn * dim, config.text_dim * dim, 6 * dim * dim)
+    return int(SLACK * (stream + max(attn, ffn_peak) + fixed + latent + cast))
 
 
 # ---------------------------------------------------------------- VAE decode

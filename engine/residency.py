@@ -10,9 +10,16 @@ and read again from the file if they were dropped.
 Memory policies (``MEMORY_POLICIES``), applied by :class:`Residency` whenever an
 expert is about to run, to the *other* experts that share its compute device:
 
-* ``"offload_cpu"`` (default): move them to CPU RAM. The next run moves them back
-  without touching the disk. On a CPU-only machine this changes nothing (they are
-  in RAM already); use ``"release"`` there.
+* ``"offload_cpu"`` (default): move them off the device. Weights held as the file
+  stores them fall back to the memory-mapped file (``streaming.to_host``: the page
+  cache is their host copy, no RAM of their own); weights that differ from the file
+  (converted on load, LoRA-merged) are copied to CPU RAM. The next run copies them back
+  without reading the disk, unless the kernel evicted the pages. On a CPU-only machine
+  this changes nothing (the weights are read from the mapping in place).
+
+An expert may also be placed under a weight budget (``streaming.Budget``, passed to
+:meth:`ModelHandle.acquire` through :class:`Residency`): one that does not fit is
+loaded to the host and its blocks are streamed to the device as they run.
 * ``"release"``: drop their weights entirely, on the device *and* in RAM. The handle
   keeps its loader and reloads from the file the next time it is needed.
 * ``"keep_both"``: move nothing; both experts stay where they are (fastest, needs

@@ -20,9 +20,9 @@ def test_activation_estimate_grows_with_size_dtype_and_guidance():
     large = activation_bytes(A14B, 21, 90, 160, torch.bfloat16)  # 1280x720x81
     assert large > 2 * small
     assert activation_bytes(A14B, 21, 60, 104, torch.float32) > small
-    assert activation_bytes(A14B, 21, 60, 104, torch.bfloat16, guidance_batch=2) > 1.9 * small
+    assert activation_bytes(A14B, 21, 60, 104, torch.bfloat16, guidance_batch=2) > 1.7 * small
     assert activation_bytes(A14B, 21, 60, 104, torch.bfloat16, cfg=4.0) > small  # v_cond kept
-    assert activation_bytes(A14B, 21, 60, 104, torch.bfloat16, batch=2) > 1.9 * small
+    assert activation_bytes(A14B, 21, 60, 104, torch.bfloat16, batch=2) > 1.7 * small
 
 
 def test_activation_estimate_at_real_shapes_is_plausible():

@@ -1,0 +1,205 @@
+"""GPU memory and speed of weight streaming at real Wan 2.2 shapes, random weights (no downloads).
+
+For each model and video size, the DiT is built at its real size (A14B: dim 5120, 40
+layers; TI2V-5B: dim 3072, 30 layers) with random weights on the host in the stored form
+(``--weights fp8_scaled``: fp8 e4m3fn with a per-tensor scale, as ComfyUI's fp8_scaled
+files; ``bf16``), then for every card size in ``--cards`` (GB):
+
+* the weight budget is what ``auto`` would give on an empty card of that size: the card
+  minus ``engine.memory.activation_bytes`` for this latent (bf16 compute, cfg != 1);
+* ``engine.streaming.place`` puts the expert on the GPU within it (blocks that do not fit
+  stream through the CUDA link: side stream, pinned staging buffers);
+* one warm-up forward, then ``--forwards`` timed forwards; reported: seconds per step
+  (two forwards: CFG runs conditional and unconditional passes one after the other),
+  ``torch.cuda.max_memory_allocated`` over the timed forwards, blocks streamed.
+
+"resident" is the whole expert on the GPU (no budget), the speed to compare with (goal:
+a 16 GB card within 15 % of it for A14B 480p).
+
+``--tiny`` runs the same code on CPU at tiny shapes, the GPU replaced by a
+``streaming.CountingLink`` (copies counted, asynchronous order) and card sizes scaled to
+the tiny model; it is what the test suite runs (tests/test_bench_gpu_memory.py), so the
+script is known to work before a GPU session uses it.
+
+Usage::
+
+    python bench/bench_gpu_memory.py --out /tmp/gpu.md                  # the full matrix (GPU)
+    python bench/bench_gpu_memory.py --runs a14b:832x480x81 --cards 16 resident
+    python bench/bench_gpu_memory.py --tiny                             # CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+
+GIB = 1024 ** 3
+RUNS = ["a14b:832x480x81", "a14b:1280x720x81", "ti2v_5b:1280x704x121"]
+CARDS = ["8", "12", "16", "24", "resident"]
+CONFIGS = {  # spec §1.1: real sizes
+    "a14b": dict(dim=5120, ffn_dim=13824, num_layers=40, in_dim=16, out_dim=16),
+    "ti2v_5b": dict(dim=3072, ffn_dim=14336, num_layers=30, in_dim=48, out_dim=48),
+}
+TINY = {"a14b": dict(dim=256, ffn_dim=512, num_layers=8, in_dim=16, out_dim=16, text_dim=64),
+        "ti2v_5b": dict(dim=256, ffn_dim=768, num_layers=6, in_dim=48, out_dim=48, text_dim=64)}
+
+
+def latent_shape(model: str, size: str) -> tuple[int, int, int]:
+    """(frames, h, w) of the latent for ``WIDTHxHEIGHTxFRAMES`` pixels."""
+    w, h, f = (int(v) for v in size.split("x"))
+    stride = 16 if model == "ti2v_5b" else 8
+    return (f - 1) // 4 + 1, h // stride, w // stride
+
+
+def tiny_run(run: str) -> str:
+    """The same run at 1/8 of the width and height (whole latent patches) and fewer frames."""
+    model, size = run.split(":")
+    w, h, f = (int(v) for v in size.split("x"))
+    step = 32 if model == "ti2v_5b" else 16
+    shrink = [max(step, round(v / 8 / step) * step) for v in (w, h)]
+    return f"{model}:{shrink[0]}x{shrink[1]}x{min(f, 4 * ((f - 1) // 40) + 5)}"
+
+
+def random_model(model: str, weights: str, tiny: bool):
+    """The DiT with random weights on the host, in the stored form."""
+    import torch
+
+    from wan22duo.engine.dit import WanConfig, WanModel
+    from wan22duo.engine.ops import CASTING_LAYERS
+
+    config = WanConfig(**(TINY if tiny else CONFIGS)[model])
+    with torch.device("meta"):
+        net = WanModel(config, compute_dtype=torch.bfloat16)
+    casting = {n for n, m in net.named_modules() if isinstance(m, CASTING_LAYERS)}
+    for name, param in list(net.named_parameters()):
+        owner_name, _, attr = name.rpartition(".")
+        owner = net.get_submodule(owner_name)
+        fan_in = max(1, param[0].numel()) if param.ndim > 1 else 1
+        if owner_name in casting and attr == "weight" and weights == "fp8_scaled":
+            value = torch.empty(param.shape, dtype=torch.bfloat16).normal_().to(torch.float8_e4m3fn)
+            owner.scale_weight = torch.tensor(fan_in ** -0.5, dtype=torch.float32)
+        else:
+            std = fan_in ** -0.5 if param.ndim > 1 else 0.05
+            value = torch.empty(param.shape, dtype=torch.bfloat16).normal_(0, std)
+            if attr == "weight" and param.ndim == 1:
+                value.add_(1.0)  # norms around 1
+        setattr(owner, attr, torch.nn.Parameter(value, requires_grad=False))
+    return net
+
+
+def measure(args, model: str, size: str, card: str) -> dict:
+    import torch
+
+    from wan22duo.engine.memory import activation_bytes
+    from wan22duo.engine.streaming import Budget, CountingLink, place, streamer_of, tensor_bytes, to_host
+
+    frames, h, w = latent_shape(model, size)
+    net = random_model(model, args.weights, args.tiny)
+    cfg = net.config
+    weight_bytes = tensor_bytes(net)
+    acts = activation_bytes(cfg, frames, h, w, torch.bfloat16, cfg=5.0)
+    device = torch.device("cpu" if args.tiny else "cuda")
+    scale = weight_bytes / (14.3 * GIB) if args.tiny else 1.0  # tiny: cards scaled like an fp8 A14B
+    row = {"model": model, "size": size, "card": card, "weights": args.weights, "weight_gib": weight_bytes / GIB,
+           "activation_estimate_gib": acts / GIB, "tokens": frames * (h // 2) * (w // 2)}
+    link = None
+    if card == "resident":
+        budget = None if not args.tiny else Budget(None, link=lambda d, b: CountingLink())
+    else:
+        limit = float(card) * GIB * scale - (acts if not args.tiny else 0)
+        row["weight_budget_gib"] = limit / GIB / scale
+        if limit <= 0:
+            return {**row, "fits": False, "why": "activations alone exceed the card"}
+        if args.tiny:
+            link = CountingLink(asynchronous=True)
+        budget = Budget(limit / GIB, link=(lambda d, b: link) if link else None)
+    try:
+        net = place(net, device, budget) if budget is not None else net.to(device)
+    except ValueError as err:  # BudgetError: smaller than streaming needs
+        return {**row, "fits": False, "why": str(err)}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, cfg.in_dim, frames, h, w, generator=g).to(device)
+    t = torch.tensor([900.0], device=device)
+    ctx = torch.randn(1, 512, cfg.text_dim, generator=g).to(device)
+    streamer = streamer_of(net)
+    with torch.no_grad():
+        net(x, t, ctx)  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        start = time.perf_counter()
+        for _ in range(args.forwards):
+            out = net(x, t, ctx)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = (time.perf_counter() - start) / args.forwards
+    # On CPU (--tiny) the "device" is the counting link: its peak weight bytes stand in.
+    peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else (
+        streamer.peak_bytes if streamer else weight_bytes)
+    row.update(fits=True, finite=bool(torch.isfinite(out).all()), seconds_per_step=2 * seconds,
+               peak_gib=peak / GIB / (scale if args.tiny else 1.0),
+               streamed_blocks=len(streamer.plan.streamed_blocks) if streamer else 0, blocks=cfg.num_layers)
+    to_host(net, torch.device("cpu"))
+    del net
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return row
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| model | video | card GB | weight budget GiB | blocks streamed | peak allocated GiB | s / step "
+             "| vs resident |", "|---|---|---|---|---|---|---|---|"]
+    resident = {(r["model"], r["size"]): r["seconds_per_step"] for r in rows
+                if r["card"] == "resident" and r.get("fits")}
+    for r in rows:
+        if not r.get("fits"):
+            lines.append(f"| {r['model']} | {r['size']} | {r['card']} | {r.get('weight_budget_gib', 0):.1f} | "
+                         f"does not fit: {r['why'][:120]} | | | |")
+            continue
+        base = resident.get((r["model"], r["size"]))
+        ratio = f"{r['seconds_per_step'] / base:.2f}x" if base else "-"
+        budget = f"{r['weight_budget_gib']:.1f}" if "weight_budget_gib" in r else "-"
+        lines.append(f"| {r['model']} | {r['size']} | {r['card']} | {budget} | {r['streamed_blocks']} of "
+                     f"{r['blocks']} | {r['peak_gib']:.2f} | {r['seconds_per_step']:.2f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--runs", nargs="+", default=RUNS, help="model:WIDTHxHEIGHTxFRAMES")
+    ap.add_argument("--cards", nargs="+", default=CARDS, help="card sizes in GB, or 'resident'")
+    ap.add_argument("--weights", choices=["fp8_scaled", "bf16"], default="fp8_scaled")
+    ap.add_argument("--forwards", type=int, default=1)
+    ap.add_argument("--tiny", action="store_true", help="CPU smoke run at tiny shapes (what the tests run)")
+    ap.add_argument("--out", type=Path, help="write the markdown table and JSON lines here")
+    args = ap.parse_args(argv)
+    from packpath import load_pack
+
+    load_pack()
+    import torch
+
+    if not args.tiny and not torch.cuda.is_available():
+        raise SystemExit("no CUDA device: run on a GPU, or pass --tiny for the CPU smoke run")
+    if args.tiny:
+        args.runs = [tiny_run(r) for r in args.runs]
+    rows = []
+    for run in args.runs:
+        model, size = run.split(":")
+        for card in args.cards:
+            row = measure(args, model, size, card)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    text = table(rows)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n\n" + "\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""The README's "what runs on 8 / 12 / 16 / 24 GB" table, computed (not measured).
+
+For each model, stored form and video size: the weight bytes of the real architecture
+(counted from the model built on the meta device, fp8 files holding their Linear weights
+in fp8 and the rest in 16 bits), the activation estimate of one bf16 forward with CFG
+(``engine.memory.activation_bytes``), and per card the weight budget ``auto`` would give
+on an otherwise empty card (card - 0.5 GiB for the CUDA context - activations). The
+expert streams the blocks that do not fit; "no" means the budget is below what streaming
+needs (everything outside the blocks plus two blocks in flight).
+
+These are estimates: no GPU was available to measure them (bench/bench_gpu_memory.py
+measures them when one is).
+
+    python bench/memory_table.py
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
+
+GIB = 1024 ** 3
+CONTEXT = 0.5 * GIB  # CUDA context and ComfyUI's own allocations, roughly
+CARDS = (8, 12, 16, 24)
+ROWS = [  # model, stored form, video (w x h x frames)
+    ("a14b", "fp8_scaled", (832, 480, 81)),
+    ("a14b", "fp8_scaled", (1280, 720, 81)),
+    ("a14b", "fp16", (832, 480, 81)),
+    ("a14b", "fp16", (1280, 720, 81)),
+    ("ti2v_5b", "fp16", (1280, 704, 121)),
+    ("ti2v_5b", "fp16", (832, 480, 81)),
+]
+CONFIGS = {
+    "a14b": dict(dim=5120, ffn_dim=13824, num_layers=40, in_dim=16, out_dim=16),
+    "ti2v_5b": dict(dim=3072, ffn_dim=14336, num_layers=30, in_dim=48, out_dim=48),
+}
+
+
+def weight_bytes(model, stored: str) -> tuple[int, int, int]:
+    """(total, largest block, outside the blocks) bytes in the stored form."""
+    from wan22duo.engine.ops import CASTING_LAYERS
+
+    def size(module) -> int:
+        total = 0
+        for sub in module.modules():
+            for name, p in sub.named_parameters(recurse=False):
+                fp8 = stored == "fp8_scaled" and isinstance(sub, CASTING_LAYERS) and name == "weight"
+                total += p.numel() * (1 if fp8 else 2)
+        return total
+
+    blocks = [size(b) for b in model.blocks]
+    total = size(model)
+    return total, max(blocks), total - sum(blocks)
+
+
+def rows() -> list[dict]:
+    from packpath import load_pack
+
+    load_pack()
+    import torch
+
+    from wan22duo.engine.dit import WanConfig, WanModel
+    from wan22duo.engine.memory import activation_bytes
+
+    out = []
+    for name, stored, (w, h, f) in ROWS:
+        config = WanConfig(**CONFIGS[name])
+        with torch.device("meta"):
+            model = WanModel(config)
+        total, block, outside = weight_bytes(model, stored)
+        stride = 16 if name == "ti2v_5b" else 8
+        acts = activation_bytes(config, (f - 1) // 4 + 1, h // stride, w // stride, torch.bfloat16, cfg=5.0)
+        cards = {}
+        for card in CARDS:
+            budget = card * GIB - CONTEXT - acts
+            if budget >= total:
+                cards[card] = "resident"
+            elif budget >= outside + 2 * block:
+                cards[card] = f"streams {1 - (budget - outside) / (total - outside):.0%}"
+            else:
+                cards[card] = "no"
+        out.append(dict(model=name, stored=stored, video=f"{w}x{h}x{f}", weights=total / GIB, acts=acts / GIB,
+                        cards=cards))
+    return out
+
+
+def markdown(table: list[dict]) -> str:
+    head = "| model | weights | video | weights GiB | activations GiB (est.) | " + \
+           " | ".join(f"{c} GB" for c in CARDS) + " |"
+    lines = [head, "|" + "---|" * (5 + len(CARDS))]
+    for r in table:
+        title = "A14B (per expert)" if r["model"] == "a14b" else "TI2V-5B"
+        lines.append(f"| {title} | {r['stored']} | {r['video']} | {r['weights']:.1f} | {r['acts']:.1f} | " +
+                     " | ".join(r["cards"][c] for c in CARDS) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(rows()))
