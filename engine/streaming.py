@@ -195,7 +195,7 @@ class CountingLink(Link):
         return t.to(self.device, copy=True)
 
     def copy(self, t: torch.Tensor) -> torch.Tensor:
-        if not self.asynchronous:
+        if not self.asynchronous or not _plain(t):
             return self.move(t)
         out = torch.empty_like(t, device=self.device)  # filled when waited for, as a copy engine would
         self._batch.append((out, t.detach()))  # t may be a Parameter about to point at out
@@ -258,6 +258,8 @@ class CudaLink(Link):
             fence.synchronize()  # the copy that last read this buffer is done
 
     def copy(self, t: torch.Tensor) -> torch.Tensor:
+        if not _plain(t) or not t.is_contiguous():
+            return t.to(self.device)  # a tensor subclass (a quantised form) moves its own way, synchronously
         start = -(-self._offset // 64) * 64
         stage = self.buffers[self._turn][start:start + t.nbytes].view(t.dtype).view(t.shape)
         self._offset = start + t.nbytes
@@ -278,6 +280,10 @@ class CudaLink(Link):
     def wait(self, ticket: Any) -> None:
         if ticket is not None:
             torch.cuda.current_stream(self.device).wait_event(ticket)
+
+
+def _plain(t: torch.Tensor) -> bool:
+    return type(t) in (torch.Tensor, nn.Parameter)
 
 
 def default_link(device: torch.device, block_bytes: int) -> Link:

@@ -213,3 +213,20 @@ def test_conditioning_errors(models):
         run(low, small_t2v_latent(), high, steps=2)
     with pytest.raises(SamplingError, match="low_noise_model"):
         run(high, small_t2v_latent(), steps=4)  # switch at step 3 needs the low-noise expert
+
+
+@pytest.mark.parametrize("budget", ["auto", "12", "none", None])
+def test_gpu_budget_on_cpu_changes_nothing(models, budget):
+    """On CPU the weights are read from the mapping in place; any valid budget gives the same latent."""
+    high, low = expert(models, "t2v_high"), expert(models, "t2v_low")
+    kw = dict(steps=3, switch_step=2)
+    plain = run(high, small_t2v_latent(), low, **kw)[0]["samples"]
+    assert torch.equal(run(high, small_t2v_latent(), low, gpu_budget=budget, **kw)[0]["samples"], plain)
+
+
+@pytest.mark.parametrize("budget", ["-4", "nan", "lots", "0"])
+def test_bad_gpu_budget_is_named(models, budget):
+    from wan22duo.engine.memory import BudgetError
+
+    with pytest.raises(BudgetError, match="budget"):
+        run(expert(models, "t2v_high"), small_t2v_latent(), expert(models, "t2v_low"), gpu_budget=budget, steps=2)

@@ -253,3 +253,35 @@ def test_sample_streams_through_the_residency(files):
     assert math.isfinite(float(streamed.abs().max()))
     with pytest.raises(BudgetError):
         sample(handle(), handle(), latent, pos, neg, budget="-2", **kwargs)
+
+
+def test_needs_streaming_decides_from_free_memory_minus_activations(monkeypatch):
+    """The GPU decision without a GPU: device_free / device_total stand in for torch.cuda's."""
+    import wan22duo.engine.streaming as streaming
+    from wan22duo.engine.streaming import needs_streaming
+
+    monkeypatch.setattr(streaming, "device_total", lambda device: 16 * GIB)
+    monkeypatch.setattr(streaming, "device_free", lambda device: 15 * GIB)
+    cuda = torch.device("cuda:0")
+    act = 4 * GIB
+    assert not needs_streaming(10 * GIB, cuda, Budget("auto", activations=act))  # 15 - 4 = 11 >= 10
+    assert needs_streaming(12 * GIB, cuda, Budget("auto", activations=act))
+    assert needs_streaming(12 * GIB, cuda, Budget(8))
+    assert not needs_streaming(12 * GIB, cuda, Budget(None))
+    assert not needs_streaming(12 * GIB, torch.device("cpu"), Budget(8))  # CPU: read in place
+    assert not needs_streaming(12 * GIB, cuda, None)
+    with pytest.raises(BudgetError, match="larger than cuda:0"):
+        needs_streaming(12 * GIB, cuda, Budget(20))
+
+
+def test_streaming_weights_converted_on_load(files):
+    """weight_dtype converts on load: the host form is not the file's (an anonymous copy); it streams
+    the same, and offloading keeps that copy (the stated cost) while the untouched tensors rebind."""
+    model = load_dit(files["fp16"], weight_dtype="fp8_e4m3fn")
+    expected = forward(model)
+    budget, _ = counting_budget(model, 0.45, asynchronous=True)
+    place(model, torch.device("cpu"), budget)
+    assert streamer_of(model).plan.streamed_blocks
+    assert torch.equal(forward(model), expected)
+    to_host(model, torch.device("cpu"))
+    assert torch.equal(forward(model), expected)
