@@ -2,8 +2,9 @@
 
 For each model and video size, the DiT is built at its real size (A14B: dim 5120, 40
 layers; TI2V-5B: dim 3072, 30 layers) with random weights on the host in the stored form
-(``--weights fp8_scaled``: fp8 e4m3fn with a per-tensor scale, as ComfyUI's fp8_scaled
-files; ``bf16``), then for every card size in ``--cards`` (GB):
+(A14B: fp8 e4m3fn with a per-tensor scale, as ComfyUI's fp8_scaled files; TI2V-5B: bf16;
+``--weights`` or ``model:WxHxF:weights`` changes it), then for every card size in
+``--cards`` (GB):
 
 * the weight budget is what ``auto`` would give on an empty card of that size: the card
   minus ``engine.memory.activation_bytes`` for this latent (bf16 compute, cfg != 1);
@@ -39,7 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 GIB = 1024 ** 3
-RUNS = ["a14b:832x480x81", "a14b:1280x720x81", "ti2v_5b:1280x704x121"]
+RUNS = ["a14b:832x480x81", "a14b:1280x720x81", "ti2v_5b:1280x704x121"]  # model:WxHxF[:weights]
+DEFAULT_WEIGHTS = {"a14b": "fp8_scaled", "ti2v_5b": "bf16"}  # as the files users run come
 CARDS = ["8", "12", "16", "24", "resident"]
 CONFIGS = {  # spec §1.1: real sizes
     "a14b": dict(dim=5120, ffn_dim=13824, num_layers=40, in_dim=16, out_dim=16),
@@ -58,11 +60,11 @@ def latent_shape(model: str, size: str) -> tuple[int, int, int]:
 
 def tiny_run(run: str) -> str:
     """The same run at 1/8 of the width and height (whole latent patches) and fewer frames."""
-    model, size = run.split(":")
+    model, size, *form = run.split(":")
     w, h, f = (int(v) for v in size.split("x"))
     step = 32 if model == "ti2v_5b" else 16
     shrink = [max(step, round(v / 8 / step) * step) for v in (w, h)]
-    return f"{model}:{shrink[0]}x{shrink[1]}x{min(f, 4 * ((f - 1) // 40) + 5)}"
+    return ":".join([model, f"{shrink[0]}x{shrink[1]}x{min(f, 4 * ((f - 1) // 40) + 5)}", *form])
 
 
 def random_model(model: str, weights: str, tiny: bool):
@@ -76,36 +78,54 @@ def random_model(model: str, weights: str, tiny: bool):
     with torch.device("meta"):
         net = WanModel(config, compute_dtype=torch.bfloat16)
     casting = {n for n, m in net.named_modules() if isinstance(m, CASTING_LAYERS)}
+    # One pool of standard-normal values, tiled into every tensor: fast (a copy, not a random
+    # draw per element of 14B) and random enough for timing and memory.
+    g = torch.Generator().manual_seed(0)
+    pool = {torch.bfloat16: torch.randn(1 << 24, generator=g).to(torch.bfloat16)}
+    pool[torch.float8_e4m3fn] = pool[torch.bfloat16].to(torch.float8_e4m3fn)
     for name, param in list(net.named_parameters()):
         owner_name, _, attr = name.rpartition(".")
         owner = net.get_submodule(owner_name)
         fan_in = max(1, param[0].numel()) if param.ndim > 1 else 1
-        if owner_name in casting and attr == "weight" and weights == "fp8_scaled":
-            value = torch.empty(param.shape, dtype=torch.bfloat16).normal_().to(torch.float8_e4m3fn)
+        fp8 = owner_name in casting and attr == "weight" and weights == "fp8_scaled"
+        value = _tiled(pool[torch.float8_e4m3fn if fp8 else torch.bfloat16], param.shape)
+        if fp8:
             owner.scale_weight = torch.tensor(fan_in ** -0.5, dtype=torch.float32)
+        elif param.ndim > 1:
+            value.mul_(fan_in ** -0.5)
         else:
-            std = fan_in ** -0.5 if param.ndim > 1 else 0.05
-            value = torch.empty(param.shape, dtype=torch.bfloat16).normal_(0, std)
-            if attr == "weight" and param.ndim == 1:
-                value.add_(1.0)  # norms around 1
+            value.mul_(0.05).add_(1.0 if attr == "weight" else 0.0)  # norms around 1, small biases
         setattr(owner, attr, torch.nn.Parameter(value, requires_grad=False))
     return net
 
 
-def measure(args, model: str, size: str, card: str) -> dict:
+def _tiled(pool, shape):
+    import math
+
+    import torch
+
+    out = torch.empty(shape, dtype=pool.dtype).view(-1)
+    n = math.prod(shape)
+    for start in range(0, n, pool.numel()):
+        stop = min(n, start + pool.numel())
+        out[start:stop].view(torch.uint8).copy_(pool[: stop - start].view(torch.uint8))
+    return out.view(shape)
+
+
+def measure(args, net, model: str, size: str, weights: str, card: str) -> dict:
+    """One card size for one video on ``net`` (on the host; it is back on the host afterwards)."""
     import torch
 
     from wan22duo.engine.memory import activation_bytes
     from wan22duo.engine.streaming import Budget, CountingLink, place, streamer_of, tensor_bytes, to_host
 
     frames, h, w = latent_shape(model, size)
-    net = random_model(model, args.weights, args.tiny)
     cfg = net.config
     weight_bytes = tensor_bytes(net)
     acts = activation_bytes(cfg, frames, h, w, torch.bfloat16, cfg=5.0)
     device = torch.device("cpu" if args.tiny else "cuda")
     scale = weight_bytes / (14.3 * GIB) if args.tiny else 1.0  # tiny: cards scaled like an fp8 A14B
-    row = {"model": model, "size": size, "card": card, "weights": args.weights, "weight_gib": weight_bytes / GIB,
+    row = {"model": model, "size": size, "card": card, "weights": weights, "weight_gib": weight_bytes / GIB,
            "activation_estimate_gib": acts / GIB, "tokens": frames * (h // 2) * (w // 2)}
     link = None
     if card == "resident":
@@ -119,7 +139,7 @@ def measure(args, model: str, size: str, card: str) -> dict:
             link = CountingLink(asynchronous=True)
         budget = Budget(limit / GIB, link=(lambda d, b: link) if link else None)
     try:
-        net = place(net, device, budget) if budget is not None else net.to(device)
+        place(net, device, budget)
     except ValueError as err:  # BudgetError: smaller than streaming needs
         return {**row, "fits": False, "why": str(err)}
     g = torch.Generator().manual_seed(0)
@@ -144,8 +164,8 @@ def measure(args, model: str, size: str, card: str) -> dict:
     row.update(fits=True, finite=bool(torch.isfinite(out).all()), seconds_per_step=2 * seconds,
                peak_gib=peak / GIB / (scale if args.tiny else 1.0),
                streamed_blocks=len(streamer.plan.streamed_blocks) if streamer else 0, blocks=cfg.num_layers)
+    del x, ctx, out, streamer
     to_host(net, torch.device("cpu"))
-    del net
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return row
@@ -173,7 +193,8 @@ def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--runs", nargs="+", default=RUNS, help="model:WIDTHxHEIGHTxFRAMES")
     ap.add_argument("--cards", nargs="+", default=CARDS, help="card sizes in GB, or 'resident'")
-    ap.add_argument("--weights", choices=["fp8_scaled", "bf16"], default="fp8_scaled")
+    ap.add_argument("--weights", choices=["fp8_scaled", "bf16"], default=None,
+                    help="stored form for runs that do not name one (default: fp8_scaled A14B, bf16 TI2V-5B)")
     ap.add_argument("--forwards", type=int, default=1)
     ap.add_argument("--tiny", action="store_true", help="CPU smoke run at tiny shapes (what the tests run)")
     ap.add_argument("--out", type=Path, help="write the markdown table and JSON lines here")
@@ -187,11 +208,17 @@ def main(argv=None) -> list[dict]:
         raise SystemExit("no CUDA device: run on a GPU, or pass --tiny for the CPU smoke run")
     if args.tiny:
         args.runs = [tiny_run(r) for r in args.runs]
-    rows = []
+    rows, built = [], {}
     for run in args.runs:
-        model, size = run.split(":")
+        model, size, *form = run.split(":")
+        weights = form[0] if form else args.weights or DEFAULT_WEIGHTS[model]
+        if (model, weights) not in built:
+            built.clear()  # one model on the host at a time
+            start = time.perf_counter()
+            built[(model, weights)] = random_model(model, weights, args.tiny)
+            print(f"built {model} ({weights}) in {time.perf_counter() - start:.1f} s", flush=True)
         for card in args.cards:
-            row = measure(args, model, size, card)
+            row = measure(args, built[(model, weights)], model, size, weights, card)
             rows.append(row)
             print(json.dumps(row), flush=True)
     text = table(rows)

@@ -150,6 +150,7 @@ def anon_worker(args) -> dict:
             elif streamer is not None:
                 streamer.detach()  # the device copies stay behind as the host copy, as .to("cpu") makes one
             self._budget = None
+            free_cached_memory(collect=False)  # as ModelHandle.offload does: hand freed heap back (malloc_trim)
             gate.clear()
 
     def load(path):
@@ -186,8 +187,9 @@ def anon_worker(args) -> dict:
     with AnonPeak(device_bytes) as peak:
         peak.paused = gate
         start = time.perf_counter()
+        extra = {} if budget is None else {"budget": budget}  # (so the worker also runs against older code)
         result = sample(high, low, latent, positive, negative, seed=1, steps=args.steps, shift=12.0,
-                        switch_step=switch, memory="offload_cpu", budget=budget)
+                        switch_step=switch, memory="offload_cpu", **extra)
         seconds = time.perf_counter() - start
     expert = tensor_bytes(high.acquire()) if args.mode == "cpu" else tensor_bytes(placed[0])
     branches = sum(b.up.nbytes + (0 if b.down is None else b.down.nbytes)
