@@ -8,10 +8,8 @@ holds two small handles, not two 14B experts' weights.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import struct
 from typing import Optional
 
 import torch
@@ -91,16 +89,14 @@ def weight_bytes(path: str, weight_dtype: Optional[torch.dtype] = None) -> int:
     Used to ask ComfyUI to make room before an expert moves to the GPU; an estimate
     (scale tensors and norms are counted at ``weight_dtype`` too).
     """
-    sizes = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "U8": 1, "I64": 8, "I32": 4}
-    with open(path, "rb") as f:
-        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-    header.pop("__metadata__", None)
+    from ..engine.safetensors_header import ST_DTYPES, read_header
+
     total = 0
-    for entry in header.values():
+    for info in read_header(path).tensors.values():
         numel = 1
-        for n in entry["shape"]:
+        for n in info.shape:
             numel *= n
-        itemsize = weight_dtype.itemsize if weight_dtype is not None else sizes.get(entry["dtype"], 4)
+        itemsize = weight_dtype.itemsize if weight_dtype is not None else ST_DTYPES[info.dtype].itemsize
         total += numel * itemsize
     return total
 
