@@ -59,9 +59,16 @@ def guess_role(filename: str) -> Optional[str]:
 def resolve_role(role: str, filename: str) -> str:
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {ROLES}")
-    if role != "auto":
-        return role
     guessed = guess_role(filename)
+    if role != "auto":
+        if guessed is not None and guessed != role:
+            # The bundled workflows set role; picking the other expert's file must not pass silently.
+            raise ValueError(
+                f"role is {role} but the file {os.path.basename(filename)!r} is named as the "
+                f"{guessed.replace('_', '-')} expert. Pick the {role.replace('_', '-')} file in this loader, or set "
+                "role to auto to go by the file name (rename the file if its name is wrong)."
+            )
+        return role
     if guessed is None:
         raise ValueError(
             f"cannot tell from the name {os.path.basename(filename)!r} whether it is the high-noise or the "
