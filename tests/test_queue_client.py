@@ -217,6 +217,12 @@ class FakeComfy(http.server.BaseHTTPRequestHandler):
             outputs = {"62": {"images": [{"filename": "wan22duo_00001_.mp4", "subfolder": "video", "type": "output"}],
                               "animated": [True]}}
             return self._reply(200, {"p-1": {"prompt": [], "outputs": outputs, "status": status}})
+        if self.path == "/queue":
+            st["queue_polls"] += 1
+            mine = [3, "p-1", {}, {}, ["62"]]
+            if st["queue_polls"] == 1:  # first poll: behind one running prompt; then running
+                return self._reply(200, {"queue_running": [[2, "other", {}, {}, []]], "queue_pending": [mine]})
+            return self._reply(200, {"queue_running": [mine], "queue_pending": []})
         if self.path.startswith("/view?"):
             st["views"].append(self.path)
             return self._reply(200, VIDEO_BYTES, "video/mp4")
@@ -267,6 +273,7 @@ def fake_comfy():
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeComfy)
         server.daemon_threads = True
         server.state = {"scenario": scenario, "queued": [], "uploads": [], "views": [], "history_polls": 0,
+                        "queue_polls": 0,
                         "ws_open": threading.Event(), "pong": None}
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
@@ -306,6 +313,33 @@ def test_polling_run_uploads_the_image_and_downloads_the_video(fake_comfy, tmp_p
     assert server.state["history_polls"] == 3
     assert "filename=wan22duo_00001_.mp4" in server.state["views"][0] and "type=output" in server.state["views"][0]
     assert (tmp_path / "out" / "wan22duo_00001_.mp4").read_bytes() == VIDEO_BYTES
+    # Progress from polling, between "queued" and "saved" (before: nothing at all).
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "queued prompt p-1"
+    assert out[1:3] == ["  waiting in the queue (1 prompt ahead)", "  running"]
+    assert out[-1].startswith("saved ")
+
+
+def test_queue_state_reads_the_queue():
+    queue = {"queue_running": [[5, "a", {}, {}, []]],
+             "queue_pending": [[9, "c", {}, {}, []], [7, "b", {}, {}, []], [8, "mine", {}, {}, []]]}
+    assert qw.queue_state(queue, "mine") == "waiting in the queue (2 prompts ahead)"  # a runs, b is earlier
+    assert qw.queue_state(queue, "a") == "running"
+    assert qw.queue_state(queue, "gone") is None
+
+
+def test_the_prompt_node_is_found_by_its_link_not_its_class():
+    api = _synthetic_i2v()
+    # Another text encoder, behind a node that carries conditioning under another name.
+    api["9"]["class_type"] = "TextEncodeWanCustom"
+    api["20"] = {"class_type": "ConditioningConcat", "inputs": {"conditioning_to": ["9", 0]}}
+    api["4"]["inputs"]["positive"] = ["20", 0]
+    out = qw.apply_overrides(api, qw.Overrides(prompt="P", negative="N"))
+    assert out["9"]["inputs"]["text"] == "P" and out["3"]["inputs"]["text"] == "N"
+    api["20"]["inputs"] = {"conditioning_to": ["9", 0], "conditioning_from": ["3", 0]}  # two ways up: ambiguous
+    with pytest.raises(qw.WorkflowError, match=r"no text-encode node \(one with a 'text' input, like CLIPTextEncode\) "
+                                               r"feeds the 'positive' input of node 7: the links stop at node 20"):
+        qw.apply_overrides(api, qw.Overrides(prompt="P"))
 
 
 def test_execution_failure_is_reported_with_the_node(fake_comfy, tmp_path, capsys):
