@@ -397,7 +397,7 @@ NODE_CLASS_MAPPINGS = {
     "Wan22DuoTI2VLatent": Wan22DuoTI2VLatent,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "Wan22DuoSampler": "Wan 2.2 Duo Sampler (both experts)",
+    "Wan22DuoSampler": "Wan 2.2 Duo Sampler",
     "Wan22DuoEmptyLatent": "Wan 2.2 Duo Empty Latent (T2V-A14B)",
     "Wan22DuoI2VConditioning": "Wan 2.2 Duo I2V Conditioning (I2V-A14B)",
     "Wan22DuoTI2VLatent": "Wan 2.2 Duo TI2V Latent (TI2V-5B)",

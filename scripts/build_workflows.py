@@ -23,6 +23,7 @@ Never put a .json file directly in ``workflows/``: ComfyUI would list it as a te
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import uuid
@@ -34,6 +35,9 @@ ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "example_workflows"
 API_DIR = ROOT / "workflows" / "api"
 CORE_SCHEMA = ROOT / "workflows" / "schema" / "comfyui-0.3.76-core-nodes.json"
+# Every node id of ComfyUI 0.3.76 with a digest of its schema, so the tests can check the subset above and
+# that our ids collide with none, without the full /object_info dump.
+NODE_DIGESTS = ROOT / "workflows" / "schema" / "comfyui-0.3.76-node-digests.json"
 CORE_NODES = ("CLIPLoader", "CLIPTextEncode", "LoadImage", "CreateVideo", "SaveVideo")
 COMFY_VERSION = "0.3.76"
 PACK_VERSION = "0.1.0"
@@ -597,7 +601,19 @@ def refresh_core_schema(reference: Path) -> None:
         raise SystemExit(f"{reference} has no entry for {missing}; is it ComfyUI's /object_info?")
     CORE_SCHEMA.parent.mkdir(parents=True, exist_ok=True)
     CORE_SCHEMA.write_text(dump({n: info[n] for n in CORE_NODES}), encoding="utf-8")
-    print(f"wrote {CORE_SCHEMA.relative_to(ROOT)}")
+    NODE_DIGESTS.write_text(dump(node_digests(info)), encoding="utf-8")
+    print(f"wrote {CORE_SCHEMA.relative_to(ROOT)} and {NODE_DIGESTS.relative_to(ROOT)}")
+
+
+def schema_digest(entry: Any) -> str:
+    """sha256 of one node schema in canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(entry, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def node_digests(info: dict) -> dict:
+    """``{node id: schema digest}`` for a whole /object_info answer, ids sorted."""
+    return {name: schema_digest(info[name]) for name in sorted(info)}
 
 
 def main(argv: Optional[list] = None) -> int:
