@@ -11,7 +11,7 @@ import { api } from "../../scripts/api.js";
 
 import { MODEL_SOCKET, WATCHED, parseReport, samplerInputs, upstreamModelName } from "./wan22duo_graph.js";
 import { createModelInfoClient } from "./wan22duo_model_info.js";
-import { PLOT_HEIGHT, drawSwitchPlot } from "./wan22duo_plot_draw.js";
+import { PLOT_HEIGHT, drawSwitchPlot, plotHeight } from "./wan22duo_plot_draw.js";
 import { planSwitch } from "./wan22duo_switch_plan.js";
 
 const NODE_CLASS = "Wan22DuoSampler";
@@ -74,7 +74,11 @@ function makePlotWidget(node) {
     },
     draw(ctx, _node, width, y, _height, lowQuality) {
       try {
-        drawSwitchPlot(ctx, { x: 0, y, width, height: PLOT_HEIGHT }, currentView(node, !!lowQuality), theme());
+        // Fill the node down to its bottom edge when it is taller than needed (LiteGraph draws a
+        // computeSize widget at its fixed height and leaves the rest of the node empty).
+        const last = node.widgets?.[node.widgets.length - 1] === this;
+        const height = plotHeight(node.size?.[1], y, last);
+        drawSwitchPlot(ctx, { x: 0, y, width, height }, currentView(node, !!lowQuality), theme());
       } catch (err) {
         if (!warned) console.warn("[wan22duo] switch plot could not draw:", err);
         warned = true;
