@@ -31,9 +31,10 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from .dit import WanConfig, WanModel
-from .ops import CASTING_LAYERS, FP8_DTYPES, quantize_fp8
 from . import safetensors_header
+from .dit import WanConfig, WanModel
+from .errors import public
+from .ops import CASTING_LAYERS, FP8_DTYPES, quantize_fp8
 from .safetensors_header import MAX_HEADER, ST_DTYPES, Header, TensorInfo, clip, quote, quote_list  # noqa: F401
 
 log = logging.getLogger("wan22duo")
@@ -51,6 +52,7 @@ EXPECTED = ("expected a Wan 2.2 diffusion model from the diffusion_models folder
             "or wan2.2_ti2v_5B_fp16.safetensors")
 
 
+@public
 class CheckpointError(ValueError):
     """A file that cannot be loaded as a Wan 2.2 DiT; the message says why and what to use."""
 

@@ -47,12 +47,14 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .errors import public
 from .ops import FP8_DTYPES, CastLinear, LoraBranch, quantize_fp8
 from .safetensors_header import clip, quote, quote_list
 
 log = logging.getLogger("wan22duo")
 
 
+@public
 class LoraError(ValueError):
     """A LoRA file that cannot be applied to the given model; the message says why and what to do."""
 

@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from .conditioning import I2VConditioning, hold, noise_mask_for, token_timesteps
+from .errors import public
 from .latents import denormalize, normalize
 from .residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
 from .schedule import Schedule, make_schedule, resolve_switch_step
@@ -59,10 +60,12 @@ OFFICIAL = {
 }
 
 
+@public
 class SamplingError(ValueError):
     """Inputs that disagree with each other or with the model; the message says how to fix it."""
 
 
+@public
 class SamplingCancelled(RuntimeError):
     """Raised between steps when the ``cancel`` check asks to stop."""
 

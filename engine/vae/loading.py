@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .. import safetensors_header
+from ..errors import public
 from ..safetensors_header import clip, quote, quote_list
 from .model import VAEConfig, WanVAE
 
@@ -32,6 +33,7 @@ _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "
 _LISTED = 8  # names shown per category in error messages
 
 
+@public
 class VAEFileError(ValueError):
     """The file is not a loadable Wan VAE; the message says why and what to use instead."""
 

@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .. import geometry
+from ..errors import public
 from ..latents import check_latent
 from .layers import CausalConv3d
 from .tiling import Tile, Tiling, plan_tiles
@@ -26,6 +27,7 @@ Progress = Callable[[int, int], None]
 Chunks = list[tuple[int, int]]
 
 
+@public
 class NonFiniteError(ValueError):
     """NaN/inf going into or coming out of the VAE: one NaN cell would spread over the whole video."""
 
