@@ -165,7 +165,8 @@ class Wan22DuoExpertLoader:
                 "role": (list(ROLES), {
                     "default": "auto",
                     "tooltip": "Which expert this file is. auto: read 'high_noise'/'low_noise' (or 'high'/'low') "
-                               "from the file name; set it when the name does not say."}),
+                               "from the file name; set it when the name does not say. A set role that "
+                               "contradicts the file name is refused."}),
                 "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": _WEIGHT_TIP}),
                 "compute_dtype": (list(COMPUTE_DTYPES), {"default": "auto", "tooltip": _COMPUTE_TIP}),
                 "device": (_comfy.device_choices(), {"default": "auto", "tooltip": _DEVICE_TIP}),
