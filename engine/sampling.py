@@ -159,10 +159,11 @@ def check_wiring(plan: SwitchPlan, high: ModelHandle, low: Optional[ModelHandle]
 
     Only experts that run at least one step are judged, so a deliberate single-expert
     run (``switch_step`` 0 or ``steps``, the other input connected to anything) passes.
-    Errors: the same model (one handle, or one file under different LoRAs) in both
-    inputs, and an expert whose role (from its loader: the file name or an explicit
-    ``role``) is the other input's. Handles without a role (a foreign model source) are
-    not judged by role.
+    Errors: the same model (one handle, or one file with the same LoRAs) in both inputs,
+    and an expert whose role (from its loader: the file name or an explicit ``role``) is
+    the other input's. One file under two different LoRA chains only warns: a base model
+    run in both roles with different LoRAs can be deliberate. Handles without a role (a
+    foreign model source) are not judged by role.
     """
     if low is None or plan.boundary is None:
         return
@@ -170,7 +171,12 @@ def check_wiring(plan: SwitchPlan, high: ModelHandle, low: Optional[ModelHandle]
     runs_high, runs_low = k > 0, k < steps
     if not (runs_high or runs_low):
         return
-    if runs_high and runs_low and _same_model(high, low):
+    same = _same_model(high, low) if runs_high and runs_low else None
+    if same == "file":
+        log.warning("%s and %s load the same file with different LoRAs, so one base model runs in both roles; if "
+                    "that is not intended, load the high-noise file in one loader and the low-noise file in the other",
+                    high.name, low.name)
+    if same == "model":
         raise SamplingError(
             f"{high.name} is connected to both high_noise_model and low_noise_model, so one model would run in "
             f"both roles (steps 1-{k} and {k + 1}-{steps}). Load the high-noise file in one Wan22DuoExpertLoader and "
@@ -194,12 +200,15 @@ def check_wiring(plan: SwitchPlan, high: ModelHandle, low: Optional[ModelHandle]
             )
 
 
-def _same_model(a: ModelHandle, b: ModelHandle) -> bool:
-    """One handle, or handles over one file (a LoRA-derived handle keeps its base file's path)."""
+def _same_model(a: ModelHandle, b: ModelHandle) -> Optional[str]:
+    """"model": one handle, or one file with the same LoRAs (a LoRA-derived handle keeps its base file's
+    path); "file": one file under different LoRA chains (possibly deliberate); None otherwise."""
     if a is b:
-        return True
+        return "model"
     path_a, path_b = a.info.get("path"), b.info.get("path")
-    return path_a is not None and path_a == path_b
+    if path_a is None or path_a != path_b:
+        return None
+    return "model" if tuple(a.info.get("loras", ())) == tuple(b.info.get("loras", ())) else "file"
 
 
 def check_settings(**settings: Optional[float]) -> None:

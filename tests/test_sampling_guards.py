@@ -87,9 +87,9 @@ def test_one_model_in_both_inputs_is_refused_when_both_run():
                                             r"high_noise_model and low_noise_model.*set switch_step to 4"):
         _fake_run(one, one)
     assert calls == []  # refused before any step
-    # The same file behind two handles (two loaders, or a LoRA on one of them) is the same model.
+    # The same file behind two handles (two loaders) is the same model.
     a = fake("a", None, calls, path="/models/x.safetensors")
-    b = fake("b + lora", None, calls, path="/models/x.safetensors")
+    b = fake("b", None, calls, path="/models/x.safetensors")
     with pytest.raises(SamplingError, match="connected to both"):
         _fake_run(a, b)
     # A deliberate single-model run with the other input filled in is allowed.
@@ -143,3 +143,16 @@ def test_a_context_with_no_tokens_is_refused(which):
     with pytest.raises(SamplingError, match=rf"^{which} has no tokens \(shape \[1, 0, 4096\]\)"):
         sample(fake("h", "high_noise", calls), fake("l", "low_noise", calls), torch.zeros(1, 16, 1, 4, 4),
                positive, negative, seed=0, steps=2)
+
+
+def test_one_file_under_different_loras_in_both_inputs_warns(caplog):
+    calls = []
+    a = fake("x", None, calls, path="/models/x.safetensors")
+    b = fake("x + l.safetensors@1", None, calls, path="/models/x.safetensors")
+    b.info["loras"] = (("/loras/l.safetensors", 1.0),)
+    with caplog.at_level("WARNING", logger="wan22duo.engine.sampling"):
+        assert _fake_run(a, b).switch_step == 2  # runs: a deliberate setup is possible
+    assert "load the same file with different LoRAs" in caplog.text
+    b.info["loras"] = a.info["loras"] = (("/loras/l.safetensors", 1.0),)  # the same chain: the same model
+    with pytest.raises(SamplingError, match="connected to both"):
+        _fake_run(a, b)
