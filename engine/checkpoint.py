@@ -257,7 +257,7 @@ def _check_quant_formats(header: Header, dit: DitFile) -> None:
             f.seek(info.start)
             try:
                 formats.add(str(json.loads(f.read(info.end - info.start)).get("format")))
-            except (ValueError, AttributeError, RecursionError):
+            except (ValueError, AttributeError):
                 raise CheckpointError(f"{clip(header.path.name)}: {quote(key)} holds no readable quantisation "
                                       f"JSON") from None
     for name, file_key in dit.params.items():

@@ -169,8 +169,6 @@ def check_wiring(plan: SwitchPlan, high: ModelHandle, low: Optional[ModelHandle]
         return
     steps, k = plan.schedule.steps, plan.switch_step
     runs_high, runs_low = k > 0, k < steps
-    if not (runs_high or runs_low):
-        return
     same = _same_model(high, low) if runs_high and runs_low else None
     if same == "file":
         log.warning("%s and %s load the same file with different LoRAs, so one base model runs in both roles; if "

@@ -188,3 +188,40 @@ def test_a_huge_tensor_name_gives_a_short_error(dit_path, tmp_path, what):
         else:
             plan_lora(lora.read_lora(path), load_dit(dit_path), str(path))
     assert 50 < len(str(caught.value)) < 2000, len(str(caught.value))
+
+
+def test_a_vae_file_the_safetensors_library_rejects_is_a_vae_error(tmp_path, vae_file):
+    # Every tensor moved 8 bytes on: the header is consistent, but safetensors (which wants the data packed
+    # from offset 0) refuses to read it; the loader says so as a VAEFileError, not a raw SafetensorError.
+    raw = vae_file.read_bytes()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    for key, entry in header.items():
+        if key != "__metadata__":
+            entry["data_offsets"] = [o + 8 for o in entry["data_offsets"]]
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    gapped = tmp_path / "gapped.safetensors"
+    gapped.write_bytes(struct.pack("<Q", len(text)) + text + bytes(8) + raw[8 + n:])
+    assert detect_vae(gapped).version == "2.1"  # the header itself passes the strict checks
+    with pytest.raises(VAEFileError, match=r"^gapped.safetensors could not be read \(.*\); the file is damaged"):
+        load_vae(gapped)
+
+
+def test_an_empty_alpha_is_refused(dit_path, tmp_path):
+    path = tmp_path / "empty_alpha.safetensors"
+    tensors = write_tiny_lora(path, dit_path, "comfy", alpha=4.0, layers=["blocks.0.self_attn.q"])
+    tensors["diffusion_model.blocks.0.self_attn.q.alpha"] = torch.zeros(0)
+    save_file(tensors, str(path))
+    with pytest.raises(LoraError, match=r"'diffusion_model.blocks.0.self_attn.q.alpha' holds no value"):
+        with_lora(handle_for(dit_path), path, 1.0)
+
+
+def test_a_deeply_nested_header_is_not_a_safetensors_file(tmp_path):
+    raw = b"[" * 100_000 + b"]" * 100_000  # json's recursion limit, not a crash
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    with pytest.raises(CheckpointError, match="not a .safetensors file"):
+        detect_dit(path)
+    with pytest.raises(VAEFileError, match="not a .safetensors file"):
+        detect_vae(path)
