@@ -51,6 +51,8 @@ BAD_HEADERS = {
     "metadata not str": ({"a": f32([4], 0, 16)}, {"format": 1},
                          r"__metadata__ must map strings to strings \(entry 'format'"),
     "metadata not a map": ({"a": f32([4], 0, 16)}, ["pt"], r"__metadata__ must map strings to strings"),
+    "entry not an object": ({"a": [0, 16]}, None, r"entry for 'a': not an object"),
+    "no dtype": ({"a": {"shape": [4], "data_offsets": [0, 16]}}, None, r"entry for 'a': no dtype"),
     "unknown dtype": ({"a": {"dtype": "F4", "shape": [4], "data_offsets": [0, 16]}}, None,
                       r"tensor 'a' has dtype 'F4'"),
 }

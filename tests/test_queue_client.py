@@ -205,7 +205,7 @@ class FakeComfy(http.server.BaseHTTPRequestHandler):
             return self._websocket(st)
         if self.path == "/history/p-1":
             st["history_polls"] += 1
-            if st["history_polls"] < 3:  # still running for the first two polls
+            if st["history_polls"] < st.get("done_at_poll", 3):  # still running for the first two polls
                 return self._reply(200, {})
             status = {"status_str": "success", "completed": True, "messages": []}
             if st["scenario"] == "fails":
@@ -217,7 +217,7 @@ class FakeComfy(http.server.BaseHTTPRequestHandler):
             outputs = {"62": {"images": [{"filename": "wan22duo_00001_.mp4", "subfolder": "video", "type": "output"}],
                               "animated": [True]}}
             return self._reply(200, {"p-1": {"prompt": [], "outputs": outputs, "status": status}})
-        if self.path == "/queue":
+        if self.path == "/queue" and st["scenario"] != "no_queue":
             st["queue_polls"] += 1
             mine = [3, "p-1", {}, {}, ["62"]]
             if st["queue_polls"] == 1:  # first poll: behind one running prompt; then running
@@ -381,3 +381,22 @@ def test_unreachable_server_is_a_plain_error(tmp_path, capsys):
     rc = _main([str(ROOT / "workflows/api/t2v_a14b.json"), "--no-websocket"], f"http://127.0.0.1:{port}", tmp_path)
     assert rc == 3
     assert "cannot talk to ComfyUI" in capsys.readouterr().err
+
+
+def test_polling_without_a_queue_route_still_finishes(fake_comfy, tmp_path, capsys):
+    _, url = fake_comfy("no_queue")  # a server (or proxy) that answers 404 on /queue
+    rc = _main([str(ROOT / "workflows/api/t2v_a14b.json"), "--no-websocket"], url, tmp_path)
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "waiting" not in out and "saved " in out
+
+
+def test_polling_reports_how_long_the_prompt_has_run(fake_comfy):
+    server, url = fake_comfy("ok")
+    server.state["done_at_poll"] = 5  # two more polls while running
+    lines = []
+    client = qw.ComfyClient(url, log=lines.append)
+    entry = client.wait_polling("p-1", interval=0.02, timeout=10, heartbeat=0.0)
+    assert entry["status"]["status_str"] == "success"
+    assert lines[:2] == ["  waiting in the queue (1 prompt ahead)", "  running"]
+    assert [line for line in lines[2:] if line.startswith("  still running after ")], lines

@@ -73,10 +73,7 @@ export function wrapText(ctx, str, maxWidth, maxLines) {
       return [...lines.slice(0, maxLines - 1), fitText(ctx, rest, maxWidth)];
     }
   }
-  if (current) lines.push(current);
-  if (lines.length > maxLines) {
-    return [...lines.slice(0, maxLines - 1), fitText(ctx, lines.slice(maxLines - 1).join(" "), maxWidth)];
-  }
+  if (current) lines.push(current); // at most maxLines: the loop returned once they were full
   return lines;
 }
 
