@@ -252,6 +252,49 @@ def test_gguf_q8_0_expert_through_unet_loader_gguf(comfy, files, record_property
     assert 0 < quant <= 2 * weight_err  # the default fp16 decoding adds little on top
 
 
+def test_progress_previews_and_cancel_as_in_the_engine_sampler(comfy, files):
+    """One bar over both experts with a latent preview per step; Cancel stops between steps."""
+    from importlib import import_module
+
+    utils, cli = import_module("comfy.utils"), import_module("comfy.cli_args")
+    args, LatentPreviewMethod = cli.args, cli.LatentPreviewMethod
+    calls = []
+    before = args.preview_method
+    args.preview_method = LatentPreviewMethod.Latent2RGB
+    utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None:
+                                             calls.append((value, total, preview is not None)))
+    try:
+        run_sampler(comfy, "Wan22DuoModelSampler", comfy_models(comfy, files, "t2v_a14b", 0), "t2v_a14b", "wan")
+        assert calls == [(i, STEPS, True) for i in range(1, STEPS + 1)]
+        comfy.model_management.interrupt_current_processing(True)
+        with pytest.raises(comfy.model_management.InterruptProcessingException):
+            run_sampler(comfy, "Wan22DuoModelSampler", comfy_models(comfy, files, "t2v_a14b", 0), "t2v_a14b", "wan")
+    finally:
+        comfy.model_management.interrupt_current_processing(False)
+        utils.set_progress_bar_global_hook(None)
+        args.preview_method = before
+
+
+def test_committed_gguf_schema_is_the_live_node(comfy):
+    """workflows/schema/comfyui-gguf-nodes.json (used by the workflow tests) says what ComfyUI-GGUF declares."""
+    import json
+
+    committed = json.loads((comfy.tree.pack / "workflows" / "schema" / "comfyui-gguf-nodes.json").read_text())
+    for name, info in committed.items():
+        cls = comfy.node(name)
+        live = cls.INPUT_TYPES()
+        assert info["input_order"] == {k: list(v) for k, v in live.items()}
+        for section, inputs in live.items():
+            for key, spec in inputs.items():
+                got = info["input"][section][key]
+                if isinstance(spec[0], list):  # the file list is install-specific
+                    assert got[0] == [] and list(got[1:]) == list(spec[1:])
+                else:
+                    assert list(got) == list(spec)
+        assert info["output"] == list(cls.RETURN_TYPES) and info["output_name"] == list(cls.RETURN_TYPES)
+        assert info["display_name"] == cls.TITLE and info["category"] == cls.CATEGORY
+
+
 # ---------------------------------------------------------------- a tiny Q8_0 GGUF, city96's layout
 
 SMALL = 1024  # city96's converter keeps tensors of at most this many elements in F32
