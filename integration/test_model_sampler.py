@@ -252,6 +252,38 @@ def test_gguf_q8_0_expert_through_unet_loader_gguf(comfy, files, record_property
     assert 0 < quant <= 2 * weight_err  # the default fp16 decoding adds little on top
 
 
+def test_cfg_patches_on_the_model_apply(comfy, files):
+    """ComfyUI's CFG hooks run: a post-CFG patch that keeps the conditional estimate turns CFG off."""
+    plain_models = comfy_models(comfy, files, "t2v_a14b", 0)
+    unguided, _, _ = run_sampler(comfy, "Wan22DuoModelSampler", plain_models, "t2v_a14b", "wan",
+                                 cfg_high=1.0, cfg_low=1.0)
+    guided, _, _ = run_sampler(comfy, "Wan22DuoModelSampler", plain_models, "t2v_a14b", "wan")
+    patched = []
+    for model in plain_models:
+        model = model.clone()
+        model.set_model_sampler_post_cfg_function(lambda args: args["cond_denoised"])
+        patched.append(model)
+    got, _, _ = run_sampler(comfy, "Wan22DuoModelSampler", patched, "t2v_a14b", "wan")
+    assert rel_l2(guided, unguided) > 1e-2  # CFG matters in this setting
+    assert rel_l2(got, unguided) <= PARITY  # cond and uncond ran in one batch here, cfg 1 alone
+
+
+def test_two_lora_clones_of_one_loaded_model_as_the_two_experts(comfy, files):
+    """Both experts may share one base model (LoRA clones): ComfyUI's manager swaps the clones at the switch."""
+    dit, lora = files["t2v_a14b", "high"]
+    (base,) = comfy.run("UNETLoader", unet_name=dit, weight_dtype="default")
+    models = [comfy.run("LoraLoaderModelOnly", model=base, lora_name=lora, strength_model=s)[0] for s in (0.8, -0.5)]
+    got, switch, _ = run_sampler(comfy, "Wan22DuoModelSampler", models, "t2v_a14b", "wan")
+    engine = []
+    for role, strength in (("high_noise", 0.8), ("low_noise", -0.5)):
+        (model,) = comfy.run("Wan22DuoExpertLoader", unet_name=dit, role=role, weight_dtype="default",
+                             compute_dtype="fp32", device="cpu")
+        engine.append(comfy.run("Wan22DuoLoraLoader", model=model, lora_name=lora, strength=strength)[0])
+    ref, ref_switch, _ = run_sampler(comfy, "Wan22DuoSampler", engine, "t2v_a14b", "wan")
+    assert switch == ref_switch and 0 < switch < STEPS
+    assert rel_l2(got, ref) <= PARITY
+
+
 def test_progress_previews_and_cancel_as_in_the_engine_sampler(comfy, files):
     """One bar over both experts with a latent preview per step; Cancel stops between steps."""
     from importlib import import_module

@@ -250,7 +250,9 @@ class ComfyExpert:
         if not self.loaded:
             self._load()
         if getattr(self.patcher.model, "current_patcher", None) is not self.patcher:
-            self.patcher.pre_run()  # two experts may share one base model (e.g. LoRA clones)
+            # As a KSampler before sampling; again when a clone sharing the base model ran meanwhile,
+            # or when a kept model (keep_both) starts a new run after finish() cleared it.
+            self.patcher.pre_run()
         return self
 
     def offload(self) -> None:
@@ -299,7 +301,6 @@ class ComfyExpert:
         _, _, models = comfy.sampler_helpers.prepare_sampling(self.patcher, self._shape, {}, self._options)
         self._extra_models = models
         comfy.samplers.cast_to_load_options(self._options, device=self.device, dtype=self.patcher.model_dtype())
-        self.patcher.pre_run()
 
     # ------------------------------------------------------------ model interface
     def __call__(self, x_in: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
