@@ -128,6 +128,32 @@ def test_model_path_matches_engine_path_with_a_lora_on_each_expert(comfy, files,
         assert torch.equal(got[:, :, :1], latent["samples"][:, :, :1])
 
 
+@pytest.mark.parametrize("variant", ["t2v_a14b", "i2v_a14b", "ti2v_5b"])
+def test_one_model_call_matches_the_engine_dit(comfy, files, variant):
+    """ComfyExpert(x_in, t, context): the velocity of ComfyUI's model equals our DiT's, I2V channels and
+    TI2V per-token timesteps included."""
+    adapter = comfy.pack_module("nodes.comfy_model")
+    conditioning_module = comfy.pack_module("engine.conditioning")
+    (engine_handle,) = engine_models(comfy, files, variant, 0.8)[:1]
+    (patcher,) = comfy_models(comfy, files, variant, 0.8)[:1]
+    expert = adapter.ComfyExpert(patcher, "high_noise", "high_noise_model")
+    shape = LATENT[variant]
+    expert.prepare(shape, torch.tensor([0.9, 0.5, 0.0]), 0)
+    g = torch.Generator().manual_seed(3)
+    x_in = torch.randn(shape[0], expert.config.in_dim, *shape[2:], generator=g)
+    context = 0.5 * torch.randn(1, 24, 4096, generator=g)
+    t = torch.tensor([937.0])
+    if variant == "ti2v_5b":
+        noise_mask = torch.ones(1, 1, *shape[2:])
+        noise_mask[:, :, 0] = 0.0
+        t = conditioning_module.token_timesteps(noise_mask, t, 1)
+    with torch.no_grad():  # as the loop runs them
+        want = engine_handle.acquire("cpu")(x_in, t, context).float()
+        got = expert.acquire()(x_in, t, context)
+    expert.finish()
+    assert got.shape == want.shape and rel_l2(got, want) <= 1e-5
+
+
 def test_the_loras_change_the_result(comfy, files):
     """Parity with a LoRA means something only if the LoRA does something on the MODEL path."""
     plain, _, _ = run_sampler(comfy, "Wan22DuoModelSampler", comfy_models(comfy, files, "t2v_a14b", 0.0),
