@@ -25,7 +25,8 @@ def test_shift_rule():
     assert resolve_shift(-1.0, "t2v_a14b", None, None) == (12.0, "official")
     assert resolve_shift(-1.0, "i2v_a14b", None, None) == (5.0, "official")
     assert resolve_shift(-1.0, "ti2v_5b", None, None) == (5.0, "official")
-    with pytest.raises(ComfyModelError, match=r"different ModelSamplingSD3 shifts \(high_noise_model 8, low_noise_model 5\)"):
+    differ = r"different ModelSamplingSD3 shifts \(high_noise_model 8, low_noise_model 5\)"
+    with pytest.raises(ComfyModelError, match=differ):
         resolve_shift(-1.0, "t2v_a14b", 8.0, 5.0)
     with pytest.raises(ComfyModelError, match="shift 0"):
         resolve_shift(0.0, "t2v_a14b", None, None)
