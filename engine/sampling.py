@@ -342,7 +342,14 @@ def make_noise(seed: int, shape: Sequence[int]) -> torch.Tensor:
 
 def guided_velocity(model: Callable, x_in: torch.Tensor, t: torch.Tensor, positive: torch.Tensor,
                     negative: torch.Tensor, cfg: float) -> torch.Tensor:
-    """CFG on the velocity: ``v_u + cfg * (v_c - v_u)``; one pass when ``cfg == 1``."""
+    """CFG on the velocity: ``v_u + cfg * (v_c - v_u)``; one pass when ``cfg == 1``.
+
+    A model with its own ``guided_velocity`` (a ComfyUI MODEL, whose CFG patches must
+    run as in a KSampler) does the guidance itself and returns the same quantity.
+    """
+    own = getattr(model, "guided_velocity", None)
+    if own is not None:
+        return own(x_in, t, positive, negative, cfg).float()
     v_cond = model(x_in, t, positive).float()
     if cfg == 1.0:
         return v_cond

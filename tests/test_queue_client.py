@@ -24,7 +24,9 @@ OFFICIAL_NEGATIVE = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
-LATENT_NODES = ("Wan22DuoEmptyLatent", "Wan22DuoI2VConditioning", "Wan22DuoTI2VLatent")
+LATENT_NODES = ("Wan22DuoEmptyLatent", "Wan22DuoI2VConditioning", "Wan22DuoTI2VLatent",
+                "EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent")  # ComfyUI's, native workflows
+SAMPLERS = ("Wan22DuoSampler", "Wan22DuoModelSampler")
 
 
 def _load(path):
@@ -67,7 +69,7 @@ def test_overrides_change_exactly_the_named_inputs(path):
     texts = [i for i, n in api.items() if n["class_type"] == "CLIPTextEncode"]
     negative = _only(api, lambda n: n["class_type"] == "CLIPTextEncode" and n["inputs"]["text"] == OFFICIAL_NEGATIVE)
     (positive,) = [i for i in texts if i != negative]
-    sampler = _only(api, lambda n: n["class_type"] == "Wan22DuoSampler")
+    sampler = _only(api, lambda n: n["class_type"] in SAMPLERS)
     latent = _only(api, lambda n: n["class_type"] in LATENT_NODES)
     expected = {
         (positive, "text"): "a heron lands on a pier", (negative, "text"): "blurry",
@@ -83,7 +85,7 @@ def test_overrides_change_exactly_the_named_inputs(path):
 def test_no_overrides_is_identity_and_one_override_touches_one_input(path):
     api = _load(path)
     assert qw.apply_overrides(api, qw.Overrides()) == api
-    sampler = _only(api, lambda n: n["class_type"] == "Wan22DuoSampler")
+    sampler = _only(api, lambda n: n["class_type"] in SAMPLERS)
     seed = api[sampler]["inputs"]["seed"] + 1
     assert _changes(api, qw.apply_overrides(api, qw.Overrides(seed=seed))) == {(sampler, "seed"): seed}
 
