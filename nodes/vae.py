@@ -11,6 +11,7 @@ decode, so nothing of it stays on the GPU between runs.
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Optional
 
 import torch
 
@@ -57,8 +58,8 @@ def acquire(vae, frames_hw: tuple[int, int]):
     return vae.acquire()
 
 
-def auto_tile(vae, pixels_hw: tuple[int, int], overlap: int, stride: int) -> int:
-    """tile_size "auto": 0 (whole frames) when their decode fits in what the VAE's device has free
+def auto_tile_size_for(vae, pixels_hw: tuple[int, int], overlap: int, stride: int) -> int:
+    """auto_tile: 0 (whole frames) when their decode fits in what the VAE's device has free
     after its weights, else the largest tile that fits (``engine.memory.auto_tile_size``)."""
     from ..engine.memory import auto_tile_size
     from ..engine.streaming import device_free
@@ -131,19 +132,24 @@ class Wan22DuoVAEDecode:
                     "tooltip": "The VAE matching the model: Wan 2.1 for A14B, Wan 2.2 for TI2V-5B."}),
                 "samples": ("LATENT", {"tooltip": "The latent from Wan22DuoSampler (or any Wan video latent)."}),
                 "tile_size": ("INT", {
-                    "default": 0, "min": -1, "max": MAX_TILE, "step": 32,
+                    "default": 0, "min": 0, "max": MAX_TILE, "step": 32,
                     "tooltip": "Spatial tile size in pixels; 0 decodes whole frames. Try 512 if decoding runs out "
-                               "of memory (tiles differ slightly from untiled output near their seams). -1 (auto): "
-                               "whole frames when they fit in the free GPU memory, else the largest tile that "
-                               "does (whole frames on CPU)."}),
+                               "of memory (tiles differ slightly from untiled output near their seams). Ignored "
+                               "when auto_tile is on."}),
                 "tile_overlap": ("INT", {
                     "default": 64, "min": 0, "max": MAX_TILE, "step": 16,
                     "tooltip": "Pixels neighbouring tiles share and blend; must be smaller than tile_size. "
                                "Ignored when tile_size is 0."}),
-            }
+            },
+            "optional": {
+                "auto_tile": ("BOOLEAN", {
+                    "default": False,
+                    "tooltip": "Pick tile_size for you: whole frames when their decode fits in the free GPU "
+                               "memory, else the largest tile that does (estimated; whole frames on CPU)."}),
+            },
         }
 
-    def decode(self, vae, samples: dict, tile_size: int = 0, tile_overlap: int = 64):
+    def decode(self, vae, samples: dict, tile_size: int = 0, tile_overlap: int = 64, auto_tile: Optional[bool] = None):
         from ..engine.vae import Tiling
 
         latent = samples["samples"]
@@ -151,8 +157,8 @@ class Wan22DuoVAEDecode:
         check_latent(latent, SimpleNamespace(z_dim=vae.info["z_dim"], version=vae_version(vae)))
         stride = 8 if vae_version(vae) == "2.1" else 16
         pixels_hw = (latent.shape[3] * stride, latent.shape[4] * stride)
-        if tile_size < 0:
-            tile_size = auto_tile(vae, pixels_hw, tile_overlap, stride)
+        if auto_tile:
+            tile_size = auto_tile_size_for(vae, pixels_hw, tile_overlap, stride)
         tiling = Tiling(tile_size, tile_overlap) if tile_size > 0 else None
         frame_hw = (tile_size, tile_size) if tiling else pixels_hw
         progress = _comfy.Progress(latent.shape[2])

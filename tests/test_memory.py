@@ -68,13 +68,13 @@ def test_auto_tile_is_whole_frames_when_they_fit_else_the_largest_fitting_tile(c
 def test_decode_node_auto_tile(monkeypatch):
     """The node's auto choice: whole frames on CPU; on a (pretend) GPU, a tile from the free memory."""
     vae = ModelHandle(lambda d: None, "cpu", torch.float32, {"config": VAE21, "weight_bytes": 0})
-    assert vae_nodes.auto_tile(vae, (720, 1280), 64, 8) == 0
+    assert vae_nodes.auto_tile_size_for(vae, (720, 1280), 64, 8) == 0
     gpu = ModelHandle(lambda d: None, "cuda:0", torch.float32, {"config": VAE21, "weight_bytes": 10 ** 8})
     whole = vae_decode_bytes(VAE21, 720, 1280)
     import wan22duo.engine.streaming as streaming
 
     monkeypatch.setattr(streaming, "device_free", lambda device: whole + 10 ** 8)
-    assert vae_nodes.auto_tile(gpu, (720, 1280), 64, 8) == 0
+    assert vae_nodes.auto_tile_size_for(gpu, (720, 1280), 64, 8) == 0
     monkeypatch.setattr(streaming, "device_free", lambda device: whole // 4 + 10 ** 8)
-    size = vae_nodes.auto_tile(gpu, (720, 1280), 64, 8)
+    size = vae_nodes.auto_tile_size_for(gpu, (720, 1280), 64, 8)
     assert 0 < size < 720 and vae_decode_bytes(VAE21, size, size) <= whole // 4
