@@ -23,6 +23,8 @@ from typing import Optional, Union
 
 import torch
 
+from .errors import public
+
 GIB = 1024 ** 3
 MIB = 1024 ** 2
 AUTO = "auto"
@@ -33,6 +35,7 @@ _NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?|nan|[-+]?inf(
                      re.IGNORECASE)
 
 
+@public
 class BudgetError(ValueError):
     """A memory budget that cannot be used; the message names the value and what would work."""
 
