@@ -23,8 +23,11 @@ minus the value just before it (so the Python/torch baseline does not count).
 ``stream``: one expert placed with ``streaming.place`` at budgets of 100 / 50 / 25 % of
 its weight bytes on a ``CountingLink`` (synchronous, and asynchronous: copies deferred
 to the wait, the CUDA link's order), against the fully resident expert (no placement).
-Reports the streamer's peak device-side bytes and seconds per step (one forward pass,
-cfg 1). Outputs are checked bit-identical to the resident run.
+Reports the streamer's peak device-side bytes and process CPU seconds per forward pass
+(``--stream-threads``, default 1: the machine is shared, wall time is noise). On CPU the
+"copies" are CPU memcpy work added to the compute, with no overlap, so this is the cost
+of the copies themselves, not of a PCIe transfer. Outputs are checked bit-identical to
+the resident run.
 
 ``estimate``: the forward's peak memory above resident (``VmHWM`` after
 ``clear_refs``), against ``engine.memory.activation_bytes`` at two latent sizes (fp32).
@@ -51,8 +54,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 
 ANON_RUNS = [
-    # label, storage, mode, offload, lora
+    # label, storage, mode, offload, lora, two experts
     ("one expert (high only), CPU", "fp16", "cpu", "file", None, False),
+    ("one expert (high only), CPU, fp8_scaled", "fp8_scaled", "cpu", "file", None, False),
+    ("one expert (high only), CPU, bf16", "bf16", "cpu", "file", None, False),
     ("two experts, CPU", "fp16", "cpu", "file", None, True),
     ("two experts, emulated device, old offload (copy to RAM)", "fp16", "emulated", "copy", None, True),
     ("two experts, emulated device, file-backed offload", "fp16", "emulated", "file", None, True),
@@ -118,7 +123,15 @@ def anon_worker(args) -> dict:
     from wan22duo.engine.lora import apply_loras
     from wan22duo.engine.residency import ModelHandle, free_cached_memory
     from wan22duo.engine.sampling import sample
-    from wan22duo.engine.streaming import Budget, CountingLink, streamer_of, tensor_bytes, to_host
+
+    if args.mode == "emulated":  # (imported only here, so the cpu mode also runs against older code)
+        from wan22duo.engine.streaming import Budget, CountingLink, streamer_of, to_host
+    else:
+        def streamer_of(model):
+            return None
+
+    def tensor_bytes(model):
+        return sum(t.nbytes for t in list(model.parameters()) + list(model.buffers()))
 
     torch.set_num_threads(args.threads)
     lora = None
@@ -225,9 +238,10 @@ def stream_worker(args) -> dict:
     times = []
     with torch.no_grad():
         for _ in range(args.repeats):
-            start = time.perf_counter()
+            # process CPU time, not wall time: the machine is shared, and on CPU the copies are CPU work too
+            start = time.process_time()
             out = model(x, t, ctx)
-            times.append(time.perf_counter() - start)
+            times.append(time.process_time() - start)
     return {"total": total, "fraction": args.fraction, "asynchronous": args.asynchronous,
             "peak_device": streamer.peak_bytes if streamer else total,
             "streamed_blocks": len(streamer.plan.streamed_blocks) if streamer else 0,
@@ -292,6 +306,8 @@ def anon_part(args, files) -> list[str]:
     rows = ["| run | peak RssAnon over baseline MiB | one expert's weights MiB | LoRA branches MiB | s |",
             "|---|---|---|---|---|"]
     for label, storage, mode, offload, lora, two in ANON_RUNS:
+        if args.rows and not any(r in label for r in args.rows):
+            continue
         high, low = files[storage]
         extra = ["--worker", "anon", "--high", str(high), "--low", str(low), "--mode", mode, "--offload", offload]
         extra += ["--two"] if two else []
@@ -305,7 +321,8 @@ def anon_part(args, files) -> list[str]:
 
 
 def stream_part(args, files) -> list[str]:
-    rows = ["| placement | link | streamed blocks | peak device-side MiB | of the expert | s / step (best of "
+    args = argparse.Namespace(**{**vars(args), "threads": args.stream_threads})
+    rows = ["| placement | link | streamed blocks | peak device-side MiB | of the expert | CPU s / forward (best of "
             f"{args.repeats}) | vs resident | bit-identical |", "|---|---|---|---|---|---|---|---|"]
     high = files["fp16"][0]
     resident = run(args, "--worker", "stream", "--high", str(high), "--fraction", "0")
@@ -354,8 +371,10 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=24)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--stream-threads", type=int, default=1)
     ap.add_argument("--parts", nargs="+", default=["anon", "stream", "estimate"])
     ap.add_argument("--write", type=Path, help="append the markdown to this file")
+    ap.add_argument("--rows", nargs="+", help="anon part: only the runs whose label contains one of these")
     # worker options
     ap.add_argument("--worker", choices=["anon", "stream", "estimate"])
     ap.add_argument("--high")
