@@ -123,3 +123,11 @@ def test_two_gguf_experts_sample_and_offload(files):
     assert torch.isfinite(result.latent).all() and result.latent.abs().max() > 0
     again = sample(high, low, latent, pos, neg, seed=3, steps=4, memory="release")
     assert torch.equal(again.latent, result.latent)
+
+
+def test_switch_plot_route_reads_gguf_headers(files):
+    from wan22duo.nodes.routes import model_info
+
+    info = model_info(files["high"])
+    assert info["variant"] == "t2v_a14b" and info["source"] == "header"
+    assert model_info(files["ti2v"])["variant"] == "ti2v_5b"
