@@ -6,7 +6,8 @@
 ``general.architecture = "wan"``; 1-D tensors, tensors of at most 1024 elements and the
 ``modulation`` parameters in F32; the 5-D patch embedding in F32 with its 5-D shape
 (``patch="5d"``, what ``fix_5d_tensors.py`` writes) or flattened to 2-D in F16 with its
-real shape in ``comfy.gguf.orig_shape.<name>`` (``patch="orig_shape"``); every other
+real shape in ``comfy.gguf.orig_shape.<name>`` (``patch="orig_shape"``, where ``types`` may
+quantize it); every other
 weight in ``qtype`` (per-key ``types`` override it, as a Q4_K_M file mixes in Q6_K).
 
 ``gguf.quants`` can quantize F16, BF16, Q8_0, Q4_0/1 and Q5_0/1 but not the K types, so
@@ -142,11 +143,12 @@ def write_tiny_gguf(path: Union[str, os.PathLike], variant: str = "t2v_a14b", qt
     tensors, shapes = {}, {}
     for key, value in sd.items():
         w = value.numpy()
-        kind = (types or {}).get(key) or city96_type(key, w.shape, qtype)
+        chosen = (types or {}).get(key)
+        kind = chosen or city96_type(key, w.shape, qtype)
         if key == "patch_embedding.weight":
-            if patch == "orig_shape":
+            if patch == "orig_shape":  # flattened to [dim, in * 4], F16 unless ``types`` says otherwise
                 shapes[prefix + key] = w.shape
-                w, kind = w.reshape(w.shape[0], -1), "F16"
+                w, kind = w.reshape(w.shape[0], -1), chosen or "F16"
             else:
                 kind = "F32"
         tensors[prefix + key] = (encode(w, kind, rng), kind)

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 from wan22duo.engine import ggml, tiny_gguf
 from wan22duo.engine.checkpoint import CheckpointError, describe_file, detect_dit, load_dit
 from wan22duo.engine.gguf import GGUFError, UnsupportedQuantization, gguf_weight_bytes, is_gguf
-from wan22duo.engine.lora import apply_loras, remove_loras
+from wan22duo.engine.lora import LoraError, apply_loras, remove_loras
 from wan22duo.engine.lora_tiny import make_tiny_lora
 from wan22duo.engine.ops import CastLinear
 
@@ -132,6 +132,22 @@ def test_patch_embedding_in_both_city96_layouts(tmp_path, patch):
     ref = reference_state_dict(path)["patch_embedding.weight"]
     assert model.patch_embedding.weight.shape == (256, 16, 1, 2, 2)
     assert torch.equal(model.patch_embedding.weight.float(), ref)
+
+
+def test_quantized_patch_embedding_is_decoded_by_the_conv(tmp_path):
+    """city96 keeps it F32; a converter that flattens and quantizes it still loads, and a LoRA on it is refused."""
+    path = write(tmp_path, patch="orig_shape", types={"patch_embedding.weight": "Q8_0"}, qtype="Q8_0")
+    model = load_dit(path)
+    conv = model.patch_embedding
+    assert conv.weight.dtype == torch.uint8 and conv.weight_format.shape == (256, 16, 1, 2, 2)
+    dense = tmp_path / "dequantized.safetensors"
+    save_file(reference_state_dict(path), str(dense))
+    assert torch.equal(forward(model), forward(load_dit(dense)))
+    lora = {"patch_embedding.lora_down.weight": torch.ones(2, 16, 1, 2, 2),
+            "patch_embedding.lora_up.weight": torch.ones(256, 2, 1, 1, 1)}
+    with pytest.raises(LoraError, match="patch_embedding.weight.*weight_dtype"):
+        apply_loras(model, [(lora, 1.0)])
+    assert conv.weight.dtype == torch.uint8  # nothing half-patched
 
 
 def test_prefixed_names_load(tmp_path):
@@ -352,3 +368,36 @@ def test_errors_are_checkpoint_errors_and_safetensors_loader_unchanged(tmp_path)
     assert not is_gguf(text)
     with pytest.raises(CheckpointError, match="not a .safetensors file"):
         load_dit(text)
+
+
+def copy_with(path, out, add):
+    """``path``'s tensors into a new GGUF ``out``, with ``add(writer)`` adding metadata first."""
+    writer = gguf.GGUFWriter(str(out), arch="")
+    writer.kv_data[0].pop(gguf.Keys.General.ARCHITECTURE, None)
+    add(writer)
+    for t in gguf.GGUFReader(path).tensors:
+        writer.add_tensor(t.name, t.data, raw_dtype=t.tensor_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out
+
+
+def test_malformed_metadata_is_named(tmp_path):
+    path = write(tmp_path, qtype="Q8_0")
+    arch = copy_with(path, tmp_path / "arch.gguf", lambda w: w.add_uint32(gguf.Keys.General.ARCHITECTURE, 7))
+    raises(arch, "general.architecture", "expected a string")
+    shape = copy_with(path, tmp_path / "shape.gguf",
+                      lambda w: w.add_array("comfy.gguf.orig_shape.head.head.weight", [0, 4]))
+    raises(shape, "comfy.gguf.orig_shape.head.head.weight", "positive integers")
+    legacy = copy_with(path, tmp_path / "pig.gguf", lambda w: w.add_string(gguf.Keys.General.ARCHITECTURE, "pig"))
+    assert detect_dit(legacy).variant == "t2v_a14b"  # an early converter's placeholder: the names decide
+
+
+def test_missing_file(tmp_path):
+    from wan22duo.engine.gguf import read_gguf_header
+
+    with pytest.raises(GGUFError, match="no such file"):
+        read_gguf_header(tmp_path / "gone.gguf")
+    assert not is_gguf(tmp_path / "gone.gguf")
