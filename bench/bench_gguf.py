@@ -191,7 +191,8 @@ def report(args, paths, mem, timing, decode) -> str:
                      f"{best['Q4_K']:.2f} | {best['Q8_0'] / best['fp16']:.2f}x | {best['Q4_K'] / best['fp16']:.2f}x | "
                      f"{r['drift']['Q8_0']:.2g} / {r['drift']['Q4_K']:.2g} |")
     lines += ["", "All runs (s): " + "; ".join(
-        f"{tokens} tokens: " + ", ".join(f"{n} {[round(v, 2) for v in ts]}" for n, ts in r["times"].items())
+        f"{tokens} tokens: " + ", ".join(f"{n} {[round(v, 2) for v in ts]}"
+                                         for n, ts in r["times"].items())
         for tokens, r in timing.items()),
         "", "The Q4_K expert's weights are random valid blocks, not a quantization of the fp16 weights, so its "
         "output drift against fp16 is meaningless (listed for completeness); Q8_0's is its real quantization "

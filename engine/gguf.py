@@ -265,6 +265,8 @@ def load_gguf_dit(path: PathLike, compute_dtype: Union[str, torch.dtype] = torch
     target = as_dtype(weight_dtype, WEIGHT_NAMES, "weight_dtype")
     device = torch.device(device)
     dit = inspect_gguf(path)
+    log.info("%s: %s weights, %s", dit.header.path.name, dit.storage,
+             "kept quantized" if target is None else f"decoded to {target} at load")
     with torch.device("meta"):
         model = WanModel(dit.config, compute_dtype=compute or torch.float32)
     storage = map_file(dit.header)

@@ -20,9 +20,9 @@ Contract relied on by ``engine.lora`` (do not break it):
   patcher may assign a new ``nn.Parameter`` to ``weight`` and a new tensor (or
   ``None``) to ``scale_weight``, and later assign the original objects back;
 * ``CastLinear.lora_branches`` is a tuple of ``LoraBranch`` (empty unless a LoRA runs
-  beside an fp8 or GGUF-quantized weight), read at every call and added to the output in ``x.dtype``:
-  ``y += scale * (x @ down.T) @ up.T`` (low rank) or ``y += scale * x @ up.T`` (full
-  rank, ``down`` None). A patcher assigns a new tuple and later the old one back; the
+  beside an fp8 or GGUF-quantized weight), read at every call and added to the output
+  in ``x.dtype``: ``y += scale * (x @ down.T) @ up.T`` (low rank) or
+  ``y += scale * x @ up.T`` (full rank, ``down`` None). A patcher assigns a new tuple and later the old one back; the
   branches follow the layer in ``.to()`` / ``.half()`` / ``.cuda()`` but are not in its
   ``state_dict`` (the checkpoint never contains them).
 * ``weight_format`` (both classes) is None, or an ``engine.ggml.QuantFormat`` when

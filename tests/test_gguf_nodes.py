@@ -34,7 +34,10 @@ def files(tmp_path_factory):
 
 
 def fake_folder_paths(roots: dict, registered: bool):
-    """The parts of ComfyUI's folder_paths the loaders use, over real folders (diffusion_models = unet + diffusion_models)."""
+    """The parts of ComfyUI's folder_paths the loaders use, over real folders.
+
+    diffusion_models spans unet/ and diffusion_models/ as in ComfyUI; ``registered`` adds
+    ComfyUI-GGUF's ``unet_gguf`` (the same folders, ``.gguf`` only)."""
     fp = types.ModuleType("folder_paths")
     fp.folder_names_and_paths = {"diffusion_models": (list(roots.values()), {".safetensors", ".sft"})}
     if registered:
