@@ -127,24 +127,33 @@ def read_gguf_header(path: PathLike) -> GGUFHeader:
 
 
 def _string_field(reader, key: str, path: Path) -> Optional[str]:
+    import gguf
+
     f = reader.get_field(key)
     if f is None:
         return None
-    value = f.contents()
-    if not isinstance(value, str):
-        raise GGUFError(f"{path.name}: metadata {key} is {value!r}, expected a string such as 'wan'")
-    return value
+    if list(f.types) != [gguf.GGUFValueType.STRING]:
+        raise GGUFError(f"{path.name}: metadata {key} is of type {_type_names(f)}, expected a string such as 'wan'")
+    return bytes(f.parts[f.data[0]]).decode("utf-8", errors="replace")
 
 
 def _orig_shape(reader, name: str, path: Path) -> Optional[tuple[int, ...]]:
-    f = reader.get_field(ORIG_SHAPE + name)
+    import gguf
+
+    key = ORIG_SHAPE + name
+    f = reader.get_field(key)
     if f is None:
         return None
-    value = f.contents()
-    if not (isinstance(value, list) and value and all(isinstance(n, int) and n > 0 for n in value)):
-        raise GGUFError(f"{path.name}: metadata {ORIG_SHAPE}{name} is {value!r}, expected a list of positive "
-                        f"integers (the tensor's real shape)")
+    ints = (gguf.GGUFValueType.INT32, gguf.GGUFValueType.INT64, gguf.GGUFValueType.UINT32, gguf.GGUFValueType.UINT64)
+    value = [int(f.parts[i][0]) for i in f.data] if len(f.types) == 2 and f.types[1] in ints else None
+    if f.types[0] != gguf.GGUFValueType.ARRAY or not value or min(value) <= 0:
+        raise GGUFError(f"{path.name}: metadata {key} is {value if value else _type_names(f)}, expected an array of "
+                        f"positive integers (the tensor's real shape)")
     return tuple(value)
+
+
+def _type_names(f) -> str:
+    return "/".join(t.name for t in f.types)
 
 
 def _check_extents(path: Path, tensors: dict[str, GGUFTensor]) -> None:

@@ -34,7 +34,8 @@ def reference_state_dict(path) -> dict[str, torch.Tensor]:
     out = {}
     for t in reader.tensors:
         field = reader.get_field(f"comfy.gguf.orig_shape.{t.name}")
-        shape = tuple(field.contents()) if field is not None else tuple(int(n) for n in reversed(t.shape.tolist()))
+        shape = (tuple(int(field.parts[i][0]) for i in field.data) if field is not None
+                 else tuple(int(n) for n in reversed(t.shape.tolist())))
         out[t.name] = torch.from_numpy(gguf.quants.dequantize(t.data, t.tensor_type).copy()).reshape(shape)
     return out
 
