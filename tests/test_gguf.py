@@ -402,3 +402,14 @@ def test_missing_file(tmp_path):
     with pytest.raises(GGUFError, match="no such file"):
         read_gguf_header(tmp_path / "gone.gguf")
     assert not is_gguf(tmp_path / "gone.gguf")
+
+
+def test_format_comes_from_the_bytes_not_the_name(tmp_path):
+    from wan22duo.engine.tiny import write_tiny_dit
+
+    disguised = tmp_path / "expert_fp16.safetensors"
+    disguised.write_bytes(write(tmp_path, qtype="Q4_K").read_bytes())
+    assert load_dit(disguised).blocks[0].ffn[0].weight_format.name == "Q4_K"
+    safetensors = write_tiny_dit(tmp_path / "expert.gguf", **SIZES)
+    model = load_dit(safetensors)
+    assert model.blocks[0].ffn[0].weight_format is None and model.blocks[0].ffn[0].weight.dtype == torch.float32
