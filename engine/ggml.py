@@ -215,8 +215,10 @@ def dequantize(raw: torch.Tensor, fmt: str, shape: tuple[int, ...], dtype: torch
         raise ValueError(f"{fmt} data of {raw.numel()} bytes does not encode a tensor of shape {list(shape)} "
                          f"({t.size} bytes per {t.block} weights)")
     blocks = raw.reshape(-1, t.size)
-    out = torch.empty(blocks.shape[0], t.block, dtype=dtype, device=raw.device)
     step = max(1, CHUNK_ELEMENTS // t.block)
+    if blocks.shape[0] <= step:  # one slice: no output buffer to copy through
+        return t.decode(blocks).to(dtype).view(shape)
+    out = torch.empty(blocks.shape[0], t.block, dtype=dtype, device=raw.device)
     for start in range(0, blocks.shape[0], step):
         out[start:start + step] = t.decode(blocks[start:start + step])
     return out.view(shape)
