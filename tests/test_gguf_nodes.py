@@ -8,8 +8,7 @@ import torch
 from safetensors.torch import save_file
 
 from wan22duo.engine import tiny_gguf
-from wan22duo.engine.checkpoint import load_dit
-from wan22duo.engine.lora_tiny import write_tiny_lora
+from wan22duo.engine.lora_tiny import make_tiny_lora
 from wan22duo.engine.sampling import sample
 from wan22duo.nodes import loaders
 from wan22duo.nodes.loaders import Wan22DuoExpertLoader, Wan22DuoTI2VLoader
@@ -100,19 +99,17 @@ def test_ti2v_loader_and_wrong_node(files):
 
 
 def test_lora_node_on_a_gguf_expert_keeps_it_quantized(files, tmp_path):
-    dense = tmp_path / "shapes.safetensors"  # a same-shaped safetensors DiT, for the LoRA writer's shape table
-    save_file({k: torch.zeros(v.shape) for k, v in load_dit(files["high"]).state_dict().items()
-               if v.dtype != torch.uint8} | {
-        f"{n}.weight": torch.zeros(m.weight_format.shape) for n, m in load_dit(files["high"]).named_modules()
-        if getattr(m, "weight_format", None) is not None}, str(dense))
+    shapes = {k: tuple(v.shape) for k, v in tiny_gguf.tiny_state_dict("t2v_a14b", 1, **SIZES).items()}
     lora = tmp_path / "lightx2v_like.safetensors"
-    write_tiny_lora(lora, dense, "kohya", full_deltas=True, seed=5)
+    save_file(make_tiny_lora(shapes, "kohya", full_deltas=True, seed=5), str(lora))
     (expert,) = Wan22DuoExpertLoader().load(files["high"], "auto", "default", "fp32", "cpu")
     (patched,) = Wan22DuoLoraLoader().load_lora(expert, str(lora), 1.0)
     model = patched.acquire()
     q = model.blocks[0].self_attn.q
     assert q.weight.dtype == torch.uint8 and len(q.lora_branches) == 1
-    assert model.blocks[0].norm3.weight.dtype == torch.float32  # a Lightning-style norm diff merges (F32 tensor)
+    base = expert.acquire().blocks[0].norm3.weight
+    merged = model.blocks[0].norm3.weight  # a Lightning-style norm diff merges into the F32 tensor
+    assert merged.dtype == torch.float32 and not torch.equal(merged, base)
 
 
 def test_two_gguf_experts_sample_and_offload(files):
