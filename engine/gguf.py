@@ -46,7 +46,9 @@ from . import ggml
 from .checkpoint import (COMPUTE_NAMES, EXPECTED, WEIGHT_NAMES, CheckpointError, _raise_if_mismatch, as_dtype,
                          config_from_shapes, hold_weight, identify_foreign, strip_prefix)
 from .dit import WanConfig, WanModel
+from .errors import public
 from .ops import CASTING_LAYERS
+from .safetensors_header import clip, quote
 
 log = logging.getLogger("wan22duo")
 
@@ -59,10 +61,12 @@ TEXT_ARCHS = {"t5", "t5encoder", "llama", "qwen2", "qwen2vl", "qwen3", "qwen3vl"
 SUPPORTED = ggml.SUPPORTED
 
 
+@public
 class GGUFError(CheckpointError):
     """A GGUF file that cannot be loaded as a Wan 2.2 DiT; the message names the file and says why."""
 
 
+@public
 class UnsupportedQuantization(GGUFError):
     """A GGUF file using a tensor type this loader cannot decode."""
 
@@ -102,14 +106,14 @@ def read_gguf_header(path: PathLike) -> GGUFHeader:
 
     path = Path(path)
     if not path.is_file():
-        raise GGUFError(f"{path}: no such file. {EXPECTED}")
+        raise GGUFError(f"{clip(str(path))}: no such file. {EXPECTED}")
     size = path.stat().st_size
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             reader = gguf.GGUFReader(path)
     except Exception as err:  # the reader raises ValueError, IndexError, KeyError... on bad bytes
-        raise GGUFError(f"{path.name} is a truncated or damaged GGUF file ({size} bytes; the GGUF reader stopped "
+        raise GGUFError(f"{clip(path.name)} is a truncated or damaged GGUF file ({size} bytes; the GGUF reader stopped "
                         f"with: {err}). Download or copy it again.") from None
     arch = _string_field(reader, ARCH_KEY, path)
     tensors = {}
@@ -118,8 +122,8 @@ def read_gguf_header(path: PathLike) -> GGUFHeader:
         shape = _orig_shape(reader, t.name, path) or stored
         kind = t.tensor_type.name
         if math.prod(shape) != math.prod(stored):
-            raise GGUFError(f"{path.name}: tensor {t.name!r} is stored with shape {list(stored)} but its "
-                            f"{ORIG_SHAPE}{t.name} metadata says {list(shape)} ({math.prod(shape)} elements, not "
+            raise GGUFError(f"{clip(path.name)}: tensor {quote(t.name)} is stored with shape {list(stored)} but its "
+                            f"{quote(ORIG_SHAPE + t.name)} metadata says {list(shape)} ({math.prod(shape)} elements, not "
                             f"{math.prod(stored)}); the file is damaged. Convert or download it again.")
         tensors[t.name] = GGUFTensor(t.name, kind, shape, int(t.data_offset), int(t.data_offset) + int(t.n_bytes))
     _check_extents(path, tensors)
@@ -133,7 +137,7 @@ def _string_field(reader, key: str, path: Path) -> Optional[str]:
     if f is None:
         return None
     if list(f.types) != [gguf.GGUFValueType.STRING]:
-        raise GGUFError(f"{path.name}: metadata {key} is of type {_type_names(f)}, expected a string such as 'wan'")
+        raise GGUFError(f"{clip(path.name)}: metadata {key} is of type {_type_names(f)}, expected a string such as 'wan'")
     return bytes(f.parts[f.data[0]]).decode("utf-8", errors="replace")
 
 
@@ -147,7 +151,7 @@ def _orig_shape(reader, name: str, path: Path) -> Optional[tuple[int, ...]]:
     ints = (gguf.GGUFValueType.INT32, gguf.GGUFValueType.INT64, gguf.GGUFValueType.UINT32, gguf.GGUFValueType.UINT64)
     value = [int(f.parts[i][0]) for i in f.data] if len(f.types) == 2 and f.types[1] in ints else None
     if f.types[0] != gguf.GGUFValueType.ARRAY or not value or min(value) <= 0:
-        raise GGUFError(f"{path.name}: metadata {key} is {value if value else _type_names(f)}, expected an array of "
+        raise GGUFError(f"{clip(path.name)}: metadata {key} is {value if value else _type_names(f)}, expected an array of "
                         f"positive integers (the tensor's real shape)")
     return tuple(value)
 
@@ -165,9 +169,9 @@ def _check_extents(path: Path, tensors: dict[str, GGUFTensor]) -> None:
     ordered = sorted(tensors.values(), key=lambda t: t.start)
     for t, after in zip(ordered, ordered[1:]):
         if t.end > after.start:
-            raise GGUFError(f"{path.name}: tensor {t.name!r} claims shape {list(t.shape)} ({t.type}, "
+            raise GGUFError(f"{clip(path.name)}: tensor {quote(t.name)} claims shape {list(t.shape)} ({t.type}, "
                             f"{t.end - t.start} bytes) but only {after.start - t.start} bytes lie before the next "
-                            f"tensor {after.name!r}; its size disagrees with its shape, so the file is damaged.")
+                            f"tensor {quote(after.name)}; its size disagrees with its shape, so the file is damaged.")
 
 
 # ---------------------------------------------------------------- what the file is
@@ -196,7 +200,7 @@ def inspect_gguf(path: PathLike) -> GGUFDit:
     prefix, by_key = strip_prefix(header.tensors)
     foreign = identify_foreign(by_key)
     if foreign:
-        raise GGUFError(f"{name} is a GGUF of {foreign}. {EXPECTED}")
+        raise GGUFError(f"{clip(name)} is a GGUF of {foreign}. {EXPECTED}")
     _check_types(header)
     shapes = {k: header.tensors[f].shape for k, f in by_key.items()}
     try:
@@ -222,19 +226,19 @@ def _check_arch(header: GGUFHeader) -> None:
     if arch in (None, "wan", "pig", "cow"):
         return  # no architecture (stable-diffusion.cpp, or the placeholders of early converters): the names decide
     if arch in TEXT_ARCHS:
-        raise GGUFError(f"{name} is a text encoder GGUF (architecture {arch!r}), not a diffusion model; load a "
+        raise GGUFError(f"{clip(name)} is a text encoder GGUF (architecture {quote(arch)}), not a diffusion model; load a "
                         f"umT5 GGUF with ComfyUI-GGUF's CLIPLoaderGGUF (type wan) from the text_encoders folder. "
                         f"{EXPECTED} (or its GGUF conversion)")
-    raise GGUFError(f"{name} is a GGUF of architecture {arch!r}, not Wan ('wan'); this loader reads only Wan 2.2 "
+    raise GGUFError(f"{clip(name)} is a GGUF of architecture {quote(arch)}, not Wan ('wan'); this loader reads only Wan 2.2 "
                     f"diffusion models. {EXPECTED} (or its GGUF conversion)")
 
 
 def _check_types(header: GGUFHeader) -> None:
     bad = {t.name: t.type for t in header.tensors.values() if t.type not in SUPPORTED}
     if bad:
-        shown = ", ".join(f"{k} ({v})" for k, v in sorted(bad.items())[:6]) + (" ..." if len(bad) > 6 else "")
+        shown = ", ".join(f"{quote(k)} ({v})" for k, v in sorted(bad.items())[:6]) + (" ..." if len(bad) > 6 else "")
         raise UnsupportedQuantization(
-            f"{header.path.name} stores {len(bad)} tensor(s) in type(s) {', '.join(sorted(set(bad.values())))}, "
+            f"{clip(header.path.name)} stores {len(bad)} tensor(s) in type(s) {', '.join(sorted(set(bad.values())))}, "
             f"which this loader cannot decode: {shown}. Supported types: {', '.join(SUPPORTED)}. Use a file in one "
             f"of those (Q8_0, Q6_K, Q5_K_M, Q4_K_M, ... conversions).")
 

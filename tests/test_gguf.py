@@ -364,6 +364,7 @@ def test_misshaped_tensor_is_named(tmp_path):
 
 def test_errors_are_checkpoint_errors_and_safetensors_loader_unchanged(tmp_path):
     assert issubclass(GGUFError, CheckpointError) and issubclass(UnsupportedQuantization, GGUFError)
+    assert GGUFError.__module__ == UnsupportedQuantization.__module__ == "wan22duo"  # ComfyUI's error dialog name
     text = tmp_path / "notes.gguf"  # a .gguf name does not make a GGUF file
     text.write_text("hello")
     assert not is_gguf(text)
