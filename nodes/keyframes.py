@@ -194,8 +194,8 @@ class Wan22DuoTI2VKeyframes:
         "First-last-frame (and keyframe) latent for TI2V-5B. The Wan 2.2 VAE is causal with 4x time "
         "compression, so only whole latent frames can be kept: the start image is latent frame 0 (exactly as "
         "Wan22DuoTI2VLatent), an end image is held over the last four frames (the last latent frame). Kept frames "
-        "get timestep 0 and stay bit-exact in the latent. The end frames decode close to the end image, not "
-        "exactly: the causal decoder also reads the generated frames before them."
+        "get timestep 0 and stay bit-exact in the latent. The end image's pixels are not guaranteed: the causal "
+        "decoder also reads the generated frames before the last latent frame."
     )
     FUNCTION = "generate"
     RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = ("LATENT",), ("latent",), _TI2V_TIPS
