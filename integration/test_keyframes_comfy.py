@@ -70,9 +70,8 @@ def test_our_sampler_gives_the_same_video_from_either_node(comfy, setup):
     start, end = images(1, 3), images(1, 4)
     theirs = comfy_first_last(comfy, setup, start, end)
     ours = ours_first_last(comfy, setup, start, end)
-    loader = lambda role: comfy.run("Wan22DuoExpertLoader", setup["experts"][role], role, "default", "fp32",  # noqa: E731
-                                    "cpu")[0]
-    high, low = loader("high_noise"), loader("low_noise")
+    high, low = (comfy.run("Wan22DuoExpertLoader", setup["experts"][role], role, "default", "fp32", "cpu")[0]
+                 for role in ("high_noise", "low_noise"))
     results = []
     for pos, neg, latent in (ours, theirs):
         out = comfy.run("Wan22DuoSampler", high, pos, neg, latent, 5, steps=2, cfg_high=3.5, cfg_low=3.5,

@@ -250,7 +250,8 @@ def previous_size(previous: torch.Tensor, family: str, node: str) -> tuple[int, 
     try:
         geometry.check_size(width, height, family)
     except ValueError as exc:
-        raise KeyframeError(f"{node}: the previous clip is {width}x{height}, not a size this model makes: {exc}") from None
+        raise KeyframeError(
+            f"{node}: the previous clip is {width}x{height}, not a size this model makes: {exc}") from None
     return height, width
 
 
@@ -266,8 +267,9 @@ def _extend_inputs(default_length: int, family_step: int, overlap_step: int) -> 
                            "tooltip": "Frames of the new clip, overlap included (4n+1)."}),
         "overlap": ("INT", {
             "default": 5, "min": 1, "max": MAX_LENGTH, "step": overlap_step,
-            "tooltip": "Last frames of the previous clip given as the new clip's first frames. More carries the "
-                       "motion on better; each costs one new frame. Give Wan22DuoJoinClips the same value."
+            "tooltip": "Last frames of the previous clip given as the new clip's first frames. More shows the model "
+                       "more of the motion to continue; each costs one new frame. Give Wan22DuoJoinClips the "
+                       "same value."
                        + (" TI2V-5B: 1 + 4m (1, 5, 9, ...)." if overlap_step == 4 else "")}),
     }
     optional = {

@@ -240,7 +240,8 @@ def test_loaders_offer_their_downloads_and_the_note_names_them(path):
             assert entry["url"].endswith(f"/resolve/main/split_files/{folder}/{value}")
             assert value in notes and f"models/{folder}/" in notes, f"{path.name}: note lacks {value}"
     # two experts or one TI2V-5B model, the text encoder, the VAE, and the two Lightning LoRAs
-    assert seen == {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "ti2v_5b_first_last": 3, "t2v_a14b_lightning": 6}.get(path.stem, 4)
+    single = {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "ti2v_5b_first_last": 3, "t2v_a14b_lightning": 6}
+    assert seen == single.get(path.stem, 4)
 
 
 # ---------------------------------------------------------------- official settings
