@@ -23,9 +23,11 @@ from typing import Optional, Sequence
 
 import torch
 
+from .errors import public
 from .geometry import check_frames
 
 
+@public
 class KeyframeError(ValueError):
     """Keyframes that do not fit the clip, overlap each other, or cannot be kept as whole latent frames."""
 

@@ -24,9 +24,11 @@ OFFICIAL_NEGATIVE = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
-LATENT_NODES = ("Wan22DuoEmptyLatent", "Wan22DuoI2VConditioning", "Wan22DuoTI2VLatent", "Wan22DuoI2VKeyframes",
-                "Wan22DuoTI2VKeyframes")
+LATENT_NODES = ("Wan22DuoEmptyLatent", "Wan22DuoI2VConditioning", "Wan22DuoTI2VLatent",
+                "EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent",  # ComfyUI's, native workflows
+                "Wan22DuoI2VKeyframes", "Wan22DuoTI2VKeyframes")
 EXTEND_NODES = ("Wan22DuoI2VExtend", "Wan22DuoTI2VExtend")  # size from the previous clip: length only
+SAMPLERS = ("Wan22DuoSampler", "Wan22DuoModelSampler")
 
 
 def _load(path):
@@ -69,7 +71,7 @@ def test_overrides_change_exactly_the_named_inputs(path):
     texts = [i for i, n in api.items() if n["class_type"] == "CLIPTextEncode"]
     negative = _only(api, lambda n: n["class_type"] == "CLIPTextEncode" and n["inputs"]["text"] == OFFICIAL_NEGATIVE)
     (positive,) = [i for i in texts if i != negative]
-    samplers = sorted((i for i, n in api.items() if n["class_type"] == "Wan22DuoSampler"), key=int)
+    samplers = sorted((i for i, n in api.items() if n["class_type"] in SAMPLERS), key=int)
     latent = _only(api, lambda n: n["class_type"] in LATENT_NODES)
     expected = {
         (positive, "text"): "a heron lands on a pier", (negative, "text"): "blurry",
@@ -92,7 +94,7 @@ def test_overrides_change_exactly_the_named_inputs(path):
 def test_no_overrides_is_identity_and_one_override_touches_one_input(path):
     api = _load(path)
     assert qw.apply_overrides(api, qw.Overrides()) == api
-    sampler = min((i for i, n in api.items() if n["class_type"] == "Wan22DuoSampler"), key=int)
+    sampler = min((i for i, n in api.items() if n["class_type"] in SAMPLERS), key=int)
     seed = api[sampler]["inputs"]["seed"] + 1
     changes = _changes(api, qw.apply_overrides(api, qw.Overrides(seed=seed)))
     assert changes[(sampler, "seed")] == seed and all(k == "seed" for _, k in changes)
@@ -215,7 +217,7 @@ class FakeComfy(http.server.BaseHTTPRequestHandler):
             return self._websocket(st)
         if self.path == "/history/p-1":
             st["history_polls"] += 1
-            if st["history_polls"] < 3:  # still running for the first two polls
+            if st["history_polls"] < st.get("done_at_poll", 3):  # still running for the first two polls
                 return self._reply(200, {})
             status = {"status_str": "success", "completed": True, "messages": []}
             if st["scenario"] == "fails":
@@ -227,6 +229,12 @@ class FakeComfy(http.server.BaseHTTPRequestHandler):
             outputs = {"62": {"images": [{"filename": "wan22duo_00001_.mp4", "subfolder": "video", "type": "output"}],
                               "animated": [True]}}
             return self._reply(200, {"p-1": {"prompt": [], "outputs": outputs, "status": status}})
+        if self.path == "/queue" and st["scenario"] != "no_queue":
+            st["queue_polls"] += 1
+            mine = [3, "p-1", {}, {}, ["62"]]
+            if st["queue_polls"] == 1:  # first poll: behind one running prompt; then running
+                return self._reply(200, {"queue_running": [[2, "other", {}, {}, []]], "queue_pending": [mine]})
+            return self._reply(200, {"queue_running": [mine], "queue_pending": []})
         if self.path.startswith("/view?"):
             st["views"].append(self.path)
             return self._reply(200, VIDEO_BYTES, "video/mp4")
@@ -277,6 +285,7 @@ def fake_comfy():
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeComfy)
         server.daemon_threads = True
         server.state = {"scenario": scenario, "queued": [], "uploads": [], "views": [], "history_polls": 0,
+                        "queue_polls": 0,
                         "ws_open": threading.Event(), "pong": None}
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
@@ -316,6 +325,33 @@ def test_polling_run_uploads_the_image_and_downloads_the_video(fake_comfy, tmp_p
     assert server.state["history_polls"] == 3
     assert "filename=wan22duo_00001_.mp4" in server.state["views"][0] and "type=output" in server.state["views"][0]
     assert (tmp_path / "out" / "wan22duo_00001_.mp4").read_bytes() == VIDEO_BYTES
+    # Progress from polling, between "queued" and "saved" (before: nothing at all).
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "queued prompt p-1"
+    assert out[1:3] == ["  waiting in the queue (1 prompt ahead)", "  running"]
+    assert out[-1].startswith("saved ")
+
+
+def test_queue_state_reads_the_queue():
+    queue = {"queue_running": [[5, "a", {}, {}, []]],
+             "queue_pending": [[9, "c", {}, {}, []], [7, "b", {}, {}, []], [8, "mine", {}, {}, []]]}
+    assert qw.queue_state(queue, "mine") == "waiting in the queue (2 prompts ahead)"  # a runs, b is earlier
+    assert qw.queue_state(queue, "a") == "running"
+    assert qw.queue_state(queue, "gone") is None
+
+
+def test_the_prompt_node_is_found_by_its_link_not_its_class():
+    api = _synthetic_i2v()
+    # Another text encoder, behind a node that carries conditioning under another name.
+    api["9"]["class_type"] = "TextEncodeWanCustom"
+    api["20"] = {"class_type": "ConditioningConcat", "inputs": {"conditioning_to": ["9", 0]}}
+    api["4"]["inputs"]["positive"] = ["20", 0]
+    out = qw.apply_overrides(api, qw.Overrides(prompt="P", negative="N"))
+    assert out["9"]["inputs"]["text"] == "P" and out["3"]["inputs"]["text"] == "N"
+    api["20"]["inputs"] = {"conditioning_to": ["9", 0], "conditioning_from": ["3", 0]}  # two ways up: ambiguous
+    with pytest.raises(qw.WorkflowError, match=r"no text-encode node \(one with a 'text' input, like CLIPTextEncode\) "
+                                               r"feeds the 'positive' input of node 7: the links stop at node 20"):
+        qw.apply_overrides(api, qw.Overrides(prompt="P"))
 
 
 def test_execution_failure_is_reported_with_the_node(fake_comfy, tmp_path, capsys):
@@ -374,3 +410,22 @@ def test_first_last_and_extend_workflows_take_end_image_and_chain_overrides():
     assert [out[s]["inputs"]["seed"] for s in samplers] == [100, 101]  # 42, 43 in the file
     assert {out[s]["inputs"]["steps"] for s in samplers} == {8}
     assert {n["inputs"]["length"] for n in out.values() if "length" in n["inputs"]} == {49}
+
+
+def test_polling_without_a_queue_route_still_finishes(fake_comfy, tmp_path, capsys):
+    _, url = fake_comfy("no_queue")  # a server (or proxy) that answers 404 on /queue
+    rc = _main([str(ROOT / "workflows/api/t2v_a14b.json"), "--no-websocket"], url, tmp_path)
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "waiting" not in out and "saved " in out
+
+
+def test_polling_reports_how_long_the_prompt_has_run(fake_comfy):
+    server, url = fake_comfy("ok")
+    server.state["done_at_poll"] = 5  # two more polls while running
+    lines = []
+    client = qw.ComfyClient(url, log=lines.append)
+    entry = client.wait_polling("p-1", interval=0.02, timeout=10, heartbeat=0.0)
+    assert entry["status"]["status_str"] == "success"
+    assert lines[:2] == ["  waiting in the queue (1 prompt ahead)", "  running"]
+    assert [line for line in lines[2:] if line.startswith("  still running after ")], lines
