@@ -79,3 +79,55 @@ def test_our_sampler_gives_the_same_video_from_either_node(comfy, setup):
         results.append(out["result"][0]["samples"])
     diff = (results[0] - results[1]).abs().max().item()
     assert diff < 1e-4, f"sampled latents differ by {diff}"
+
+
+# ---------------------------------------------------------------- through ComfyUI's MODEL path (Wan22DuoModelSampler)
+
+
+@pytest.fixture(scope="module")
+def comfy_dits(comfy):
+    """Tiny DiTs at the harness's default widths (ComfyUI's UNETLoader detects them as Wan 2.2)."""
+    tiny_dit, tiny_vae = comfy.pack_module("engine.tiny"), comfy.pack_module("engine.vae.tiny")
+    names = {}
+    for seed, (variant, role) in enumerate([("i2v_a14b", "high_noise"), ("i2v_a14b", "low_noise"),
+                                            ("ti2v_5b", "single")]):
+        path = comfy.tree.model_path("diffusion_models", f"keyframes_comfy_{variant}_{role}.safetensors")
+        tiny_dit.write_tiny_dit(path, variant, seed=30 + seed)
+        names[variant, role] = path.name
+    vae22 = comfy.tree.model_path("vae", "keyframes_tiny_wan2.2_vae.safetensors")
+    tiny_vae.write_tiny_vae(vae22, "2.2", seed=4)
+    names["vae22"] = vae22.name
+    comfy.folder_paths.filename_list_cache.clear()
+    return names
+
+
+def test_first_last_through_comfy_models_matches_the_engine_experts(comfy, setup, comfy_dits):
+    """Our first-last conditioning on UNETLoader experts (Wan22DuoModelSampler) and on ours (Wan22DuoSampler)."""
+    pos, neg, latent = ours_first_last(comfy, setup, images(1, 5), images(1, 6))
+    settings = dict(seed=3, steps=4, cfg_high=3.5, cfg_low=3.5, shift=5.0, boundary=-1.0, switch_step=2,
+                    sampler="unipc", scheduler="wan", memory="offload_cpu")
+    unet = [comfy.run("UNETLoader", unet_name=comfy_dits["i2v_a14b", r], weight_dtype="default")[0]
+            for r in ("high_noise", "low_noise")]
+    ours = [comfy.run("Wan22DuoExpertLoader", comfy_dits["i2v_a14b", r], r, "default", "fp32", "cpu")[0]
+            for r in ("high_noise", "low_noise")]
+    a = comfy.run("Wan22DuoModelSampler", unet[0], pos, neg, latent, low_noise_model=unet[1], **settings)
+    b = comfy.run("Wan22DuoSampler", ours[0], pos, neg, latent, low_noise_model=ours[1], **settings)
+    x, y = a["result"][0]["samples"].double(), b["result"][0]["samples"].double()
+    rel = float((x - y).norm() / y.norm())
+    assert rel < 1e-4, f"MODEL path and engine path differ by {rel:.2e} (rel. L2)"
+
+
+def test_ti2v_first_last_kept_frames_survive_the_comfy_model_path(comfy, comfy_dits):
+    """ComfyUI's TI2V model turns the noise mask into per-frame timesteps; kept frames still come back exact."""
+    our_vae = comfy.run("Wan22DuoVAELoader", vae_name=comfy_dits["vae22"], dtype="fp32", device="cpu")["result"][0]
+    start, end = (torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(s)) for s in (7, 8))
+    (latent,) = comfy.run("Wan22DuoTI2VKeyframes", our_vae, 64, 64, 13, 1, start_image=start, end_image=end)
+    kept = latent["noise_mask"][0, 0, :, 0, 0] == 0
+    assert kept.tolist() == [True, False, False, True]
+    (model,) = comfy.run("UNETLoader", unet_name=comfy_dits["ti2v_5b", "single"], weight_dtype="default")
+    (pos,) = comfy.run("Wan22DuoTestConditioning", text="waves on a beach", length=12)
+    (neg,) = comfy.run("Wan22DuoTestConditioning", text="blurry", length=12)
+    out = comfy.run("Wan22DuoModelSampler", model, pos, neg, latent, 1, steps=3, cfg_high=5.0, cfg_low=5.0,
+                    shift=5.0)["result"][0]["samples"]
+    assert torch.equal(out[:, :, kept], latent["samples"][:, :, kept])
+    assert not torch.equal(out[:, :, ~kept], latent["samples"][:, :, ~kept])
