@@ -672,8 +672,8 @@ def _i2v_extend(official: dict) -> Workflow:
     w = _a14b("i2v_a14b_extend", "I2V-A14B extended clip (two clips joined)", I2V_HIGH, I2V_LOW, I2V_PROMPT,
               official, True)
     first = w.node(50)
-    dy = 760
-    w.add(Node(41, "Wan22DuoI2VExtend", (1340, 360), (300, 260),
+    dy = 940  # clip 2 sits below clip 1, its extend node just above its sampler
+    w.add(Node(41, "Wan22DuoI2VExtend", (900, 760), (360, 180),
                {"length": 81, "overlap": EXTEND_OVERLAP},
                {"positive": (21, "CONDITIONING"), "negative": (22, "CONDITIONING"), "vae": (30, "vae"),
                 "previous_images": (60, "images")}, title="Extend: the last 5 frames start clip 2"))
