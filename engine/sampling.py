@@ -232,11 +232,13 @@ def _check_latent(latent: torch.Tensor, high: ModelHandle, variant: str, i2v: An
     if variant != "i2v_a14b" and i2v is not None:
         raise SamplingError(
             f"image conditioning (concat_latent_image) was given to a {variant} model, which takes no image "
-            "channels. Use the I2V-A14B experts, or drop the I2V conditioning node."
+            "channels. Use the I2V-A14B experts, or drop the I2V conditioning node (Wan22DuoI2VConditioning, "
+            "Wan22DuoI2VKeyframes, Wan22DuoI2VExtend or WanImageToVideo / WanFirstLastFrameToVideo)."
         )
     if noise_mask is not None and variant != "ti2v_5b":
         raise SamplingError(
-            f"the latent carries a noise_mask, which only TI2V-5B uses (to keep its frame-0 image); a "
+            f"the latent carries a noise_mask, which only TI2V-5B uses (to keep its start, end or overlap "
+            f"frames: Wan22DuoTI2VLatent, Wan22DuoTI2VKeyframes, Wan22DuoTI2VExtend); a "
             f"{variant} model cannot honour it. For I2V-A14B use Wan22DuoI2VConditioning; otherwise start "
             "from an empty latent."
         )
