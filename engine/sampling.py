@@ -29,6 +29,7 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from .conditioning import I2VConditioning, hold, noise_mask_for, token_timesteps
+from .guidance import batched_passes
 from .latents import denormalize, normalize
 from .residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
 from .schedule import Schedule, make_schedule, resolve_switch_step
@@ -274,7 +275,16 @@ def make_noise(seed: int, shape: Sequence[int]) -> torch.Tensor:
 
 def guided_velocity(model: Callable, x_in: torch.Tensor, t: torch.Tensor, positive: torch.Tensor,
                     negative: torch.Tensor, cfg: float) -> torch.Tensor:
-    """CFG on the velocity: ``v_u + cfg * (v_c - v_u)``; one pass when ``cfg == 1``."""
+    """CFG on the velocity: ``v_u + cfg * (v_c - v_u)``; one pass when ``cfg == 1``.
+
+    The two passes run as one forward of twice the batch when ``engine.guidance``
+    allows it (equal-length contexts, memory permitting), else one after the other.
+    """
+    if cfg != 1.0:
+        both = batched_passes(model, x_in, t, positive, negative)
+        if both is not None:
+            v_cond, v_uncond = both
+            return v_uncond + cfg * (v_cond - v_uncond)
     v_cond = model(x_in, t, positive).float()
     if cfg == 1.0:
         return v_cond
