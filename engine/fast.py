@@ -75,7 +75,8 @@ def _block_forward(block: nn.Module, fn: Callable, backend: str) -> Callable:
                 return fn(block, *args, **kwargs)
             except torch._dynamo.exc.BackendCompilerFailed as err:
                 # Raised before the graph ran, so nothing was half-done: run eagerly.
-                _failed[backend] = f"{type(err).__name__}: {err}".strip().splitlines()[0]
+                cause = getattr(err, "inner_exception", None) or err
+                _failed[backend] = (f"{type(cause).__name__}: {cause}".strip().splitlines() or ["?"])[0]
                 log.warning("torch.compile (%s) failed; the DiT blocks run without it from now on (%s)",
                             backend, _failed[backend])
         return eager(block, *args, **kwargs)
