@@ -195,3 +195,28 @@ def test_a_failing_compiler_falls_back_to_eager(caplog):
     assert "torch.compile (wan22duo_broken) failed" in caplog.text
     with pytest.raises(ValueError, match="compile 'max' is not one of"):
         fast.apply_fast_options(model, compile="max")
+
+
+# ---------------------------------------------------------------- loader options
+
+
+def test_loader_inputs_set_attention_and_compile_and_survive_a_reload(tmp_path):
+    from wan22duo.nodes.loaders import Wan22DuoExpertLoader, Wan22DuoTI2VLoader
+
+    path = str(tiny.write_tiny_dit(tmp_path / "wan_high_noise.safetensors", "t2v_a14b", num_layers=1))
+    (plain,) = Wan22DuoExpertLoader().load(path, "auto", "default", "auto", "cpu")  # optional inputs left out
+    model = plain.acquire()
+    assert model.attention_backend == "auto" and not fast.is_compiled(model)
+    (handle,) = Wan22DuoExpertLoader().load(path, "auto", "default", "auto", "cpu", attention="sdpa",
+                                             compile="inductor")
+    assert handle.info["attention"] == "sdpa" and handle.info["compile"] == "inductor"
+    for _ in range(2):  # the options come back after "release" drops and reloads the weights
+        model = handle.acquire()
+        assert model.attention_backend == "sdpa" and fast.is_compiled(model)
+        del model
+        assert handle.release()
+    ti2v = str(tiny.write_tiny_dit(tmp_path / "ti2v.safetensors", "ti2v_5b", num_layers=1))
+    with pytest.raises(ValueError, match=r"attention 'sage' is not one of \['auto', 'sdpa'"):
+        Wan22DuoTI2VLoader().load(ti2v, "default", "auto", "cpu", attention="sage")
+    with pytest.raises(ValueError, match=r"compile 'on' is not one of \['off', 'inductor'\]"):
+        Wan22DuoTI2VLoader().load(ti2v, "default", "auto", "cpu", compile="on")
