@@ -93,8 +93,8 @@ def cases(size: str) -> list[Case]:
         return [Case("T2V-A14B 832x480x81", a14b(), (16, 21, 60, 104)),
                 Case("T2V-A14B 1280x720x81", a14b(), (16, 21, 90, 160)),
                 Case("TI2V-5B 1280x704x121", ti2v(), (48, 31, 44, 80))]
-    if size == "mid":  # bench_sampling's mid-size expert, 1,280 tokens
-        return [Case("T2V mid (dim 1024, 8 layers) 5x32x32 latent", a14b(1024, 4096, 8), (16, 5, 32, 32))]
+    if size == "mid":  # bench_sampling.py's expert and latent, 320 tokens
+        return [Case("T2V mid (dim 1024, 8 layers) 5x16x16 latent", a14b(1024, 4096, 8), (16, 5, 16, 16))]
     return [Case("T2V tiny (dim 256, 2 layers)", a14b(256, 512, 2), (16, 2, 8, 12)),
             Case("TI2V tiny (dim 256, 2 layers)", ti2v(256, 512, 2), (48, 2, 8, 8))]
 

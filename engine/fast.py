@@ -131,11 +131,20 @@ def set_model_attention(model: nn.Module, name: str) -> nn.Module:
     return model
 
 
-def apply_fast_options(model: nn.Module, attention: str = "auto", compile: str = "off") -> nn.Module:
-    """Set the attention kernel and the compile option of a loaded ``WanModel``; returns it."""
+def apply_fast_options(model: nn.Module, attention: str = "auto", compile: str = "off",
+                       fp8_matmul: Optional[bool] = None) -> nn.Module:
+    """Set the attention kernel, the compile option and (when not None) fp8 matmul of a ``WanModel``.
+
+    ``fp8_matmul`` True switches the blocks' e4m3fn layers to ``torch._scaled_mm``
+    (``engine.fp8``: checked once against the upcast path; off by default).
+    """
     if compile not in COMPILE_CHOICES:
         raise ValueError(f"compile {compile!r} is not one of {COMPILE_CHOICES}")
     set_model_attention(model, attention)
+    if fp8_matmul is not None:
+        from .fp8 import set_fp8_matmul
+
+        set_fp8_matmul(model, fp8_matmul)
     if compile == "off":
         uncompile_blocks(model)
     else:
