@@ -12,8 +12,8 @@ cfg 5, i.e. the conditional and unconditional passes (one batch-2 forward by def
 Per case, one row per configuration: each attention kernel that is available and
 passes its check (``engine.attention``; SDPA at least), with and without
 ``torch.compile`` of the blocks (inductor), and SDPA with the two passes run one after
-the other. fp8 matmul (``torch._scaled_mm``) is not in this version of the pack, so it
-has no rows. Columns: seconds per step (best of ``--repeats`` after one warm-up step;
+the other; then (``--fp8``, default on a GPU only) the blocks' weights quantised to
+e4m3fn, once upcast per matmul and once with fp8 matmul (``engine.fp8``). Columns: seconds per step (best of ``--repeats`` after one warm-up step;
 a compile row's warm-up includes compiling, reported apart), peak memory of the step
 above what was allocated before it (CUDA allocator peak; on CPU the kernel's resident
 high-water mark), and the bf16 roofline ratio: matmul FLOPs of the step (counted from
@@ -61,7 +61,8 @@ import torch  # noqa: E402
 from wan22duo.engine import attention as attn  # noqa: E402
 from wan22duo.engine import fast, guidance  # noqa: E402
 from wan22duo.engine.dit import WanConfig, WanModel  # noqa: E402
-from wan22duo.engine.ops import CastLinear  # noqa: E402
+from wan22duo.engine.fp8 import check_fp8_matmul as fp8_check  # noqa: E402
+from wan22duo.engine.ops import CastLinear, quantize_fp8  # noqa: E402
 from wan22duo.engine.sampling import guided_velocity  # noqa: E402
 
 CFG = 5.0
@@ -327,9 +328,36 @@ def run_case(case: Case, dev: Device, dtype: torch.dtype, args, rows: list, dead
             row.extra["rel_to_first"] = attn.rel_l2(out, reference)
             row.note = f"attention: {attention_name}"
             del peer
+    if args.fp8:
+        fp8_rows(case, model, dev, args, rows, deadline, flops, peak_flops, (x, t, pos, neg), reference)
     del model
     gc.collect()
     return {"case": case.label, "tokens": case.tokens, "step_tflop": flops / 1e12, "build_s": built}
+
+
+def fp8_rows(case, model, dev, args, rows, deadline, flops, peak_flops, data, reference):
+    """The blocks' Linear weights quantised to e4m3fn in place (per-tensor scale), then upcast vs fp8 matmul."""
+    for layer in (m for block in model.blocks for m in block.modules() if isinstance(m, CastLinear)):
+        w, scale = quantize_fp8(layer.weight, torch.float8_e4m3fn)
+        layer.weight = torch.nn.Parameter(w, requires_grad=False)
+        layer.scale_weight = scale
+    x, t, pos, neg = data
+    for label, on in (("sdpa, fp8 weights (upcast)", False), ("sdpa, fp8 weights, fp8 matmul", True)):
+        row = Row(case.label, label)
+        rows.append(row)
+        if time.perf_counter() > deadline:
+            row.note = "skipped (time budget)"
+            continue
+        fast.apply_fast_options(model, attention="sdpa", fp8_matmul=on)
+        with torch.no_grad():
+            seconds, first, peak, out = time_step(dev, lambda: guided_velocity(model, x, t, pos, neg, CFG),
+                                                  args.repeats)
+        row.seconds, row.first, row.peak_bytes = seconds, first, peak
+        row.roofline = flops / seconds / peak_flops
+        row.extra["rel_to_first"] = attn.rel_l2(out, reference)
+        if on:
+            why = fp8_check(dev.device, model.compute_dtype)
+            row.note = "fp8 matmul used" if why is None else f"fell back to the upcast: {why}"
 
 
 def markdown(meta: dict, infos: list, rows: list) -> str:
@@ -340,8 +368,8 @@ def markdown(meta: dict, infos: list, rows: list) -> str:
         f"random weights. One step = CFG on (cfg {CFG:g}), conditional + unconditional; best of "
         f"{meta['repeats']} after one warm-up. Matmul roofline: {meta['peak_tflops']:.1f} TFLOP/s measured on a "
         f"{meta['gemm']}^3 {meta['dtype']} GEMM. Attention kernels registered: {', '.join(meta['kernels'])}; "
-        f"waiting for a device to be exercised on: {', '.join(attn.WAITING_KERNELS)}; fp8 matmul: not in this "
-        f"version. Command: `{meta['command']}`; whole run {meta['total_s']:.0f} s.",
+        f"waiting for a device to be exercised on: {', '.join(attn.WAITING_KERNELS)}. fp8 rows: "
+        f"{'yes' if meta['fp8'] else 'no'}. Command: `{meta['command']}`; whole run {meta['total_s']:.0f} s.",
         "",
         "| case | tokens | TFLOP/step | config | s/step | first step (s) | peak above start (MiB) | roofline | "
         "rel. L2 to first row | note |",
@@ -368,6 +396,9 @@ def parse_args(argv=None):
                                                               "(default 420 on GPU, none on CPU)")
     p.add_argument("--no-compile", dest="compile", action="store_false", help="leave out the torch.compile rows")
     p.add_argument("--comfyui", type=Path, help="a ComfyUI checkout: add its WanModel as the peer")
+    p.add_argument("--fp8", choices=["auto", "on", "off"], default="auto",
+                   help="fp8 rows (blocks quantised to e4m3fn, upcast vs torch._scaled_mm); auto: on a GPU only, "
+                        "since torch._scaled_mm on CPU is a slow reference kernel")
     p.add_argument("--threads", type=int, default=None, help="CPU torch threads")
     p.add_argument("--write", type=Path, help="markdown output (default bench/results_gpu.md on a GPU)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
@@ -385,6 +416,7 @@ def main(argv=None) -> int:
     size = args.size if args.size != "auto" else ("real" if dev.cuda else "tiny")
     dtype = torch.bfloat16 if dev.cuda else torch.float32
     args.repeats = args.repeats or (2 if dev.cuda else 1)
+    args.fp8 = args.fp8 == "on" or (args.fp8 == "auto" and dev.cuda)
     budget = args.budget if args.budget is not None else (420.0 if dev.cuda else float("inf"))
     write = args.write or (ROOT / "bench" / "results_gpu.md" if dev.cuda else None)
     gemm = 8192 if dev.cuda else 1024
@@ -396,7 +428,7 @@ def main(argv=None) -> int:
         infos.append(run_case(case, dev, dtype, args, rows, deadline, peak_flops))
         print(f"{case.label}: done at {time.perf_counter() - start:.0f} s", file=sys.stderr)
     meta = {"device": dev.name(), "torch": torch.__version__, "dtype": str(dtype).replace("torch.", ""),
-            "size": size, "repeats": args.repeats, "peak_tflops": peak_flops / 1e12, "gemm": gemm,
+            "size": size, "repeats": args.repeats, "fp8": args.fp8, "peak_tflops": peak_flops / 1e12, "gemm": gemm,
             "kernels": [n for n in attn.backend_names() if n != "auto"],
             "command": "python bench/gpu_suite.py " + " ".join(sys.argv[1:] if argv is None else argv),
             "total_s": time.perf_counter() - start}
