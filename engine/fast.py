@@ -5,7 +5,8 @@ call it inside their load function, so a reload after ``memory=release`` gets th
 again). Nothing in ``engine.dit`` changes:
 
 * ``attention``: a forward pre-hook selects the kernel by name
-  (``engine.attention.select_backend``) for the duration of the model's forward and
+  (``engine.attention.select_backend``) for the duration of the model's forward (a
+  forward hook that also runs when the forward raises puts the previous one back) and
   resolves it for the model's device and compute dtype *before* the blocks run, so
   the once-per-process kernel check never runs inside a compiled region;
 * ``compile``: every block's ``forward`` becomes a call of one compiled function per
@@ -127,7 +128,7 @@ def set_model_attention(model: nn.Module, name: str) -> nn.Module:
     model.attention_backend = name
     if not hasattr(model, "_attention_hooks"):
         model._attention_hooks = (model.register_forward_pre_hook(_select_attention),
-                                  model.register_forward_hook(_restore_attention))
+                                  model.register_forward_hook(_restore_attention, always_call=True))
     return model
 
 

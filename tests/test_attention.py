@@ -212,3 +212,13 @@ def test_override_callable_still_wins():
     finally:
         assert attn.set_attention_backend(previous) is spy
     assert len(calls) == 2 and attn._override is None
+
+
+def test_selection_is_restored_when_the_forward_raises():
+    attn.register_kernel("math", math_attention)
+    model = fast.apply_fast_options(tiny_model(), attention="math")
+    x, t, ctx = inputs()
+    with pytest.raises(ValueError, match="context has shape"):
+        with torch.no_grad():
+            model(x, t, ctx[:, :, :100])
+    assert attn.selected_backend() == "auto"
