@@ -9,8 +9,8 @@ unconditional pass). Configurations:
 * ``eager, batched``: one forward of batch 2 (``engine.guidance``, the default now);
 * ``compile, batched``: the same with the blocks compiled by inductor (``engine.fast``).
 
-Method: one warm-up step per configuration (the compile row's is reported apart: it
-compiles), then ``--rounds`` rounds that run every configuration once, in turn, so
+Method: one warm-up step per configuration (the compile row's includes compiling,
+unless inductor's on-disk cache already holds the graph from an earlier run), then ``--rounds`` rounds that run every configuration once, in turn, so
 load changes on this shared machine hit all of them alike. Per step the *thread CPU
 time* is recorded (single-threaded torch, ``--threads 1``: CPU time does not grow when
 the process is descheduled) together with wall time; the table gives minimum and

@@ -398,7 +398,7 @@ def parse_args(argv=None):
     p.add_argument("--comfyui", type=Path, help="a ComfyUI checkout: add its WanModel as the peer")
     p.add_argument("--fp8", choices=["auto", "on", "off"], default="auto",
                    help="fp8 rows (blocks quantised to e4m3fn, upcast vs torch._scaled_mm); auto: on a GPU only, "
-                        "since torch._scaled_mm on CPU is a slow reference kernel")
+                        "since torch._scaled_mm on CPU is a slow reference kernel (about 80 s per tiny step)")
     p.add_argument("--threads", type=int, default=None, help="CPU torch threads")
     p.add_argument("--write", type=Path, help="markdown output (default bench/results_gpu.md on a GPU)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")

@@ -13,8 +13,9 @@ weights.
 It is off by default until it is measured on a GPU where it pays (fp8 tensor cores,
 compute capability 8.9+): quantising the activation costs accuracy (about 2.7 %
 relative L2 per matmul on random inputs, the rounding of e4m3's 3 mantissa bits), and
-on CPU ``torch._scaled_mm`` is a slow reference kernel (about 1,700x slower than the
-upcast at 256^3, torch 2.13), so it only makes sense on fp8 tensor cores.
+on CPU ``torch._scaled_mm`` is a slow reference kernel (about 3,000x slower than the
+upcast at 256^3 with torch 2.13, ``bench/results_fast.md``), so it only makes sense on
+fp8 tensor cores.
 
 Before the first use on a (device, dtype) the fp8 product is checked once per process
 against the upcast path on a small random layer (:func:`check_fp8_matmul`); if it
