@@ -47,11 +47,14 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
+from .errors import public
 from .ops import FP8_DTYPES, CastLinear, LoraBranch, quantize_fp8
+from .safetensors_header import clip, quote, quote_list
 
 log = logging.getLogger("wan22duo")
 
 
+@public
 class LoraError(ValueError):
     """A LoRA file that cannot be applied to the given model; the message says why and what to do."""
 
@@ -71,8 +74,8 @@ def read_lora(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise LoraError(
-            f"{path!r} is not a readable safetensors file ({exc}); LoRAs must be .safetensors files "
-            f"(convert .ckpt/.pt LoRAs first)"
+            f"{quote(path)} is not a readable safetensors file ({clip(str(exc))}); LoRAs must be .safetensors "
+            f"files (convert .ckpt/.pt LoRAs first)"
         ) from None
 
 
@@ -92,8 +95,8 @@ def read_lora_header(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
                     else torch.empty(f.get_slice(key).get_shape(), device="meta") for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise LoraError(
-            f"{path!r} is not a readable safetensors file ({exc}); LoRAs must be .safetensors files "
-            f"(convert .ckpt/.pt LoRAs first)"
+            f"{quote(path)} is not a readable safetensors file ({clip(str(exc))}); LoRAs must be .safetensors "
+            f"files (convert .ckpt/.pt LoRAs first)"
         ) from None
 
 
@@ -225,7 +228,7 @@ class Delta:
         """Raise ``LoraError`` unless this delta fits a parameter of ``shape``."""
         if (self.up is None) != (self.down is None):
             missing = "up (lora_up / lora_B)" if self.up is None else "down (lora_down / lora_A)"
-            raise LoraError(f"LoRA tensors {self.keys} for {self.target!r} lack their {missing} half; "
+            raise LoraError(f"LoRA tensors {quote_list(self.keys)} for {self.target!r} lack their {missing} half; "
                             f"the file is incomplete or damaged")
         if self.up is not None:
             # Conv layers (patch_embedding) store down as [r, in, kt, kh, kw] and up as [out, r, 1, 1, 1].
@@ -233,7 +236,7 @@ class Delta:
             in_features = math.prod(self.down.shape[1:])
             if math.prod(self.up.shape[1:]) != rank:
                 raise LoraError(
-                    f"LoRA tensors {self.keys} disagree on the rank: up has shape {tuple(self.up.shape)}, "
+                    f"LoRA tensors {quote_list(self.keys)} disagree on the rank: up has shape {tuple(self.up.shape)}, "
                     f"down has shape {tuple(self.down.shape)}; the file is damaged or not a LoRA")
             if len(shape) < 2 or out_features != shape[0] or in_features != shape[1:].numel():
                 raise self._shape_error("up @ down", (out_features, in_features), shape)
@@ -253,7 +256,7 @@ class Delta:
 
     def _shape_error(self, what: str, got: Sequence[int], shape: torch.Size) -> LoraError:
         return LoraError(
-            f"LoRA key(s) {self.keys}: {what} has shape {tuple(got)} but the model's {self.target!r} has "
+            f"LoRA key(s) {quote_list(self.keys)}: {what} has shape {tuple(got)} but the model's {self.target!r} has "
             f"shape {tuple(shape)}; this LoRA was made for a different model size (Wan 2.2 A14B vs TI2V-5B, "
             f"or a Wan 2.1 1.3B model)"
         )
@@ -288,11 +291,12 @@ def plan_lora(lora: Mapping[str, torch.Tensor], model: nn.Module, name: str = "L
         path = names.resolve(part[0]) if part else None
         target = _target_of(path, part[1], names.params) if path else None
         if part and part[1] == "alpha" and path:
-            alphas[path] = float(lora[key].float().reshape(-1)[0])
+            alphas[path] = _alpha(name, key, lora[key])
             continue
         if target is None:
             unknown.append(key)
             continue
+        _check_finite(name, key, lora[key])
         delta = deltas.setdefault(target, Delta(target, path))
         delta.keys.append(key)
         role = part[1]
@@ -307,10 +311,39 @@ def plan_lora(lora: Mapping[str, torch.Tensor], model: nn.Module, name: str = "L
     for delta in deltas.values():
         _finish(delta, alphas, names.params[delta.target].shape)
     if unknown and warn:
-        shown = ", ".join(sorted(unknown)[:20]) + (" ..." if len(unknown) > 20 else "")
         log.warning("Wan22Duo: %s: %d of %d tensors match no layer of this model and are ignored: %s",
-                    name, len(unknown), len(lora), shown)
+                    clip(name), len(unknown), len(lora), quote_list(sorted(unknown), 20))
     return list(deltas.values())
+
+
+def _alpha(name: str, key: str, tensor: torch.Tensor) -> float:
+    """A LoRA's ``alpha`` as a float; NaN/inf or empty would silently scale the change wrongly."""
+    if tensor.numel() == 0:
+        raise LoraError(f"{clip(name)}: {quote(key)} holds no value; the file is damaged. Use another copy.")
+    alpha = float(tensor.float().reshape(-1)[0])
+    if not math.isfinite(alpha):
+        raise LoraError(f"{clip(name)}: {quote(key)} is {alpha}, not a finite number, so the LoRA's scale "
+                        f"alpha / rank is undefined; the file is damaged. Use another copy of the LoRA.")
+    return alpha
+
+
+def _check_finite(name: str, key: str, tensor: torch.Tensor) -> None:
+    """Stop at planning, naming the tensor, rather than after the first sampling step with a NaN video."""
+    if tensor.device.type == "meta" or not tensor.is_floating_point():
+        return  # a header-only plan (shapes): the data is checked when the weights are read
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise LoraError(f"{clip(name)}: tensor {quote(key)} holds {bad} NaN/inf values of {tensor.numel()}; "
+                        f"the file is damaged (or was saved after training diverged). Use another copy of the LoRA.")
+
+
+def check_strength(strength, name: str = "LoRA") -> float:
+    """``strength`` as a float; NaN/inf would turn every patched weight into NaN."""
+    value = float(strength)
+    if not math.isfinite(value):
+        raise LoraError(f"{clip(name)}: strength {value} is not a finite number; use a value such as 1.0 "
+                        f"(0 leaves the model unchanged).")
+    return value
 
 
 def _finish(delta: Delta, alphas: Mapping[str, float], shape: torch.Size) -> None:
@@ -326,8 +359,8 @@ def _not_a_lora_message(name: str, lora: Mapping[str, torch.Tensor]) -> str:
         hint = " It looks like a full Wan model checkpoint: load it with Wan22DuoExpertLoader instead."
     elif any(k.endswith(".hada_w1_a") or ".lokr_" in k for k in keys):
         hint = " It looks like a LyCORIS LoHa/LoKr file, which this node does not support."
-    return (f"{name} is not a LoRA: none of its {len(keys)} tensors ends in lora_down/lora_up, lora_A/lora_B, "
-            f"alpha, diff, diff_b or diff_m (first keys: {keys[:5]}).{hint}")
+    return (f"{clip(name)} is not a LoRA: none of its {len(keys)} tensors ends in lora_down/lora_up, lora_A/lora_B, "
+            f"alpha, diff, diff_b or diff_m (first keys: {quote_list(keys[:5])}).{hint}")
 
 
 def _no_match_message(name: str, keys: list[str], model: nn.Module) -> str:
@@ -345,7 +378,8 @@ def _no_match_message(name: str, keys: list[str], model: nn.Module) -> str:
     if any(f in k for k in keys for f in foreign) or not any(w in k for k in keys for w in wan_like):
         hints.append("its layer names are those of another model family (Flux, SD, HunyuanVideo...)")
     hint = "; ".join(hints) or "it was probably made for another model"
-    return (f"{name} matches no layer of this {variant} model ({len(keys)} tensors, e.g. {sample}): {hint}. "
+    return (f"{clip(name)} matches no layer of this {variant} model ({len(keys)} tensors, e.g. "
+            f"{quote_list(sample)}): {hint}. "
             f"Use a LoRA trained for Wan 2.2 (or a Wan 2.1 14B LoRA on an A14B expert).")
 
 
@@ -382,9 +416,9 @@ def apply_loras(model: nn.Module, loras: Sequence[tuple[LoraSource, float]], *, 
     """
     plans = []
     for source, strength in loras:
-        if float(strength) == 0.0:
-            continue
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "LoRA"
+        if check_strength(strength, name) == 0.0:
+            continue
         tensors = read_lora(source) if isinstance(source, (str, os.PathLike)) else source
         plans.append((plan_lora(tensors, model, name, warn=warn), float(strength)))
     by_target: dict[str, list[tuple[Delta, float]]] = {}
@@ -506,6 +540,7 @@ def with_lora(handle, path: Union[str, os.PathLike], strength: float):
     config, so a wrong LoRA fails here rather than at sampling.
     """
     path = os.fspath(path)
+    strength = check_strength(strength, os.path.basename(path))
     base = handle.info.get("lora_base", handle)
     loras = tuple(handle.info.get("loras", ())) + ((path, float(strength)),)
     skeleton = model_skeleton(handle.info.get("config"))

@@ -8,10 +8,8 @@ holds two small handles, not two 14B experts' weights.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import struct
 from typing import Optional
 
 import torch
@@ -61,9 +59,16 @@ def guess_role(filename: str) -> Optional[str]:
 def resolve_role(role: str, filename: str) -> str:
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {ROLES}")
-    if role != "auto":
-        return role
     guessed = guess_role(filename)
+    if role != "auto":
+        if guessed is not None and guessed != role:
+            # The bundled workflows set role; picking the other expert's file must not pass silently.
+            raise ValueError(
+                f"role is {role} but the file {os.path.basename(filename)!r} is named as the "
+                f"{guessed.replace('_', '-')} expert. Pick the {role.replace('_', '-')} file in this loader, or set "
+                "role to auto to go by the file name (rename the file if its name is wrong)."
+            )
+        return role
     if guessed is None:
         raise ValueError(
             f"cannot tell from the name {os.path.basename(filename)!r} whether it is the high-noise or the "
@@ -91,16 +96,14 @@ def weight_bytes(path: str, weight_dtype: Optional[torch.dtype] = None) -> int:
     Used to ask ComfyUI to make room before an expert moves to the GPU; an estimate
     (scale tensors and norms are counted at ``weight_dtype`` too).
     """
-    sizes = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "U8": 1, "I64": 8, "I32": 4}
-    with open(path, "rb") as f:
-        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-    header.pop("__metadata__", None)
+    from ..engine.safetensors_header import ST_DTYPES, read_header
+
     total = 0
-    for entry in header.values():
+    for info in read_header(path).tensors.values():
         numel = 1
-        for n in entry["shape"]:
+        for n in info.shape:
             numel *= n
-        itemsize = weight_dtype.itemsize if weight_dtype is not None else sizes.get(entry["dtype"], 4)
+        itemsize = weight_dtype.itemsize if weight_dtype is not None else ST_DTYPES[info.dtype].itemsize
         total += numel * itemsize
     return total
 
@@ -197,7 +200,8 @@ class Wan22DuoExpertLoader:
                 "role": (list(ROLES), {
                     "default": "auto",
                     "tooltip": "Which expert this file is. auto: read 'high_noise'/'low_noise' (or 'high'/'low') "
-                               "from the file name; set it when the name does not say."}),
+                               "from the file name; set it when the name does not say. A set role that "
+                               "contradicts the file name is refused."}),
                 "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": _WEIGHT_TIP}),
                 "compute_dtype": (list(COMPUTE_DTYPES), {"default": "auto", "tooltip": _COMPUTE_TIP}),
                 "device": (_comfy.device_choices(), {"default": "auto", "tooltip": _DEVICE_TIP}),
