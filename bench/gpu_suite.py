@@ -276,8 +276,20 @@ def comfy_model(path: Path, ours: WanModel, dev: Device):
 # ---------------------------------------------------------------- the run
 
 
+COMPILE_GUESS_S = 120.0  # what compiling the block graph may take (inductor; unmeasured on a GPU)
+
+
+def _step_guess(rows: list, case: str) -> float:
+    """Seconds per step this case is expected to take: its first timed row's, else 0."""
+    return next((r.seconds for r in rows if r.case == case and r.seconds is not None), 0.0)
+
+
 def run_case(case: Case, dev: Device, dtype: torch.dtype, args, rows: list, deadline: float, peak_flops: float):
     flops = step_flops(case)
+    info = {"case": case.label, "tokens": case.tokens, "step_tflop": flops / 1e12, "build_s": None}
+    if time.perf_counter() > deadline:  # not even the model is built
+        rows.append(Row(case.label, "all", note="skipped (time budget)"))
+        return info
     build_start = time.perf_counter()
     model = random_model(case.config, dev.device, dtype)
     dev.sync()
@@ -294,7 +306,12 @@ def run_case(case: Case, dev: Device, dtype: torch.dtype, args, rows: list, dead
         name = f"{kernel}{', compile' if compile_mode != 'off' else ''}{'' if batched else ', two passes'}"
         row = Row(case.label, name)
         rows.append(row)
-        if time.perf_counter() > deadline:
+        # Rows are skipped when they would end past the budget: (1 + repeats) steps at the
+        # first row's speed, plus COMPILE_GUESS_S for compiling.
+        guess = (1 + args.repeats) * _step_guess(rows, case.label)
+        if compile_mode != "off":
+            guess += COMPILE_GUESS_S
+        if time.perf_counter() + guess > deadline:
             row.note = "skipped (time budget)"
             continue
         fast.apply_fast_options(model, attention=kernel, compile=compile_mode)
@@ -317,7 +334,7 @@ def run_case(case: Case, dev: Device, dtype: torch.dtype, args, rows: list, dead
     if args.comfyui:
         row = Row(case.label, "ComfyUI WanModel (batch 2)")
         rows.append(row)
-        if time.perf_counter() > deadline:
+        if time.perf_counter() + (1 + args.repeats) * _step_guess(rows, case.label) > deadline:
             row.note = "skipped (time budget)"
         else:
             peer, cfg_step, attention_name = comfy_model(Path(args.comfyui), model, dev)
@@ -332,7 +349,7 @@ def run_case(case: Case, dev: Device, dtype: torch.dtype, args, rows: list, dead
         fp8_rows(case, model, dev, args, rows, deadline, flops, peak_flops, (x, t, pos, neg), reference)
     del model
     gc.collect()
-    return {"case": case.label, "tokens": case.tokens, "step_tflop": flops / 1e12, "build_s": built}
+    return {**info, "build_s": built}
 
 
 def fp8_rows(case, model, dev, args, rows, deadline, flops, peak_flops, data, reference):
@@ -345,7 +362,7 @@ def fp8_rows(case, model, dev, args, rows, deadline, flops, peak_flops, data, re
     for label, on in (("sdpa, fp8 weights (upcast)", False), ("sdpa, fp8 weights, fp8 matmul", True)):
         row = Row(case.label, label)
         rows.append(row)
-        if time.perf_counter() > deadline:
+        if time.perf_counter() + (1 + args.repeats) * _step_guess(rows, case.label) > deadline:
             row.note = "skipped (time budget)"
             continue
         fast.apply_fast_options(model, attention="sdpa", fp8_matmul=on)
