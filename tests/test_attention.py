@@ -222,3 +222,16 @@ def test_selection_is_restored_when_the_forward_raises():
         with torch.no_grad():
             model(x, t, ctx[:, :, :100])
     assert attn.selected_backend() == "auto"
+
+
+def test_auto_times_the_candidates_for_real(monkeypatch):
+    calls = []
+
+    def counted(q, k, v):
+        calls.append(q.shape[2])
+        return math_attention(q, k, v)
+
+    attn.register_kernel("counted", counted)
+    monkeypatch.setattr(attn, "AUTO_TIMING_TOKENS", 256)
+    assert attn.chosen_name("auto", CPU, F32) in ("counted", "sdpa")
+    assert calls == [attn.CHECK_SHAPE[2]] + [256] * 4  # the check, then one warm-up and three timed calls
