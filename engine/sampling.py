@@ -31,6 +31,7 @@ import torch
 
 from .conditioning import I2VConditioning, hold, noise_mask_for, token_timesteps
 from .errors import public
+from .guidance import batched_passes
 from .latents import denormalize, normalize
 from .residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
 from .schedule import Schedule, make_schedule, resolve_switch_step
@@ -348,10 +349,18 @@ def guided_velocity(model: Callable, x_in: torch.Tensor, t: torch.Tensor, positi
 
     A model with its own ``guided_velocity`` (a ComfyUI MODEL, whose CFG patches must
     run as in a KSampler) does the guidance itself and returns the same quantity.
+    Otherwise the two passes run as one forward of twice the batch when
+    ``engine.guidance`` allows it (equal-length contexts, memory permitting), else one
+    after the other.
     """
     own = getattr(model, "guided_velocity", None)
     if own is not None:
         return own(x_in, t, positive, negative, cfg).float()
+    if cfg != 1.0:
+        both = batched_passes(model, x_in, t, positive, negative)
+        if both is not None:
+            v_cond, v_uncond = both
+            return v_uncond + cfg * (v_cond - v_uncond)
     v_cond = model(x_in, t, positive).float()
     if cfg == 1.0:
         return v_cond

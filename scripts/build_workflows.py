@@ -289,7 +289,7 @@ def _output(w: Workflow, latent_from: int, fps: float, prefix: str) -> None:
 
 def _expert(node_id: int, entry: dict, role: str, pos: tuple) -> Node:
     widgets = {"unet_name": entry["name"], "role": role, "weight_dtype": "default",
-               "compute_dtype": "auto", "device": "auto"}
+               "compute_dtype": "auto", "device": "auto", "attention": "auto", "compile": "off"}
     title = "High-noise expert" if role == "high_noise" else "Low-noise expert"
     return Node(node_id, "Wan22DuoExpertLoader", pos, (340, 180), widgets, title=title, models=[entry])
 
@@ -396,7 +396,8 @@ def _a14b_note(title: str, s: dict, boundary: float, k: int, i2v: bool, lightnin
 def _ti2v(name: str, i2v: bool, prompt: str) -> Workflow:
     w = Workflow(name)
     w.add(Node(10, "Wan22DuoTI2VLoader", (40, 60), (340, 150),
-               {"unet_name": TI2V_5B["name"], "weight_dtype": "default", "compute_dtype": "auto", "device": "auto"},
+               {"unet_name": TI2V_5B["name"], "weight_dtype": "default", "compute_dtype": "auto", "device": "auto",
+                "attention": "auto", "compile": "off"},
                title="TI2V-5B model", models=[TI2V_5B]))
     _common_text(w, prompt)
     w.node(20).pos = (40, 260)
