@@ -1,5 +1,8 @@
 """Load Wan 2.2 DiT checkpoints from ``.safetensors``, memory-mapped and strictly checked.
 
+GGUF files (told apart by their first bytes) are read by ``engine.gguf``; ``detect_dit``,
+``describe_file`` and ``load_dit`` hand them over, so callers need not care which it is.
+
 * ``detect_dit(path)`` reads only the header and returns the ``WanConfig``;
 * ``load_dit(path, ...)`` builds the model on the meta device and assigns tensors that
   are views of the memory-mapped file, so a 14B expert is never held twice; a tensor is
@@ -70,7 +73,8 @@ def sniff(path: Path) -> Optional[str]:
     if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
         return "a pickled PyTorch checkpoint; convert it to .safetensors"
     if head.startswith(b"GGUF"):
-        return "a GGUF file; load it with ComfyUI-GGUF's UnetLoaderGGUF, or use a .safetensors file"
+        return ("a GGUF file; Wan 2.2 diffusion models in GGUF load with Wan22DuoExpertLoader / Wan22DuoTI2VLoader, "
+                "other GGUF models with ComfyUI-GGUF")
     if head.lstrip().startswith((b"{", b"[", b"<")):
         return "a text (JSON/HTML) file, perhaps a download error page or a config.json"
     return None
@@ -273,11 +277,23 @@ def _check_quant_formats(header: Header, dit: DitFile) -> None:
 
 def detect_dit(path: PathLike) -> WanConfig:
     """The ``WanConfig`` of a DiT file, from its header only (raises ``CheckpointError``)."""
+    if _is_gguf(path):
+        from .gguf import detect_gguf
+        return detect_gguf(path)
     return inspect_dit(path).config
+
+
+def _is_gguf(path: PathLike) -> bool:
+    """GGUF files are told apart by their first bytes, not their name (``engine.gguf`` reads them)."""
+    from .gguf import is_gguf
+    return is_gguf(path)
 
 
 def describe_file(path: PathLike) -> str:
     """One line saying what ``path`` is: a Wan 2.2 DiT with its variant and storage, or why not."""
+    if _is_gguf(path):
+        from .gguf import describe_gguf
+        return describe_gguf(path)
     try:
         dit = inspect_dit(path)
     except CheckpointError as err:
@@ -343,6 +359,9 @@ def load_dit(path: PathLike, compute_dtype: Union[str, torch.dtype] = torch.floa
     weights to that dtype for memory (fp8 with a per-tensor scale). Other tensors
     (biases, norms, modulations) always keep their stored dtype.
     """
+    if _is_gguf(path):
+        from .gguf import load_gguf_dit
+        return load_gguf_dit(path, compute_dtype, device, weight_dtype)
     compute = as_dtype(compute_dtype, COMPUTE_NAMES, "compute_dtype")
     target = as_dtype(weight_dtype, WEIGHT_NAMES, "weight_dtype")
     device = torch.device(device)

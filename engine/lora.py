@@ -29,6 +29,14 @@ file's precision plus one more matmul per call (exact, unlike re-quantizing, and
 larger in memory than the file's tensor). The branches hold the LoRA's tensors as the
 file stores them, moved to the weight's device (not copied when already there).
 
+A GGUF-quantized Linear weight (``weight_format`` set: the layer holds the file's quantized
+bytes) is treated the same way: every update runs as a branch beside it, so the expert
+keeps costing its file size and the LoRA is exact in the compute dtype (ComfyUI-GGUF
+instead adds the patch into each freshly decoded weight at every call). A quantized
+weight in a layer that has no branches (a patch embedding stored quantized, which
+city96's files never do) cannot be patched and raises ``LoraError``. Shapes are checked
+against the real weight's shape (``ops.weight_shape``), not the bytes'.
+
 Everything else merges into the weight as ComfyUI does: non-fp8 weights (bf16/fp16/fp32)
 and the full deltas on norms, biases and modulations. An fp8 weight in a layer without
 branches (an fp8 patch-embedding conv, a foreign module) is merged and re-quantized with a
@@ -48,7 +56,7 @@ import torch
 from torch import nn
 
 from .errors import public
-from .ops import FP8_DTYPES, CastLinear, LoraBranch, quantize_fp8
+from .ops import CASTING_LAYERS, FP8_DTYPES, CastLinear, LoraBranch, quantize_fp8, weight_shape
 from .safetensors_header import clip, quote, quote_list
 from .streaming import forget_file_view
 
@@ -192,6 +200,11 @@ class NameMap:
         self.diffusers = diffusers
         self.params = dict(model.named_parameters())
         self.params.update(dict(model.named_buffers()))
+        # the real shape of every parameter: a GGUF weight's bytes have another one
+        self.shapes = {name: p.shape for name, p in self.params.items()}
+        for path, module in model.named_modules():
+            if isinstance(module, CASTING_LAYERS) and f"{path}.weight" in self.shapes:
+                self.shapes[f"{path}.weight"] = weight_shape(module)
         # every parameter's owner path plus every parameter itself (``blocks.0.modulation``)
         owners = {name.rpartition(".")[0] for name in self.params}
         self.paths = owners | set(self.params)
@@ -310,7 +323,7 @@ def plan_lora(lora: Mapping[str, torch.Tensor], model: nn.Module, name: str = "L
     if not deltas:
         raise LoraError(_no_match_message(name, list(lora), model))
     for delta in deltas.values():
-        _finish(delta, alphas, names.params[delta.target].shape)
+        _finish(delta, alphas, names.shapes[delta.target])
     if unknown and warn:
         log.warning("Wan22Duo: %s: %d of %d tensors match no layer of this model and are ignored: %s",
                     clip(name), len(unknown), len(lora), quote_list(sorted(unknown), 20))
@@ -460,10 +473,15 @@ def _patch_one(model: nn.Module, target: str, parts: list[tuple[Delta, float]],
     weight = getattr(module, attr)
     if backup is not None:
         backup.targets.append(target)
-    if attr == "weight" and weight.dtype in FP8_DTYPES and isinstance(module, CastLinear):
-        branches = tuple(branch for delta, strength in parts for branch in _branches(delta, strength, weight))
+    quantized = attr == "weight" and getattr(module, "weight_format", None) is not None
+    if attr == "weight" and (weight.dtype in FP8_DTYPES or quantized) and isinstance(module, CastLinear):
+        shape = weight_shape(module)
+        branches = tuple(branch for delta, strength in parts for branch in _branches(delta, strength, weight, shape))
         _replace(module, BRANCHES, module.lora_branches + branches, backup, backup_device)
         return
+    if quantized:
+        raise LoraError(f"{target!r} holds GGUF {module.weight_format.name} bytes in a layer that cannot run a LoRA "
+                        f"beside its weight; load the model with a weight_dtype such as bf16 to apply this LoRA")
     device = torch.device(work_device) if work_device is not None else weight.device
     scale_attr = "scale_weight" if attr == "weight" else None
     scale = getattr(module, scale_attr, None) if scale_attr else None
@@ -487,20 +505,21 @@ def _patch_one(model: nn.Module, target: str, parts: list[tuple[Delta, float]],
     _replace(module, attr, new_weight.to(weight.device), backup, backup_device)
 
 
-def _branches(delta: Delta, strength: float, weight: torch.Tensor) -> list[LoraBranch]:
-    """One delta as runtime branches beside an fp8 Linear ``weight`` (see the module docstring).
+def _branches(delta: Delta, strength: float, weight: torch.Tensor, shape: torch.Size) -> list[LoraBranch]:
+    """One delta as runtime branches beside an fp8 or GGUF Linear ``weight`` of real ``shape``
+    (see the module docstring).
 
     The factors stay in the LoRA file's dtype and scale; ``strength * alpha / rank`` goes
     into the branch's ``scale``, so nothing is rounded here.
     """
-    delta.check(weight.shape)
+    delta.check(shape)
     out = []
     if delta.up is not None:
         down, up = delta.down.flatten(1).to(weight.device), delta.up.flatten(1).to(weight.device)
         rank_scale = 1.0 if delta.alpha is None else delta.alpha / down.shape[0]
         out.append(LoraBranch(up, down, strength * rank_scale))
     if delta.diff is not None:
-        out.append(LoraBranch(delta.diff.reshape(weight.shape).to(weight.device), None, strength))
+        out.append(LoraBranch(delta.diff.reshape(shape).to(weight.device), None, strength))
     return out
 
 

@@ -20,11 +20,19 @@ Contract relied on by ``engine.lora`` (do not break it):
   patcher may assign a new ``nn.Parameter`` to ``weight`` and a new tensor (or
   ``None``) to ``scale_weight``, and later assign the original objects back;
 * ``CastLinear.lora_branches`` is a tuple of ``LoraBranch`` (empty unless a LoRA runs
-  beside an fp8 weight), read at every call and added to the output in ``x.dtype``:
-  ``y += scale * (x @ down.T) @ up.T`` (low rank) or ``y += scale * x @ up.T`` (full
-  rank, ``down`` None). A patcher assigns a new tuple and later the old one back; the
+  beside an fp8 or GGUF-quantized weight), read at every call and added to the output
+  in ``x.dtype``: ``y += scale * (x @ down.T) @ up.T`` (low rank) or
+  ``y += scale * x @ up.T`` (full rank, ``down`` None). A patcher assigns a new tuple and later the old one back; the
   branches follow the layer in ``.to()`` / ``.half()`` / ``.cuda()`` but are not in its
   ``state_dict`` (the checkpoint never contains them).
+* ``weight_format`` (both classes) is None, or an ``engine.ggml.QuantFormat`` when
+  ``weight`` holds a GGUF file's quantized bytes (a uint8 ``nn.Parameter``, usually a view
+  of the memory-mapped file): the layer then decodes those bytes into ``x.dtype`` at
+  every call (``scale_weight`` stays None), and ``weight_shape`` is the real weight's
+  shape. The bytes are an ordinary tensor, so ``.to()`` / ``_apply`` move them like any
+  weight; floating-point casts (``.half()``) leave uint8 alone. A patcher never
+  rewrites such a weight (LoRAs run as ``lora_branches``); it may swap ``weight`` and
+  ``weight_format`` together and later put both back.
 
 No device or dtype is fixed here: the layers follow wherever their tensors are.
 """
@@ -36,6 +44,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .ggml import QuantFormat
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
@@ -62,6 +72,34 @@ def quantize_fp8(w: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, tor
     scale = (w.abs().max().float() / fmax).clamp(min=torch.finfo(torch.float32).tiny)
     q = (w.float() / scale).clamp_(-fmax, fmax).to(dtype)
     return q, scale.reshape(())
+
+
+def layer_weight(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """A casting layer's weight in ``dtype``: decoded GGUF bytes, or the upcast (scaled) weight."""
+    fmt = layer.weight_format
+    if fmt is not None:
+        return fmt.dequantize(layer.weight, dtype)
+    return cast_weight(layer.weight, layer.scale_weight, dtype)
+
+
+def weight_shape(layer: nn.Module) -> torch.Size:
+    """The shape of a casting layer's real weight (not of its GGUF bytes)."""
+    fmt = getattr(layer, "weight_format", None)
+    return torch.Size(fmt.shape) if fmt is not None else layer.weight.shape
+
+
+def fp8_matmul(x2: torch.Tensor, weight: torch.Tensor, scale_weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x2 @ (weight * scale).T`` in ``x2.dtype`` via ``torch._scaled_mm`` (``engine.fp8`` decides when).
+
+    ``x2`` is ``[tokens, in]``; the activation is quantised on the fly to e4m3fn with one
+    per-tensor scale (amax / 448), the fp8 weight is used as stored with its per-tensor
+    scale (1 when unscaled). Accumulation is float32 inside the kernel.
+    """
+    fmax = torch.finfo(torch.float8_e4m3fn).max
+    scale_x = (x2.abs().amax().float() / fmax).clamp_(min=torch.finfo(torch.float32).tiny)
+    xq = (x2.float() / scale_x).clamp_(-fmax, fmax).to(torch.float8_e4m3fn)  # one rounding, to e4m3
+    scale_w = scale_weight.float().reshape(()) if scale_weight is not None else torch.ones((), device=x2.device)
+    return torch._scaled_mm(xq, weight.t(), scale_a=scale_x, scale_b=scale_w, out_dtype=x2.dtype)
 
 
 def cast_bias(bias: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
@@ -117,9 +155,14 @@ class CastLinear(nn.Module):
         # A LoRA on an fp8 weight runs here instead of being merged: rounding the merged
         # weight back to fp8 would lose most of a typical LoRA's change (bench/lora_fp8.py).
         self.lora_branches: tuple[LoraBranch, ...] = ()
+        self.weight_format: Optional[QuantFormat] = None
+        # fp8 x fp8 matmul instead of the upcast (engine.fp8; off unless switched on there).
+        self.fp8_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = cast_weight(self.weight, self.scale_weight, x.dtype)
+        if self.fp8_matmul and self.weight.dtype == torch.float8_e4m3fn:
+            return self._fp8_forward(x)
+        w = layer_weight(self, x.dtype)
         b = cast_bias(self.bias, x.dtype)
         if not self.lora_branches:
             return F.linear(x, w, b)
@@ -133,6 +176,17 @@ class CastLinear(nn.Module):
             y.addmm_(left, right.T)
         return y.addmm_(x2, w.T).view(*x.shape[:-1], self.out_features)
 
+    def _fp8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # LoRA branches run from the unquantised x in x.dtype, exactly as on the upcast path.
+        x2 = x.reshape(-1, x.shape[-1])
+        y = fp8_matmul(x2, self.weight, self.scale_weight)
+        if self.bias is not None:
+            y = y.add_(cast_bias(self.bias, x.dtype))
+        for branch in self.lora_branches:
+            left, right = branch.factors(x2)
+            y.addmm_(left, right.T)
+        return y.view(*x.shape[:-1], self.out_features)
+
     def _apply(self, fn, *args, **kwargs):
         # Branches are plain attributes, not buffers (so no checkpoint or state_dict sees
         # them); move and cast them with the layer all the same.
@@ -143,7 +197,7 @@ class CastLinear(nn.Module):
     def extra_repr(self) -> str:
         extra = f", lora_branches={len(self.lora_branches)}" if self.lora_branches else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"weight_dtype={self.weight.dtype}{extra}")
+                f"weight_dtype={_stored(self)}{extra}")
 
 
 class CastConv3d(nn.Module):
@@ -157,14 +211,20 @@ class CastConv3d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_channels), requires_grad=False)
         self.register_buffer("scale_weight", None)
+        self.weight_format: Optional[QuantFormat] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = cast_weight(self.weight, self.scale_weight, x.dtype)
+        w = layer_weight(self, x.dtype)
         return F.conv3d(x, w, cast_bias(self.bias, x.dtype), stride=self.kernel_size)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"weight_dtype={self.weight.dtype}")
+                f"weight_dtype={_stored(self)}")
+
+
+def _stored(layer: nn.Module) -> str:
+    fmt = layer.weight_format
+    return f"gguf {fmt.name}" if fmt is not None else str(layer.weight.dtype)
 
 
 CASTING_LAYERS = (CastLinear, CastConv3d)

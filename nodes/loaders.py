@@ -17,7 +17,9 @@ import torch
 from . import _comfy
 from ..engine.residency import ModelHandle
 
-DIFFUSION_FOLDER = "diffusion_models"
+DIFFUSION_FOLDER = "diffusion_models"  # also models/unet, ComfyUI's legacy name for it
+GGUF_EXTENSIONS = (".gguf",)
+GGUF_FOLDER = "unet_gguf"  # ComfyUI-GGUF's name for the .gguf files of diffusion_models and unet
 VAE_FOLDER = "vae"
 
 WEIGHT_DTYPES = {
@@ -94,10 +96,14 @@ def weight_bytes(path: str, weight_dtype: Optional[torch.dtype] = None) -> int:
     """Bytes the weights take once loaded, from the safetensors header (no tensor data read).
 
     Used to ask ComfyUI to make room before an expert moves to the GPU; an estimate
-    (scale tensors and norms are counted at ``weight_dtype`` too).
+    (scale tensors and norms are counted at ``weight_dtype`` too). A GGUF file counts its
+    tensor data as stored (quantized), or decoded to ``weight_dtype``.
     """
+    from ..engine.gguf import gguf_weight_bytes, is_gguf
     from ..engine.safetensors_header import ST_DTYPES, read_header
 
+    if is_gguf(path):
+        return gguf_weight_bytes(path, weight_dtype)
     total = 0
     for info in read_header(path).tensors.values():
         numel = 1
@@ -108,21 +114,54 @@ def weight_bytes(path: str, weight_dtype: Optional[torch.dtype] = None) -> int:
     return total
 
 
-def _dit_handle(path: str, weight_dtype: str, compute_dtype: str, device: str, info: dict) -> ModelHandle:
-    """A lazy handle that loads the DiT at ``path`` onto its device when first used."""
+def model_files() -> list[str]:
+    """The diffusion model files the DiT loaders offer: safetensors and GGUF, each name once."""
+    names = set(_comfy.list_files(DIFFUSION_FOLDER))
+    names.update(_comfy.list_files_by_extension(DIFFUSION_FOLDER, GGUF_EXTENSIONS, registered=GGUF_FOLDER))
+    return sorted(names)
+
+
+def _dit_handle(path: str, weight_dtype: str, compute_dtype: str, device: str, info: dict,
+                attention: Optional[str] = None, compile: Optional[str] = None) -> ModelHandle:
+    """A lazy handle that loads the DiT at ``path`` onto its device when first used.
+
+    ``attention`` / ``compile`` None (an API prompt that leaves the optional inputs out)
+    means their defaults, ``auto`` and ``off``.
+    """
     from ..engine.checkpoint import load_dit
+    from ..engine.fast import COMPILE_CHOICES, apply_fast_options
 
     target = _comfy.resolve_device(device)
     stored = _pick(WEIGHT_DTYPES, weight_dtype, "weight_dtype")
     compute = _pick(COMPUTE_DTYPES, compute_dtype, "compute_dtype") or auto_compute_dtype(target)
+    attention, compile = attention or "auto", compile or "off"
+    _pick(dict.fromkeys(attention_choices()), attention, "attention")
+    _pick(dict.fromkeys(COMPILE_CHOICES), compile, "compile")
     size = weight_bytes(path, stored)
 
     def load(on: torch.device):
         _comfy.free_memory(size, on)  # let ComfyUI unload its models (text encoder...) first
-        return load_dit(path, compute_dtype=compute, device=on, weight_dtype=stored)
+        model = load_dit(path, compute_dtype=compute, device=on, weight_dtype=stored)
+        return apply_fast_options(model, attention=attention, compile=compile)
 
-    info = {**info, "path": path, "weight_bytes": size, "weight_dtype": weight_dtype}
+    info = {**info, "path": path, "weight_bytes": size, "weight_dtype": weight_dtype,
+            "attention": attention, "compile": compile}
     return ModelHandle(load, target, compute, info)
+
+
+def attention_choices() -> list:
+    from ..engine.attention import backend_names
+
+    return list(backend_names())
+
+
+def _speed_inputs() -> dict:
+    from ..engine.fast import COMPILE_CHOICES
+
+    return {
+        "attention": (attention_choices(), {"default": "auto", "tooltip": _ATTENTION_TIP}),
+        "compile": (list(COMPILE_CHOICES), {"default": "off", "tooltip": _COMPILE_TIP}),
+    }
 
 
 def _detect(path: str):
@@ -135,10 +174,20 @@ def _detect(path: str):
 
 _DEVICE_TIP = ("Device the model computes on. auto: ComfyUI's main GPU (CPU outside ComfyUI). The weights are "
                "read from disk only when the sampler first needs them.")
-_WEIGHT_TIP = ("Dtype the weights are kept in. default: as stored in the file (fp8 files stay fp8). fp8 halves "
-               "the memory of bf16/fp16 at a small quality cost; each layer is upcast to the compute dtype when used.")
+_WEIGHT_TIP = ("Dtype the weights are kept in. default: as stored in the file (fp8 files stay fp8, GGUF files stay "
+               "quantized). fp8 halves the memory of bf16/fp16 at a small quality cost; each layer is upcast (or "
+               "dequantized) to the compute dtype when used. Another choice decodes a GGUF file at load.")
 _COMPUTE_TIP = ("Dtype of the matmuls and attention. auto: bf16 on GPUs that support it (the official precision), "
                 "fp16 on older GPUs, fp32 on CPU. Norms, time embedding, residual stream and head always run in fp32.")
+
+_ATTENTION_TIP = ("Attention kernel. auto: the fastest installed kernel that passed its check against PyTorch SDPA "
+                  "on this GPU and dtype (SDPA when none is installed). sdpa: always PyTorch's "
+                  "scaled_dot_product_attention. Every other kernel is checked once against SDPA before use; one "
+                  "that fails is skipped and the log says why.")
+_COMPILE_TIP = ("torch.compile the transformer blocks. off: plain PyTorch. inductor: compiled on the first step "
+                "(a minute or more once per latent size), then faster steps; both experts share the compiled "
+                "blocks, so the switch does not recompile. Needs a C++ compiler (and Triton on GPU); if compiling "
+                "fails the log says why and sampling continues without it.")
 
 
 class Wan22DuoExpertLoader:
@@ -146,7 +195,8 @@ class Wan22DuoExpertLoader:
 
     CATEGORY = "Wan22Duo/loaders"
     DESCRIPTION = (
-        "Loads one expert of Wan 2.2 T2V-A14B or I2V-A14B from models/diffusion_models. Load the high-noise and "
+        "Loads one expert of Wan 2.2 T2V-A14B or I2V-A14B from models/diffusion_models or models/unet "
+        "(safetensors, or GGUF kept quantized). Load the high-noise and "
         "the low-noise file with two of these nodes and connect both to Wan22DuoSampler, which switches between "
         "them at the official boundary and keeps only the running expert on the GPU. TI2V-5B has its own loader."
     )
@@ -159,9 +209,10 @@ class Wan22DuoExpertLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "unet_name": (_comfy.list_files(DIFFUSION_FOLDER), {
-                    "tooltip": "Expert file in models/diffusion_models, e.g. "
-                               "wan2.2_t2v_high_noise_14B_fp16.safetensors (fp16, bf16, fp8 and fp8_scaled work)."}),
+                "unet_name": (model_files(), {
+                    "tooltip": "Expert file in models/diffusion_models (or models/unet), e.g. "
+                               "wan2.2_t2v_high_noise_14B_fp16.safetensors (fp16, bf16, fp8 and fp8_scaled work) "
+                               "or a GGUF such as Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf (kept quantized)."}),
                 "role": (list(ROLES), {
                     "default": "auto",
                     "tooltip": "Which expert this file is. auto: read 'high_noise'/'low_noise' (or 'high'/'low') "
@@ -170,11 +221,13 @@ class Wan22DuoExpertLoader:
                 "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": _WEIGHT_TIP}),
                 "compute_dtype": (list(COMPUTE_DTYPES), {"default": "auto", "tooltip": _COMPUTE_TIP}),
                 "device": (_comfy.device_choices(), {"default": "auto", "tooltip": _DEVICE_TIP}),
-            }
+            },
+            "optional": _speed_inputs(),
         }
 
     def load(self, unet_name: str, role: str = "auto", weight_dtype: str = "default",
-             compute_dtype: str = "auto", device: str = "auto"):
+             compute_dtype: str = "auto", device: str = "auto", attention: Optional[str] = None,
+             compile: Optional[str] = None):
         path = _comfy.resolve_path(DIFFUSION_FOLDER, unet_name)
         config = _detect(path)
         if config.variant == "ti2v_5b":
@@ -186,7 +239,7 @@ class Wan22DuoExpertLoader:
         title = VARIANT_TITLES[config.variant]
         name = f"{os.path.basename(path)} [{title} {role.replace('_', '-')} expert]"
         info = {"config": config, "variant": config.variant, "role": role, "name": name}
-        return (_dit_handle(path, weight_dtype, compute_dtype, device, info),)
+        return (_dit_handle(path, weight_dtype, compute_dtype, device, info, attention, compile),)
 
 
 class Wan22DuoTI2VLoader:
@@ -194,7 +247,8 @@ class Wan22DuoTI2VLoader:
 
     CATEGORY = "Wan22Duo/loaders"
     DESCRIPTION = (
-        "Loads Wan 2.2 TI2V-5B (text- and image-to-video, one model) from models/diffusion_models. Connect it to "
+        "Loads Wan 2.2 TI2V-5B (text- and image-to-video, one model) from models/diffusion_models or models/unet "
+        "(safetensors or GGUF). Connect it to "
         "the high_noise_model input of Wan22DuoSampler and leave low_noise_model empty. Use the Wan 2.2 VAE "
         "(wan2.2_vae.safetensors) with it."
     )
@@ -207,15 +261,18 @@ class Wan22DuoTI2VLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "unet_name": (_comfy.list_files(DIFFUSION_FOLDER), {
-                    "tooltip": "TI2V-5B file in models/diffusion_models, e.g. wan2.2_ti2v_5B_fp16.safetensors."}),
+                "unet_name": (model_files(), {
+                    "tooltip": "TI2V-5B file in models/diffusion_models (or models/unet), e.g. "
+                               "wan2.2_ti2v_5B_fp16.safetensors or a GGUF conversion (kept quantized)."}),
                 "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": _WEIGHT_TIP}),
                 "compute_dtype": (list(COMPUTE_DTYPES), {"default": "auto", "tooltip": _COMPUTE_TIP}),
                 "device": (_comfy.device_choices(), {"default": "auto", "tooltip": _DEVICE_TIP}),
-            }
+            },
+            "optional": _speed_inputs(),
         }
 
-    def load(self, unet_name: str, weight_dtype: str = "default", compute_dtype: str = "auto", device: str = "auto"):
+    def load(self, unet_name: str, weight_dtype: str = "default", compute_dtype: str = "auto", device: str = "auto",
+             attention: Optional[str] = None, compile: Optional[str] = None):
         path = _comfy.resolve_path(DIFFUSION_FOLDER, unet_name)
         config = _detect(path)
         if config.variant != "ti2v_5b":
@@ -227,7 +284,7 @@ class Wan22DuoTI2VLoader:
             )
         name = f"{os.path.basename(path)} [TI2V-5B]"
         info = {"config": config, "variant": config.variant, "role": None, "name": name}
-        return (_dit_handle(path, weight_dtype, compute_dtype, device, info),)
+        return (_dit_handle(path, weight_dtype, compute_dtype, device, info, attention, compile),)
 
 
 class Wan22DuoVAELoader:
