@@ -43,12 +43,13 @@ import torch
 from torch import nn
 
 from . import ggml
-from .checkpoint import (COMPUTE_NAMES, EXPECTED, WEIGHT_NAMES, CheckpointError, _raise_if_mismatch, as_dtype,
-                         config_from_shapes, hold_weight, identify_foreign, strip_prefix)
+from .checkpoint import (COMPUTE_NAMES, EXPECTED, WEIGHT_NAMES, CheckpointError, _in_storage, _raise_if_mismatch,
+                         as_dtype, config_from_shapes, hold_weight, identify_foreign, strip_prefix)
 from .dit import WanConfig, WanModel
 from .errors import public
 from .ops import CASTING_LAYERS
 from .safetensors_header import clip, quote
+from .streaming import register_file_view
 
 log = logging.getLogger("wan22duo")
 
@@ -288,13 +289,19 @@ def load_gguf_dit(path: PathLike, compute_dtype: Union[str, torch.dtype] = torch
         module_name, attr = name.rsplit(".", 1) if "." in name else ("", name)
         module = model.get_submodule(module_name)
         raw = torch.empty(0, dtype=torch.uint8).set_(storage, info.start, (info.end - info.start,))
+        view = None  # the file's bytes, when the parameter holds exactly them (engine.streaming)
         if name in dit.casting:
             value, module.scale_weight, module.weight_format = _hold_layer_weight(raw, info, target, device)
+            if target is None or (info.type in ggml.DENSE and ggml.DENSE[info.type] == target):
+                view = raw if module.weight_format is not None else _dense_view(raw, info)
         elif info.type in ggml.DENSE:
-            value = _dense_view(raw, info).to(device)
+            view = _dense_view(raw, info)
+            value = view.to(device)
         else:  # a quantized norm / bias / modulation: small, decoded once
             value = ggml.dequantize(raw.to(device), info.type, info.shape, torch.float32)
         setattr(module, attr, nn.Parameter(value, requires_grad=False))
+        if view is not None and _in_storage(view, storage):
+            register_file_view(module, attr, view)  # offloading rebinds to the mapping instead of copying
     return model
 
 
