@@ -3,10 +3,12 @@
 For each model, stored form and video size: the weight bytes of the real architecture
 (counted from the model built on the meta device, fp8 files holding their Linear weights
 in fp8 and the rest in 16 bits), the activation estimate of one bf16 forward with CFG
-(``engine.memory.activation_bytes``), and per card the weight budget ``auto`` would give
-on an otherwise empty card (card - 0.5 GiB for the CUDA context - activations). The
-expert streams the blocks that do not fit; "no" means the budget is below what streaming
-needs (everything outside the blocks plus two blocks in flight).
+batched into one forward (``engine.guidance``'s default; ``--two-pass`` for two passes),
+and per card the weight budget ``auto`` would give on an otherwise empty card (card -
+0.5 GiB for the CUDA context - activations). The expert streams the blocks that do not
+fit; when the batched activations leave too little, ``auto`` counts two passes instead
+("(2 passes)"); "no" means even that is below what streaming needs (everything outside
+the blocks plus two blocks in flight).
 
 These are estimates: no GPU was available to measure them (bench/bench_gpu_memory.py
 measures them when one is).
@@ -54,7 +56,9 @@ def weight_bytes(model, stored: str) -> tuple[int, int, int]:
     return total, max(blocks), total - sum(blocks)
 
 
-def rows() -> list[dict]:
+def rows(passes: int = 2) -> list[dict]:
+    """``passes``: guidance passes per forward (2: engine.guidance's batched CFG, the default; 1: one after
+    the other, as with ``set_batched_guidance(False)`` or contexts that cannot share a batch)."""
     from packpath import load_pack
 
     load_pack()
@@ -70,19 +74,37 @@ def rows() -> list[dict]:
             model = WanModel(config)
         total, block, outside = weight_bytes(model, stored)
         stride = 16 if name == "ti2v_5b" else 8
-        acts = activation_bytes(config, (f - 1) // 4 + 1, h // stride, w // stride, torch.bfloat16, cfg=5.0)
+        latent = ((f - 1) // 4 + 1, h // stride, w // stride)
+        batched, single = (activation_bytes(config, *latent, torch.bfloat16, cfg=5.0, guidance_batch=n)
+                           for n in (passes, 1))
         cards = {}
-        for card in CARDS:
-            budget = card * GIB - CONTEXT - acts
-            if budget >= total:
-                cards[card] = "resident"
-            elif budget >= outside + 2 * block:
-                cards[card] = f"streams {1 - (budget - outside) / (total - outside):.0%}"
+        for card in CARDS:  # as streaming.choose_plan: the mode that copies fewer bytes per step
+            one = _copied(card * GIB - CONTEXT - batched, total, block, outside)
+            two = _copied(card * GIB - CONTEXT - single, total, block, outside) if single < batched else None
+            if two is not None and (one is None or 2 * two < one):
+                cards[card] = _cell(card * GIB - CONTEXT - single, total, block, outside) + " (2 passes)"
             else:
-                cards[card] = "no"
-        out.append(dict(model=name, stored=stored, video=f"{w}x{h}x{f}", weights=total / GIB, acts=acts / GIB,
+                cards[card] = _cell(card * GIB - CONTEXT - batched, total, block, outside)
+        out.append(dict(model=name, stored=stored, video=f"{w}x{h}x{f}", weights=total / GIB, acts=batched / GIB,
                         cards=cards))
     return out
+
+
+def _copied(budget: float, total: int, block: int, outside: int):
+    """Bytes streamed per forward, or None when streaming does not fit (resident: 0)."""
+    if budget >= total:
+        return 0
+    if budget < outside + 2 * block:
+        return None
+    return total - budget + 2 * block  # the blocks that are not resident (the window is part of the budget)
+
+
+def _cell(budget: float, total: int, block: int, outside: int) -> str:
+    if budget >= total:
+        return "resident"
+    if budget >= outside + 2 * block:
+        return f"streams {1 - (budget - outside) / (total - outside):.0%}"
+    return "no"
 
 
 def markdown(table: list[dict]) -> str:
@@ -97,4 +119,4 @@ def markdown(table: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    print(markdown(rows()))
+    print(markdown(rows(2 if "--two-pass" not in sys.argv else 1)))

@@ -38,6 +38,16 @@ def set_batched_guidance(enabled: bool) -> bool:
     return previous
 
 
+def batched_guidance_enabled() -> bool:
+    """Whether guidance may batch its two passes (what the activation estimate must count)."""
+    return _enabled
+
+
+def prefer_two_passes(model: Callable) -> None:
+    """Run ``model``'s guidance as two passes from now on (its memory budget has no room for batch 2B)."""
+    _mark(model)
+
+
 def shared_contexts(model: Callable, positive: torch.Tensor,
                     negative: torch.Tensor) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
     """``(positive, negative)`` at one common length, or None when they cannot share a batch."""

@@ -31,7 +31,7 @@ import torch
 
 from .conditioning import I2VConditioning, hold, noise_mask_for, token_timesteps
 from .errors import public
-from .guidance import batched_passes
+from .guidance import batched_guidance_enabled, batched_passes
 from .latents import denormalize, normalize
 from .memory import activation_bytes
 from .residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
@@ -460,8 +460,10 @@ def expert_budgets(budget: Any, handles: dict, latent_shape: Sequence[int], cfgs
         batch, _, frames, height, width = latent_shape
         cfg = cfgs[0] if role == "high" else cfgs[1]
         known = all(hasattr(config, a) for a in ("dim", "ffn_dim", "head_dim", "text_len", "out_dim"))
-        act = activation_bytes(config, frames, height, width, handle.compute_dtype, batch, cfg) if known else 0
-        out[role] = replace(base, activations=act)
+        passes = 2 if cfg != 1.0 and batched_guidance_enabled() else 1  # engine.guidance batches CFG when it can
+        act = [activation_bytes(config, frames, height, width, handle.compute_dtype, batch, cfg, guidance_batch=n)
+               if known else 0 for n in (passes, 1)]
+        out[role] = replace(base, activations=act[0], fallback=act[1])
     return out
 
 

@@ -299,12 +299,16 @@ class Budget:
 
     ``spec``: ``"auto"`` (free device memory minus ``activations``), a number of GiB, or
     None (no budget: the whole expert goes to the device, as without streaming).
-    ``activations``: the run's activation estimate (``memory.activation_bytes``).
+    ``activations``: the run's activation estimate (``memory.activation_bytes``);
+    ``fallback``: a smaller estimate ``auto`` may use when ``activations`` leaves too
+    little for streaming (two guidance passes instead of one batched forward: the
+    guidance then runs out of memory once and keeps to two passes, ``engine.guidance``).
     ``link``: a factory ``(device, block_bytes) -> Link`` (tests pass a ``CountingLink``).
     """
 
     spec: Any = AUTO
     activations: int = 0
+    fallback: int = 0
     link: Optional[Callable[[torch.device, int], Link]] = None
 
     def __post_init__(self):
@@ -327,7 +331,7 @@ class Plan:
         return bool(self.streamed_blocks)
 
 
-def weight_budget_bytes(budget: Budget, link: Link, held: int = 0) -> Optional[int]:
+def weight_budget_bytes(budget: Budget, link: Link, held: int = 0, fallback: bool = False) -> Optional[int]:
     """The budget in bytes on the link's device, or None when nothing limits it.
 
     ``held``: bytes this expert already has on the device (they count as free for it).
@@ -340,7 +344,7 @@ def weight_budget_bytes(budget: Budget, link: Link, held: int = 0) -> Optional[i
         free = link.free()
         if free is None:
             return None  # a CPU device: the weights are read from the mapping, nothing to stream
-        return max(0, free + held - budget.activations)
+        return max(0, free + held - (budget.fallback if fallback else budget.activations))
     want = int(budget.spec * 1024 ** 3)
     if total is not None and want > total:
         raise BudgetError(f"memory budget {budget.spec:g} GB is larger than {link.device} ({gib(total)} in all); "
@@ -370,6 +374,37 @@ def plan(model: nn.Module, budget_bytes: Optional[int], double_buffer: bool) -> 
         used += size
     streamed = [i for i in range(len(blocks)) if i not in resident]
     return Plan(resident, streamed, used, sizes, budget_bytes)
+
+
+def choose_plan(model: nn.Module, budget: Budget, link: Link) -> tuple[Optional[int], Plan]:
+    """The budget in bytes and the layout; under ``auto`` with a ``fallback`` estimate, the one of
+    (batched guidance, two passes) that copies fewer bytes per step, or the only one that fits.
+
+    Choosing two passes tells ``engine.guidance`` to use them for this model, so it does not first
+    try the batched forward the budget left no room for.
+    """
+    limit = weight_budget_bytes(budget, link)
+    try:
+        layout = plan(model, limit, link.asynchronous)
+    except BudgetError:
+        layout = None
+        if budget.spec != AUTO or not 0 < budget.fallback < budget.activations:
+            raise
+    if budget.spec != AUTO or not 0 < budget.fallback < budget.activations:
+        return limit, layout
+    two_limit = weight_budget_bytes(budget, link, fallback=True)
+    two = plan(model, two_limit, link.asynchronous)
+    copied = sum(layout.block_bytes[i] for i in layout.streamed_blocks) if layout else None
+    two_copied = 2 * sum(two.block_bytes[i] for i in two.streamed_blocks)  # two forwards a step
+    if layout is not None and copied <= two_copied:
+        return limit, layout
+    from .guidance import prefer_two_passes  # (guidance imports residency, which imports this module)
+
+    prefer_two_passes(model)
+    log.info("auto budget: two guidance passes (activations %s, %s streamed per step) instead of one batched "
+             "forward (activations %s, %s)", gib(budget.fallback), gib(two_copied), gib(budget.activations),
+             "too little room to stream" if layout is None else gib(copied))
+    return two_limit, two
 
 
 # ---------------------------------------------------------------- streaming
@@ -491,8 +526,7 @@ def place(module: Any, device: torch.device, budget: Optional[Budget] = None) ->
     module = to_host(module, torch.device("cpu"))  # the host copies the streamed blocks will be read from
     block_max = max(tensor_bytes(b) for b in blocks)
     link = budget.make_link(device, block_max)
-    limit = weight_budget_bytes(budget, link)
-    layout = plan(module, limit, link.asynchronous)
+    limit, layout = choose_plan(module, budget, link)
     move = link.move
     for name, child in module.named_children():
         if child is blocks:

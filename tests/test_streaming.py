@@ -249,7 +249,7 @@ def test_sample_streams_through_the_residency(files):
     streamed = sample(high, low, latent, pos, neg, budget=budget, **kwargs).latent
     assert torch.equal(streamed, plain)
     assert streamer_of(high.acquire(budget=budget)).plan.streamed_blocks  # it did stream
-    assert len(link.events) >= 2 * 3 * len(streamer_of(high.acquire(budget=budget)).plan.streamed_blocks)
+    assert len(link.events) >= 3 * len(streamer_of(high.acquire(budget=budget)).plan.streamed_blocks)  # per step
     assert math.isfinite(float(streamed.abs().max()))
     with pytest.raises(BudgetError):
         sample(handle(), handle(), latent, pos, neg, budget="-2", **kwargs)
@@ -315,3 +315,38 @@ def test_gguf_expert_streams_bit_identical_and_offloads_to_its_mapping(tmp_path,
     to_host(model, torch.device("cpu"))
     assert device_side_bytes(model, mapped) == decoded
     assert torch.equal(run(), expected)
+
+
+def test_auto_falls_back_to_two_pass_activations_when_batched_ones_leave_too_little(files):
+    """auto = free - activations; when batched guidance's activations leave less than streaming needs,
+    the two-pass estimate is used instead (the guidance falls back to two passes by itself)."""
+    model = load_dit(files["fp16"])
+    total = tensor_bytes(model)
+    free = int(total * 0.6)
+    link = CountingLink(free_bytes=free, total_bytes=4 * total)
+    batched, two_pass = int(total * 0.5), int(total * 0.1)  # 0.1 left: too little; 0.5 left: enough
+    with pytest.raises(BudgetError):
+        place(model, torch.device("cpu"), Budget("auto", activations=batched, link=lambda d, b: link))
+    place(model, torch.device("cpu"), Budget("auto", activations=batched, fallback=two_pass,
+                                             link=lambda d, b: link))
+    assert streamer_of(model).plan.budget_bytes == free - two_pass
+    assert streamer_of(model).plan.streamed_blocks
+
+
+def test_auto_picks_the_guidance_mode_that_copies_less(files):
+    from wan22duo.engine import guidance
+
+    total = tensor_bytes(load_dit(files["fp16"]))
+    link = CountingLink(free_bytes=int(total * 0.9), total_bytes=4 * total)
+    # batched leaves 0.8 of the weights (copies ~0.2 + window per step); two passes leave 0.85 but copy twice
+    model = load_dit(files["fp16"])
+    place(model, torch.device("cpu"), Budget("auto", activations=int(total * 0.1), fallback=int(total * 0.05),
+                                             link=lambda d, b: link))
+    assert streamer_of(model).plan.budget_bytes == int(total * 0.9) - int(total * 0.1)
+    assert not guidance._marked(model)
+    # batched leaves 0.35 (copies most blocks once); two passes leave 0.85 (copies few blocks twice)
+    model = load_dit(files["fp16"])
+    place(model, torch.device("cpu"), Budget("auto", activations=int(total * 0.55), fallback=int(total * 0.05),
+                                             link=lambda d, b: link))
+    assert streamer_of(model).plan.budget_bytes == int(total * 0.9) - int(total * 0.05)
+    assert guidance._marked(model)  # the guidance will not try the batched forward first
