@@ -31,10 +31,15 @@ bytes travel is a :class:`Link`:
   exercises the prefetch order (the CUDA link's one) on CPU.
 
 Every move goes through ``Module._apply`` (what ``Module.to`` uses), so any weight form
-that moves with ``.to()`` (plain, fp8 with scales, LoRA branches, a GGUF tensor type)
-streams unchanged; the hooks are ordinary forward pre-hooks / hooks on each block, so a
-wrapper around the block (``torch.compile`` of a block, another attention backend)
-composes as long as it calls the block's ``__call__``.
+that moves with ``.to()`` streams unchanged: plain, fp8 with scales, LoRA branches, GGUF's
+raw quantized bytes (``engine.gguf``; tested). The hooks are ordinary forward pre-hooks /
+hooks on each block, so what replaces a block's ``forward`` (``engine.fast.compile_blocks``
+sets a compiled one) or the attention kernel composes: the hooks run eagerly around it.
+
+``auto`` subtracts the activation estimate of the guidance that will run: one batched
+forward of both passes (``engine.guidance``) doubles the activations; when that leaves
+less room, :func:`choose_plan` takes whichever of batched / two passes copies fewer bytes
+per step and tells the guidance.
 """
 from __future__ import annotations
 
