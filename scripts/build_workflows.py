@@ -684,7 +684,8 @@ def _i2v_extend(official: dict) -> Workflow:
     w.add(Node(51, "Wan22DuoSampler", (900, 60 + dy), (360, 620), {**first.widgets, "seed": 43}, links,
                title="Sampler (clip 2)"))
     first.title = "Sampler (clip 1)"
-    w.add(Node(63, "Wan22DuoVAEDecode", (1340, 60 + dy), (300, 110), {"tile_size": 0, "tile_overlap": 64},
+    decode = {"tile_size": 0, "tile_overlap": 64, "auto_tile": False}
+    w.add(Node(63, "Wan22DuoVAEDecode", (1340, 60 + dy), (300, 110), decode,
                {"vae": (30, "vae"), "samples": (51, "latent")}))
     w.add(Node(64, "Wan22DuoJoinClips", (1340, 220 + dy), (300, 110), {"overlap": EXTEND_OVERLAP},
                {"first": (60, "images"), "second": (63, "images")}, title="Join (drop the overlap)"))
