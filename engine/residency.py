@@ -266,7 +266,9 @@ class Residency:
             for other_role, other in self.handles.items():
                 if other is not handle and other.loaded and self._competes(other_role, other, device):
                     self._evict(other)
-        return handle.acquire(device, self.budgets.get(role))
+        budget = self.budgets.get(role)
+        # Handles of other kinds (a ComfyUI MODEL, whose memory ComfyUI manages) take no budget.
+        return handle.acquire(device) if budget is None else handle.acquire(device, budget)
 
     def finish(self) -> None:
         if self.policy == "keep_both":

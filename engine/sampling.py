@@ -456,6 +456,8 @@ def expert_budgets(budget: Any, handles: dict, latent_shape: Sequence[int], cfgs
     base = budget if isinstance(budget, Budget) else Budget(budget)
     out = {}
     for role, handle in handles.items():
+        if not isinstance(handle, ModelHandle):
+            continue  # e.g. a ComfyUI MODEL expert: ComfyUI's model manager places its weights
         config = handle.info.get("config")
         batch, _, frames, height, width = latent_shape
         cfg = cfgs[0] if role == "high" else cfgs[1]

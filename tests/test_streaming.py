@@ -350,3 +350,22 @@ def test_auto_picks_the_guidance_mode_that_copies_less(files):
                                              link=lambda d, b: link))
     assert streamer_of(model).plan.budget_bytes == int(total * 0.9) - int(total * 0.05)
     assert guidance._marked(model)  # the guidance will not try the batched forward first
+
+
+def test_handles_of_other_kinds_get_no_budget():
+    """A handle that is not a ModelHandle (ComfyExpert: ComfyUI places its weights) is acquired as before,
+    with one argument, whatever budget the run has."""
+    from wan22duo.engine.residency import Residency
+    from wan22duo.engine.sampling import expert_budgets
+
+    class Duck:
+        info, device, loaded, location = {}, torch.device("cpu"), False, None
+
+        def acquire(self, device=None):
+            self.loaded = True
+            return "module"
+
+    duck, real = Duck(), ModelHandle(lambda d: None, "cpu", info={})
+    budgets = expert_budgets("auto", {"high": duck, "low": real}, (1, 16, 2, 8, 8), (4.0, 3.0))
+    assert list(budgets) == ["low"] and budgets["low"].spec == "auto"
+    assert Residency("offload_cpu", {"high": duck}, budgets=budgets).use("high") == "module"
