@@ -126,7 +126,8 @@ def test_steps_grow_until_the_switch_is_inside(sampling):
     api["50"]["inputs"].update(shift=30.0, steps=40)
     inputs = prep.shrink(api, sampling)["50"]["inputs"]
     assert (inputs["steps"], inputs["switch_step"]) == (6, -1)
-    assert prep.plan_for(sampling, "t2v_a14b", True, inputs, 6).switch_step == 5
+    assert prep.plan_for(sampling, "t2v_a14b", True, inputs, 6, 30.0).switch_step == 5
+    assert prep.plan_for(sampling, "t2v_a14b", True, inputs, 5, 30.0).switch_step == 5
 
 
 def test_tiny_model_name_rules():
@@ -140,3 +141,30 @@ def test_tiny_model_name_rules():
     assert tiny_models.storage_from_name("x_bf16.safetensors") == "bf16"
     assert tiny_models.vae_version_from_name("Wan2_1_VAE_bf16.safetensors") == "2.1"
     assert tiny_models.vae_version_from_name("wan2.2_vae.safetensors") == "2.2"
+
+
+def _with_model_sampler(graph: dict, shift: float, model_shift) -> dict:
+    """native_graphs.i2v_a14b with a MODEL-input Duo sampler on its two ModelSamplingSD3 chains."""
+    for node_id in ("13", "14"):
+        if model_shift is None:  # bypass the ModelSamplingSD3 nodes
+            graph["50" if node_id == "13" else "51"]["inputs"]["model"] = graph[node_id]["inputs"]["model"]
+            del graph[node_id]
+        else:
+            graph[node_id]["inputs"]["shift"] = model_shift
+    graph["55"] = {"class_type": "Wan22DuoModelSampler", "inputs": {
+        "high_noise_model": ["13" if model_shift is not None else "12", 0],
+        "low_noise_model": ["14" if model_shift is not None else "11", 0], "positive": ["40", 0],
+        "negative": ["40", 1], "latent": ["40", 2], "seed": 1, "steps": 40, "cfg_high": 3.5, "cfg_low": 3.5,
+        "shift": shift, "boundary": -1.0, "switch_step": -1, "sampler": "unipc", "scheduler": "wan",
+        "memory": "offload_cpu"}}
+    return graph
+
+
+@pytest.mark.parametrize("shift, model_shift, expected", [(3.0, 7.0, 3.0), (-1.0, 7.0, 7.0), (-1.0, None, 5.0)])
+def test_the_run_shift_follows_the_documented_rule(sampling, shift, model_shift, expected):
+    graph = _with_model_sampler(native_graphs.i2v_a14b(), shift, model_shift)
+    assert prep.run_shift(graph, "55", sampling, "i2v_a14b") == expected
+    queued = prep.shrink(graph, sampling)
+    (found,) = prep.expected_switches(queued, sampling)
+    assert (found.node_id, found.variant, found.has_low, found.shift) == ("55", "i2v_a14b", True, expected)
+    assert found.plan.schedule.shift == expected and 0 < found.plan.switch_step < queued["55"]["inputs"]["steps"]

@@ -12,7 +12,8 @@ What ComfyUI's own loaders need from them (facts from ComfyUI 0.3.76, not choice
   loads; it builds the Wan 2.2 VAE at its full size (dim 160, decoder 256) whatever the file holds
   and a smaller file fails with a size mismatch. ``write_vae(..., full_size=True)`` writes a random
   2.2 VAE at the real widths for it (1.4 GB in bf16, about 8 s to write; 6 GB of RAM to decode).
-* GGUF: the pack has no tiny GGUF writer yet (issue 12 adds one); :func:`write_gguf_dit` says so.
+* GGUF files come from ``engine/tiny_gguf.py`` (issue 12); until the pack has it,
+  :func:`write_gguf_dit` raises :class:`NoWriterError` naming the file.
 """
 from __future__ import annotations
 
@@ -104,10 +105,20 @@ class NoWriterError(RuntimeError):
 
 
 def write_gguf_dit(path: Path, variant: str, quant: str = "Q8_0", seed: int = 0) -> Path:
-    """A tiny GGUF DiT in city96's layout: not available until the pack has a tiny GGUF writer."""
-    raise NoWriterError(
-        f"no tiny GGUF writer in the pack yet, so {Path(path).name} ({variant}, {quant}) cannot be written; "
-        "issue 12 adds one to the engine: call it from integration/tiny_models.py:write_gguf_dit")
+    """A tiny GGUF DiT in city96's layout, with the pack's GGUF writer (``engine.tiny_gguf``, issue 12).
+
+    Raises :class:`NoWriterError` naming the file while the pack has no such writer.
+    """
+    module = f"{pack().__name__}.engine.tiny_gguf"
+    try:
+        writer = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name != module:
+            raise
+        raise NoWriterError(
+            f"no tiny GGUF writer in the pack yet (engine/tiny_gguf.py, issue 12), so {Path(path).name} "
+            f"({variant}, {quant}) cannot be written") from None
+    return writer.write_tiny_gguf(path, variant=variant, qtype=quant, seed=seed)
 
 
 def gguf_quant_from_name(name: str) -> str:

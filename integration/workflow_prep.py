@@ -197,15 +197,29 @@ def sampler_models(api: dict, node_id: str) -> tuple[list, Optional[list]]:
     return high[0], (low[0] if low else None)
 
 
-def plan_for(engine_sampling, variant: str, has_low: bool, inputs: dict, steps: int):
+def plan_for(engine_sampling, variant: str, has_low: bool, inputs: dict, steps: int, shift: float):
     """``engine.sampling.plan_switch`` for a Duo sampler's widget values (boundary < 0: the official one)."""
     boundary = inputs["boundary"]
-    return engine_sampling.plan_switch(variant, object() if has_low else None, steps, float(inputs["shift"]),
+    return engine_sampling.plan_switch(variant, object() if has_low else None, steps, float(shift),
                                        None if boundary < 0 else float(boundary), int(inputs["switch_step"]),
                                        inputs["scheduler"])
 
 
-def _shrunk_steps(engine_sampling, variant: str, has_low: bool, inputs: dict) -> tuple[int, int]:
+def run_shift(api: dict, node_id: str, engine_sampling, variant: str) -> float:
+    """The shift a Duo sampler runs with, by the documented rule (the test's own statement of it).
+
+    A positive ``shift`` input wins; ``-1`` (auto, the MODEL sampler only) takes the nearest
+    ``ModelSamplingSD3`` on the expert chains, else the variant's official shift.
+    """
+    shift = float(api[node_id]["inputs"]["shift"])
+    if shift > 0:
+        return shift
+    high, low = sampler_models(api, node_id)
+    carried = model_shifts(api, high)[:1] + (model_shifts(api, low)[:1] if low else [])
+    return carried[0] if carried else float(engine_sampling.OFFICIAL[variant].shift)
+
+
+def _shrunk_steps(engine_sampling, variant: str, has_low: bool, inputs: dict, shift: float) -> tuple[int, int]:
     """(steps, switch_step) for the short run, keeping an inside switch inside and explicit ones in place."""
     steps, switch = int(inputs["steps"]), int(inputs["switch_step"])
     short = min(steps, MIN_STEPS)
@@ -217,11 +231,11 @@ def _shrunk_steps(engine_sampling, variant: str, has_low: bool, inputs: dict) ->
         if switch == 0:
             return short, 0
         return short, max(1, min(short - 1, round(switch * short / steps)))
-    original = plan_for(engine_sampling, variant, has_low, inputs, steps).switch_step
+    original = plan_for(engine_sampling, variant, has_low, inputs, steps, shift).switch_step
     if not 0 < original < steps:
         return short, -1
     for candidate in range(short, steps + 1):
-        if 0 < plan_for(engine_sampling, variant, has_low, inputs, candidate).switch_step < candidate:
+        if 0 < plan_for(engine_sampling, variant, has_low, inputs, candidate, shift).switch_step < candidate:
             return candidate, -1
     return steps, -1
 
@@ -243,7 +257,9 @@ def shrink(api: dict, engine_sampling) -> dict:
         elif is_duo_sampler(node):
             high, low = sampler_models(api, node_id)
             variant = model_variant(api, high)
-            inputs["steps"], inputs["switch_step"] = _shrunk_steps(engine_sampling, variant, low is not None, inputs)
+            shift = run_shift(api, node_id, engine_sampling, variant)
+            inputs["steps"], inputs["switch_step"] = _shrunk_steps(engine_sampling, variant, low is not None, inputs,
+                                                                   shift)
     for node_id in dropped:
         del api[node_id]
     for node_id, node in api.items():
@@ -260,7 +276,7 @@ class SwitchExpectation:
     variant: str
     has_low: bool  # a low-noise expert is connected
     plan: object  # engine.sampling.SwitchPlan for the settings queued
-    shift: float
+    shift: float  # the shift it runs with (run_shift)
 
 
 def expected_switches(api: dict, engine_sampling) -> list[SwitchExpectation]:
@@ -271,8 +287,9 @@ def expected_switches(api: dict, engine_sampling) -> list[SwitchExpectation]:
             high, low = sampler_models(api, node_id)
             variant = model_variant(api, high)
             inputs = node["inputs"]
-            plan = plan_for(engine_sampling, variant, low is not None, inputs, int(inputs["steps"]))
-            out.append(SwitchExpectation(node_id, variant, low is not None, plan, float(inputs["shift"])))
+            shift = run_shift(api, node_id, engine_sampling, variant)
+            plan = plan_for(engine_sampling, variant, low is not None, inputs, int(inputs["steps"]), shift)
+            out.append(SwitchExpectation(node_id, variant, low is not None, plan, shift))
     return out
 
 
