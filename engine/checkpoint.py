@@ -1,5 +1,8 @@
 """Load Wan 2.2 DiT checkpoints from ``.safetensors``, memory-mapped and strictly checked.
 
+GGUF files (told apart by their first bytes) are read by ``engine.gguf``; ``detect_dit``,
+``describe_file`` and ``load_dit`` hand them over, so callers need not care which it is.
+
 * ``detect_dit(path)`` reads only the header and returns the ``WanConfig``;
 * ``load_dit(path, ...)`` builds the model on the meta device and assigns tensors that
   are views of the memory-mapped file, so a 14B expert is never held twice; a tensor is
@@ -31,51 +34,33 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from . import safetensors_header
 from .dit import WanConfig, WanModel
+from .errors import public
 from .ops import CASTING_LAYERS, FP8_DTYPES, quantize_fp8
+from .safetensors_header import MAX_HEADER, ST_DTYPES, Header, TensorInfo, clip, quote, quote_list  # noqa: F401
 
 log = logging.getLogger("wan22duo")
 
 PathLike = Union[str, os.PathLike]
 
-ST_DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2, "I64": torch.int64, "I32": torch.int32,
-    "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool,
-}
 COMPUTE_NAMES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 WEIGHT_NAMES = {**COMPUTE_NAMES, "fp8_e4m3fn": torch.float8_e4m3fn, "fp8_e5m2": torch.float8_e5m2}
 PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 SCALE_SUFFIXES = (".scale_weight", ".weight_scale")
 IGNORED_SUFFIXES = (".scale_input", ".input_scale", ".comfy_quant")
 MARKER = "scaled_fp8"
-MAX_HEADER = 100 * 1024 * 1024
 EXPECTED = ("expected a Wan 2.2 diffusion model from the diffusion_models folder, such as "
             "wan2.2_t2v_high_noise_14B_fp16.safetensors, wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors "
             "or wan2.2_ti2v_5B_fp16.safetensors")
 
 
+@public
 class CheckpointError(ValueError):
     """A file that cannot be loaded as a Wan 2.2 DiT; the message says why and what to use."""
 
 
 # ---------------------------------------------------------------- safetensors header
-
-
-@dataclass(frozen=True)
-class TensorInfo:
-    dtype: str
-    shape: tuple[int, ...]
-    start: int  # absolute byte offsets in the file
-    end: int
-
-
-@dataclass
-class Header:
-    path: Path
-    tensors: dict[str, TensorInfo]
-    metadata: dict[str, str]
-    size: int
 
 
 def sniff(path: Path) -> Optional[str]:
@@ -87,57 +72,16 @@ def sniff(path: Path) -> Optional[str]:
     if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
         return "a pickled PyTorch checkpoint; convert it to .safetensors"
     if head.startswith(b"GGUF"):
-        return "a GGUF file; load it with ComfyUI-GGUF's UnetLoaderGGUF, or use a .safetensors file"
+        return ("a GGUF file; Wan 2.2 diffusion models in GGUF load with Wan22DuoExpertLoader / Wan22DuoTI2VLoader, "
+                "other GGUF models with ComfyUI-GGUF")
     if head.lstrip().startswith((b"{", b"[", b"<")):
         return "a text (JSON/HTML) file, perhaps a download error page or a config.json"
     return None
 
 
 def read_header(path: PathLike) -> Header:
-    """Parse a safetensors header (8-byte length + JSON); check the data is all there."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file. {EXPECTED}")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        raw_len = f.read(8)
-        n = int.from_bytes(raw_len, "little") if len(raw_len) == 8 else -1
-        ok = 2 <= n <= MAX_HEADER and 8 + n <= size
-        raw = f.read(n) if ok else b""
-    try:
-        parsed = json.loads(raw) if ok else None
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        parsed = None
-    if not isinstance(parsed, dict):
-        what = sniff(path)
-        if what:
-            raise CheckpointError(f"{path.name} is not a .safetensors file: it looks like {what}. {EXPECTED}")
-        if 2 <= n <= MAX_HEADER and 8 + n > size:
-            raise CheckpointError(f"{path.name} is truncated: its header alone needs {8 + n} bytes but the file "
-                                  f"has {size}; download it again. {EXPECTED}")
-        raise CheckpointError(f"{path.name} is not a .safetensors file ({size} bytes, no valid header). {EXPECTED}")
-    return Header(path, _tensor_table(path, parsed, 8 + n, size), parsed.get("__metadata__") or {}, size)
-
-
-def _tensor_table(path: Path, parsed: dict, data_start: int, size: int) -> dict[str, TensorInfo]:
-    tensors, data_end = {}, data_start
-    for name, entry in parsed.items():
-        if name == "__metadata__":
-            continue
-        try:
-            begin, end = entry["data_offsets"]
-            shape = tuple(int(s) for s in entry["shape"])
-            info = TensorInfo(entry["dtype"], shape, data_start + begin, data_start + end)
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path.name} has a malformed safetensors header entry for {name!r}") from None
-        if info.dtype not in ST_DTYPES:
-            raise CheckpointError(f"{path.name}: tensor {name!r} has dtype {info.dtype}, which this loader cannot read")
-        tensors[name] = info
-        data_end = max(data_end, info.end)
-    if data_end > size:
-        raise CheckpointError(f"{path.name} is truncated: its header describes {data_end} bytes but the file has "
-                              f"{size}; the download or copy did not finish. Download it again.")
-    return tensors
+    """Parse and strictly check a safetensors header (``engine.safetensors_header``); no tensor data read."""
+    return safetensors_header.read_header(path, CheckpointError, EXPECTED, sniff)
 
 
 # ---------------------------------------------------------------- what a file is
@@ -184,7 +128,7 @@ def identify_foreign(keys) -> Optional[str]:
             return f"{what}, not Wan"
     if _has(keys, ".self_attn.norm_q.weight", suffix=True):
         return None  # Wan DiT blocks without a head: a shard; the missing keys say so later
-    sample = ", ".join(sorted(keys)[:4])
+    sample = quote_list(sorted(keys)[:4])
     return f"not a model this loader recognises ({len(keys)} tensors; first keys: {sample})"
 
 
@@ -253,7 +197,7 @@ class DitFile:
 def inspect_dit(path: PathLike) -> DitFile:
     """Read and check a DiT file's header (no tensor data); raise ``CheckpointError`` if it is not one."""
     header = read_header(path)
-    name = header.path.name
+    name = clip(header.path.name)
     prefix, by_key = strip_prefix(header.tensors)
     foreign = identify_foreign(by_key)
     if foreign:
@@ -287,7 +231,7 @@ def inspect_dit(path: PathLike) -> DitFile:
 
 def _listing(label: str, items: list[str], limit: int = 8) -> str:
     more = f" (and {len(items) - limit} more)" if len(items) > limit else ""
-    return f"{len(items)} {label}: {', '.join(sorted(items)[:limit])}{more}"
+    return f"{len(items)} {label}: {', '.join(clip(i) for i in sorted(items)[:limit])}{more}"
 
 
 def _raise_if_mismatch(name: str, config: WanConfig, missing, unexpected, misshaped) -> None:
@@ -310,7 +254,7 @@ def _check_quant_formats(header: Header, dit: DitFile) -> None:
             layers = json.loads(meta).get("layers", {})
             formats |= {str(v.get("format")) for v in layers.values() if isinstance(v, dict)}
         except (ValueError, AttributeError):
-            log.warning("%s: unreadable _quantization_metadata ignored", header.path.name)
+            log.warning("%s: unreadable _quantization_metadata ignored", clip(header.path.name))
     with open(header.path, "rb") as f:
         for key in (k for k in dit.ignored if k.endswith(".comfy_quant")):
             info = header.tensors[key]
@@ -318,23 +262,37 @@ def _check_quant_formats(header: Header, dit: DitFile) -> None:
             try:
                 formats.add(str(json.loads(f.read(info.end - info.start)).get("format")))
             except (ValueError, AttributeError):
-                raise CheckpointError(f"{header.path.name}: {key} holds no readable quantisation JSON") from None
+                raise CheckpointError(f"{clip(header.path.name)}: {quote(key)} holds no readable quantisation "
+                                      f"JSON") from None
     for name, file_key in dit.params.items():
         if name.endswith(".weight") and not ST_DTYPES[header.tensors[file_key].dtype].is_floating_point:
             formats.add(f"{header.tensors[file_key].dtype} weights")
     bad = sorted(f for f in formats if f not in ("float8_e4m3fn", "float8_e5m2"))
     if bad:
-        raise CheckpointError(f"{header.path.name} uses the quantisation format(s) {', '.join(bad)}; only fp8 "
-                              f"(e4m3fn / e5m2, per-tensor scale) is supported. Use an fp16, bf16 or fp8_scaled file.")
+        raise CheckpointError(f"{clip(header.path.name)} uses the quantisation format(s) {quote_list(bad)}; only "
+                              f"fp8 (e4m3fn / e5m2, per-tensor scale) is supported. Use an fp16, bf16 or fp8_scaled "
+                              f"file.")
 
 
 def detect_dit(path: PathLike) -> WanConfig:
     """The ``WanConfig`` of a DiT file, from its header only (raises ``CheckpointError``)."""
+    if _is_gguf(path):
+        from .gguf import detect_gguf
+        return detect_gguf(path)
     return inspect_dit(path).config
+
+
+def _is_gguf(path: PathLike) -> bool:
+    """GGUF files are told apart by their first bytes, not their name (``engine.gguf`` reads them)."""
+    from .gguf import is_gguf
+    return is_gguf(path)
 
 
 def describe_file(path: PathLike) -> str:
     """One line saying what ``path`` is: a Wan 2.2 DiT with its variant and storage, or why not."""
+    if _is_gguf(path):
+        from .gguf import describe_gguf
+        return describe_gguf(path)
     try:
         dit = inspect_dit(path)
     except CheckpointError as err:
@@ -400,6 +358,9 @@ def load_dit(path: PathLike, compute_dtype: Union[str, torch.dtype] = torch.floa
     weights to that dtype for memory (fp8 with a per-tensor scale). Other tensors
     (biases, norms, modulations) always keep their stored dtype.
     """
+    if _is_gguf(path):
+        from .gguf import load_gguf_dit
+        return load_gguf_dit(path, compute_dtype, device, weight_dtype)
     compute = as_dtype(compute_dtype, COMPUTE_NAMES, "compute_dtype")
     target = as_dtype(weight_dtype, WEIGHT_NAMES, "weight_dtype")
     device = torch.device(device)

@@ -24,12 +24,14 @@ from typing import Optional, Sequence
 
 import torch
 
+from .errors import public
 from .latents import normalize
 
 I2V_MASK_CHANNELS = 4  # one per video frame folded into a latent frame (temporal stride 4)
 PATCH = (1, 2, 2)  # DiT patch (t, h, w): one token per 1x2x2 latent cell
 
 
+@public
 class ConditioningError(ValueError):
     """Conditioning tensors that do not fit the latent; the message names both shapes."""
 

@@ -11,6 +11,8 @@ Arithmetic follows the official code: it stores ``1/std`` and computes
 """
 import torch
 
+from .errors import public
+
 WAN21_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
@@ -43,6 +45,7 @@ _TABLES = {
 }
 
 
+@public
 class LatentMismatchError(ValueError):
     """A latent was given to a VAE (or model) built for the other latent space."""
 

@@ -29,6 +29,14 @@ file's precision plus one more matmul per call (exact, unlike re-quantizing, and
 larger in memory than the file's tensor). The branches hold the LoRA's tensors as the
 file stores them, moved to the weight's device (not copied when already there).
 
+A GGUF-quantized Linear weight (``weight_format`` set: the layer holds the file's quantized
+bytes) is treated the same way: every update runs as a branch beside it, so the expert
+keeps costing its file size and the LoRA is exact in the compute dtype (ComfyUI-GGUF
+instead adds the patch into each freshly decoded weight at every call). A quantized
+weight in a layer that has no branches (a patch embedding stored quantized, which
+city96's files never do) cannot be patched and raises ``LoraError``. Shapes are checked
+against the real weight's shape (``ops.weight_shape``), not the bytes'.
+
 Everything else merges into the weight as ComfyUI does: non-fp8 weights (bf16/fp16/fp32)
 and the full deltas on norms, biases and modulations. An fp8 weight in a layer without
 branches (an fp8 patch-embedding conv, a foreign module) is merged and re-quantized with a
@@ -47,11 +55,14 @@ from typing import Any, Iterable, Mapping, Optional, Sequence, Union
 import torch
 from torch import nn
 
-from .ops import FP8_DTYPES, CastLinear, LoraBranch, quantize_fp8
+from .errors import public
+from .ops import CASTING_LAYERS, FP8_DTYPES, CastLinear, LoraBranch, quantize_fp8, weight_shape
+from .safetensors_header import clip, quote, quote_list
 
 log = logging.getLogger("wan22duo")
 
 
+@public
 class LoraError(ValueError):
     """A LoRA file that cannot be applied to the given model; the message says why and what to do."""
 
@@ -71,8 +82,8 @@ def read_lora(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise LoraError(
-            f"{path!r} is not a readable safetensors file ({exc}); LoRAs must be .safetensors files "
-            f"(convert .ckpt/.pt LoRAs first)"
+            f"{quote(path)} is not a readable safetensors file ({clip(str(exc))}); LoRAs must be .safetensors "
+            f"files (convert .ckpt/.pt LoRAs first)"
         ) from None
 
 
@@ -92,8 +103,8 @@ def read_lora_header(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
                     else torch.empty(f.get_slice(key).get_shape(), device="meta") for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise LoraError(
-            f"{path!r} is not a readable safetensors file ({exc}); LoRAs must be .safetensors files "
-            f"(convert .ckpt/.pt LoRAs first)"
+            f"{quote(path)} is not a readable safetensors file ({clip(str(exc))}); LoRAs must be .safetensors "
+            f"files (convert .ckpt/.pt LoRAs first)"
         ) from None
 
 
@@ -188,6 +199,11 @@ class NameMap:
         self.diffusers = diffusers
         self.params = dict(model.named_parameters())
         self.params.update(dict(model.named_buffers()))
+        # the real shape of every parameter: a GGUF weight's bytes have another one
+        self.shapes = {name: p.shape for name, p in self.params.items()}
+        for path, module in model.named_modules():
+            if isinstance(module, CASTING_LAYERS) and f"{path}.weight" in self.shapes:
+                self.shapes[f"{path}.weight"] = weight_shape(module)
         # every parameter's owner path plus every parameter itself (``blocks.0.modulation``)
         owners = {name.rpartition(".")[0] for name in self.params}
         self.paths = owners | set(self.params)
@@ -225,7 +241,7 @@ class Delta:
         """Raise ``LoraError`` unless this delta fits a parameter of ``shape``."""
         if (self.up is None) != (self.down is None):
             missing = "up (lora_up / lora_B)" if self.up is None else "down (lora_down / lora_A)"
-            raise LoraError(f"LoRA tensors {self.keys} for {self.target!r} lack their {missing} half; "
+            raise LoraError(f"LoRA tensors {quote_list(self.keys)} for {self.target!r} lack their {missing} half; "
                             f"the file is incomplete or damaged")
         if self.up is not None:
             # Conv layers (patch_embedding) store down as [r, in, kt, kh, kw] and up as [out, r, 1, 1, 1].
@@ -233,7 +249,7 @@ class Delta:
             in_features = math.prod(self.down.shape[1:])
             if math.prod(self.up.shape[1:]) != rank:
                 raise LoraError(
-                    f"LoRA tensors {self.keys} disagree on the rank: up has shape {tuple(self.up.shape)}, "
+                    f"LoRA tensors {quote_list(self.keys)} disagree on the rank: up has shape {tuple(self.up.shape)}, "
                     f"down has shape {tuple(self.down.shape)}; the file is damaged or not a LoRA")
             if len(shape) < 2 or out_features != shape[0] or in_features != shape[1:].numel():
                 raise self._shape_error("up @ down", (out_features, in_features), shape)
@@ -253,7 +269,7 @@ class Delta:
 
     def _shape_error(self, what: str, got: Sequence[int], shape: torch.Size) -> LoraError:
         return LoraError(
-            f"LoRA key(s) {self.keys}: {what} has shape {tuple(got)} but the model's {self.target!r} has "
+            f"LoRA key(s) {quote_list(self.keys)}: {what} has shape {tuple(got)} but the model's {self.target!r} has "
             f"shape {tuple(shape)}; this LoRA was made for a different model size (Wan 2.2 A14B vs TI2V-5B, "
             f"or a Wan 2.1 1.3B model)"
         )
@@ -288,11 +304,12 @@ def plan_lora(lora: Mapping[str, torch.Tensor], model: nn.Module, name: str = "L
         path = names.resolve(part[0]) if part else None
         target = _target_of(path, part[1], names.params) if path else None
         if part and part[1] == "alpha" and path:
-            alphas[path] = float(lora[key].float().reshape(-1)[0])
+            alphas[path] = _alpha(name, key, lora[key])
             continue
         if target is None:
             unknown.append(key)
             continue
+        _check_finite(name, key, lora[key])
         delta = deltas.setdefault(target, Delta(target, path))
         delta.keys.append(key)
         role = part[1]
@@ -305,12 +322,41 @@ def plan_lora(lora: Mapping[str, torch.Tensor], model: nn.Module, name: str = "L
     if not deltas:
         raise LoraError(_no_match_message(name, list(lora), model))
     for delta in deltas.values():
-        _finish(delta, alphas, names.params[delta.target].shape)
+        _finish(delta, alphas, names.shapes[delta.target])
     if unknown and warn:
-        shown = ", ".join(sorted(unknown)[:20]) + (" ..." if len(unknown) > 20 else "")
         log.warning("Wan22Duo: %s: %d of %d tensors match no layer of this model and are ignored: %s",
-                    name, len(unknown), len(lora), shown)
+                    clip(name), len(unknown), len(lora), quote_list(sorted(unknown), 20))
     return list(deltas.values())
+
+
+def _alpha(name: str, key: str, tensor: torch.Tensor) -> float:
+    """A LoRA's ``alpha`` as a float; NaN/inf or empty would silently scale the change wrongly."""
+    if tensor.numel() == 0:
+        raise LoraError(f"{clip(name)}: {quote(key)} holds no value; the file is damaged. Use another copy.")
+    alpha = float(tensor.float().reshape(-1)[0])
+    if not math.isfinite(alpha):
+        raise LoraError(f"{clip(name)}: {quote(key)} is {alpha}, not a finite number, so the LoRA's scale "
+                        f"alpha / rank is undefined; the file is damaged. Use another copy of the LoRA.")
+    return alpha
+
+
+def _check_finite(name: str, key: str, tensor: torch.Tensor) -> None:
+    """Stop at planning, naming the tensor, rather than after the first sampling step with a NaN video."""
+    if tensor.device.type == "meta" or not tensor.is_floating_point():
+        return  # a header-only plan (shapes): the data is checked when the weights are read
+    bad = int((~torch.isfinite(tensor)).sum())
+    if bad:
+        raise LoraError(f"{clip(name)}: tensor {quote(key)} holds {bad} NaN/inf values of {tensor.numel()}; "
+                        f"the file is damaged (or was saved after training diverged). Use another copy of the LoRA.")
+
+
+def check_strength(strength, name: str = "LoRA") -> float:
+    """``strength`` as a float; NaN/inf would turn every patched weight into NaN."""
+    value = float(strength)
+    if not math.isfinite(value):
+        raise LoraError(f"{clip(name)}: strength {value} is not a finite number; use a value such as 1.0 "
+                        f"(0 leaves the model unchanged).")
+    return value
 
 
 def _finish(delta: Delta, alphas: Mapping[str, float], shape: torch.Size) -> None:
@@ -326,8 +372,8 @@ def _not_a_lora_message(name: str, lora: Mapping[str, torch.Tensor]) -> str:
         hint = " It looks like a full Wan model checkpoint: load it with Wan22DuoExpertLoader instead."
     elif any(k.endswith(".hada_w1_a") or ".lokr_" in k for k in keys):
         hint = " It looks like a LyCORIS LoHa/LoKr file, which this node does not support."
-    return (f"{name} is not a LoRA: none of its {len(keys)} tensors ends in lora_down/lora_up, lora_A/lora_B, "
-            f"alpha, diff, diff_b or diff_m (first keys: {keys[:5]}).{hint}")
+    return (f"{clip(name)} is not a LoRA: none of its {len(keys)} tensors ends in lora_down/lora_up, lora_A/lora_B, "
+            f"alpha, diff, diff_b or diff_m (first keys: {quote_list(keys[:5])}).{hint}")
 
 
 def _no_match_message(name: str, keys: list[str], model: nn.Module) -> str:
@@ -345,7 +391,8 @@ def _no_match_message(name: str, keys: list[str], model: nn.Module) -> str:
     if any(f in k for k in keys for f in foreign) or not any(w in k for k in keys for w in wan_like):
         hints.append("its layer names are those of another model family (Flux, SD, HunyuanVideo...)")
     hint = "; ".join(hints) or "it was probably made for another model"
-    return (f"{name} matches no layer of this {variant} model ({len(keys)} tensors, e.g. {sample}): {hint}. "
+    return (f"{clip(name)} matches no layer of this {variant} model ({len(keys)} tensors, e.g. "
+            f"{quote_list(sample)}): {hint}. "
             f"Use a LoRA trained for Wan 2.2 (or a Wan 2.1 14B LoRA on an A14B expert).")
 
 
@@ -382,9 +429,9 @@ def apply_loras(model: nn.Module, loras: Sequence[tuple[LoraSource, float]], *, 
     """
     plans = []
     for source, strength in loras:
-        if float(strength) == 0.0:
-            continue
         name = os.fspath(source) if isinstance(source, (str, os.PathLike)) else "LoRA"
+        if check_strength(strength, name) == 0.0:
+            continue
         tensors = read_lora(source) if isinstance(source, (str, os.PathLike)) else source
         plans.append((plan_lora(tensors, model, name, warn=warn), float(strength)))
     by_target: dict[str, list[tuple[Delta, float]]] = {}
@@ -425,10 +472,15 @@ def _patch_one(model: nn.Module, target: str, parts: list[tuple[Delta, float]],
     weight = getattr(module, attr)
     if backup is not None:
         backup.targets.append(target)
-    if attr == "weight" and weight.dtype in FP8_DTYPES and isinstance(module, CastLinear):
-        branches = tuple(branch for delta, strength in parts for branch in _branches(delta, strength, weight))
+    quantized = attr == "weight" and getattr(module, "weight_format", None) is not None
+    if attr == "weight" and (weight.dtype in FP8_DTYPES or quantized) and isinstance(module, CastLinear):
+        shape = weight_shape(module)
+        branches = tuple(branch for delta, strength in parts for branch in _branches(delta, strength, weight, shape))
         _replace(module, BRANCHES, module.lora_branches + branches, backup, backup_device)
         return
+    if quantized:
+        raise LoraError(f"{target!r} holds GGUF {module.weight_format.name} bytes in a layer that cannot run a LoRA "
+                        f"beside its weight; load the model with a weight_dtype such as bf16 to apply this LoRA")
     device = torch.device(work_device) if work_device is not None else weight.device
     scale_attr = "scale_weight" if attr == "weight" else None
     scale = getattr(module, scale_attr, None) if scale_attr else None
@@ -452,20 +504,21 @@ def _patch_one(model: nn.Module, target: str, parts: list[tuple[Delta, float]],
     _replace(module, attr, new_weight.to(weight.device), backup, backup_device)
 
 
-def _branches(delta: Delta, strength: float, weight: torch.Tensor) -> list[LoraBranch]:
-    """One delta as runtime branches beside an fp8 Linear ``weight`` (see the module docstring).
+def _branches(delta: Delta, strength: float, weight: torch.Tensor, shape: torch.Size) -> list[LoraBranch]:
+    """One delta as runtime branches beside an fp8 or GGUF Linear ``weight`` of real ``shape``
+    (see the module docstring).
 
     The factors stay in the LoRA file's dtype and scale; ``strength * alpha / rank`` goes
     into the branch's ``scale``, so nothing is rounded here.
     """
-    delta.check(weight.shape)
+    delta.check(shape)
     out = []
     if delta.up is not None:
         down, up = delta.down.flatten(1).to(weight.device), delta.up.flatten(1).to(weight.device)
         rank_scale = 1.0 if delta.alpha is None else delta.alpha / down.shape[0]
         out.append(LoraBranch(up, down, strength * rank_scale))
     if delta.diff is not None:
-        out.append(LoraBranch(delta.diff.reshape(weight.shape).to(weight.device), None, strength))
+        out.append(LoraBranch(delta.diff.reshape(shape).to(weight.device), None, strength))
     return out
 
 
@@ -506,6 +559,7 @@ def with_lora(handle, path: Union[str, os.PathLike], strength: float):
     config, so a wrong LoRA fails here rather than at sampling.
     """
     path = os.fspath(path)
+    strength = check_strength(strength, os.path.basename(path))
     base = handle.info.get("lora_base", handle)
     loras = tuple(handle.info.get("loras", ())) + ((path, float(strength)),)
     skeleton = model_skeleton(handle.info.get("config"))

@@ -20,11 +20,19 @@ Contract relied on by ``engine.lora`` (do not break it):
   patcher may assign a new ``nn.Parameter`` to ``weight`` and a new tensor (or
   ``None``) to ``scale_weight``, and later assign the original objects back;
 * ``CastLinear.lora_branches`` is a tuple of ``LoraBranch`` (empty unless a LoRA runs
-  beside an fp8 weight), read at every call and added to the output in ``x.dtype``:
-  ``y += scale * (x @ down.T) @ up.T`` (low rank) or ``y += scale * x @ up.T`` (full
-  rank, ``down`` None). A patcher assigns a new tuple and later the old one back; the
+  beside an fp8 or GGUF-quantized weight), read at every call and added to the output
+  in ``x.dtype``: ``y += scale * (x @ down.T) @ up.T`` (low rank) or
+  ``y += scale * x @ up.T`` (full rank, ``down`` None). A patcher assigns a new tuple and later the old one back; the
   branches follow the layer in ``.to()`` / ``.half()`` / ``.cuda()`` but are not in its
   ``state_dict`` (the checkpoint never contains them).
+* ``weight_format`` (both classes) is None, or an ``engine.ggml.QuantFormat`` when
+  ``weight`` holds a GGUF file's quantized bytes (a uint8 ``nn.Parameter``, usually a view
+  of the memory-mapped file): the layer then decodes those bytes into ``x.dtype`` at
+  every call (``scale_weight`` stays None), and ``weight_shape`` is the real weight's
+  shape. The bytes are an ordinary tensor, so ``.to()`` / ``_apply`` move them like any
+  weight; floating-point casts (``.half()``) leave uint8 alone. A patcher never
+  rewrites such a weight (LoRAs run as ``lora_branches``); it may swap ``weight`` and
+  ``weight_format`` together and later put both back.
 
 No device or dtype is fixed here: the layers follow wherever their tensors are.
 """
@@ -36,6 +44,8 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .ggml import QuantFormat
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
@@ -62,6 +72,20 @@ def quantize_fp8(w: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, tor
     scale = (w.abs().max().float() / fmax).clamp(min=torch.finfo(torch.float32).tiny)
     q = (w.float() / scale).clamp_(-fmax, fmax).to(dtype)
     return q, scale.reshape(())
+
+
+def layer_weight(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor:
+    """A casting layer's weight in ``dtype``: decoded GGUF bytes, or the upcast (scaled) weight."""
+    fmt = layer.weight_format
+    if fmt is not None:
+        return fmt.dequantize(layer.weight, dtype)
+    return cast_weight(layer.weight, layer.scale_weight, dtype)
+
+
+def weight_shape(layer: nn.Module) -> torch.Size:
+    """The shape of a casting layer's real weight (not of its GGUF bytes)."""
+    fmt = getattr(layer, "weight_format", None)
+    return torch.Size(fmt.shape) if fmt is not None else layer.weight.shape
 
 
 def cast_bias(bias: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
@@ -117,9 +141,10 @@ class CastLinear(nn.Module):
         # A LoRA on an fp8 weight runs here instead of being merged: rounding the merged
         # weight back to fp8 would lose most of a typical LoRA's change (bench/lora_fp8.py).
         self.lora_branches: tuple[LoraBranch, ...] = ()
+        self.weight_format: Optional[QuantFormat] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = cast_weight(self.weight, self.scale_weight, x.dtype)
+        w = layer_weight(self, x.dtype)
         b = cast_bias(self.bias, x.dtype)
         if not self.lora_branches:
             return F.linear(x, w, b)
@@ -143,7 +168,7 @@ class CastLinear(nn.Module):
     def extra_repr(self) -> str:
         extra = f", lora_branches={len(self.lora_branches)}" if self.lora_branches else ""
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
-                f"weight_dtype={self.weight.dtype}{extra}")
+                f"weight_dtype={_stored(self)}{extra}")
 
 
 class CastConv3d(nn.Module):
@@ -157,14 +182,20 @@ class CastConv3d(nn.Module):
         self.weight = nn.Parameter(torch.empty(out_channels, in_channels, *self.kernel_size), requires_grad=False)
         self.bias = nn.Parameter(torch.empty(out_channels), requires_grad=False)
         self.register_buffer("scale_weight", None)
+        self.weight_format: Optional[QuantFormat] = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = cast_weight(self.weight, self.scale_weight, x.dtype)
+        w = layer_weight(self, x.dtype)
         return F.conv3d(x, w, cast_bias(self.bias, x.dtype), stride=self.kernel_size)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
-                f"weight_dtype={self.weight.dtype}")
+                f"weight_dtype={_stored(self)}")
+
+
+def _stored(layer: nn.Module) -> str:
+    fmt = layer.weight_format
+    return f"gguf {fmt.name}" if fmt is not None else str(layer.weight.dtype)
 
 
 CASTING_LAYERS = (CastLinear, CastConv3d)

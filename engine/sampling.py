@@ -23,12 +23,14 @@ ComfyUI's KSampler does, so a seed means the same noise here and there.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 
 from .conditioning import I2VConditioning, hold, noise_mask_for, token_timesteps
+from .errors import public
 from .latents import denormalize, normalize
 from .residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
 from .schedule import Schedule, make_schedule, resolve_switch_step
@@ -58,10 +60,12 @@ OFFICIAL = {
 }
 
 
+@public
 class SamplingError(ValueError):
     """Inputs that disagree with each other or with the model; the message says how to fix it."""
 
 
+@public
 class SamplingCancelled(RuntimeError):
     """Raised between steps when the ``cancel`` check asks to stop."""
 
@@ -147,12 +151,70 @@ def _check_experts(high: ModelHandle, low: Optional[ModelHandle]) -> str:
             f"the experts come from different models: high_noise_model is {variant}, low_noise_model is "
             f"{low_variant}. Load the high- and low-noise files of the same model (both T2V-A14B or both I2V-A14B)."
         )
-    if high.info.get("role") == "low_noise" and low.info.get("role") == "high_noise":
+    return variant
+
+
+def check_wiring(plan: SwitchPlan, high: ModelHandle, low: Optional[ModelHandle]) -> None:
+    """Refuse experts wired so that a step would run on the wrong one.
+
+    Only experts that run at least one step are judged, so a deliberate single-expert
+    run (``switch_step`` 0 or ``steps``, the other input connected to anything) passes.
+    Errors: the same model (one handle, or one file with the same LoRAs) in both inputs,
+    and an expert whose role (from its loader: the file name or an explicit ``role``) is
+    the other input's. One file under two different LoRA chains only warns: a base model
+    run in both roles with different LoRAs can be deliberate. Handles without a role (a
+    foreign model source) are not judged by role.
+    """
+    if low is None or plan.boundary is None:
+        return
+    steps, k = plan.schedule.steps, plan.switch_step
+    runs_high, runs_low = k > 0, k < steps
+    same = _same_model(high, low) if runs_high and runs_low else None
+    if same == "file":
+        log.warning("%s and %s load the same file with different LoRAs, so one base model runs in both roles; if "
+                    "that is not intended, load the high-noise file in one loader and the low-noise file in the other",
+                    high.name, low.name)
+    if same == "model":
+        raise SamplingError(
+            f"{high.name} is connected to both high_noise_model and low_noise_model, so one model would run in "
+            f"both roles (steps 1-{k} and {k + 1}-{steps}). Load the high-noise file in one Wan22DuoExpertLoader and "
+            f"the low-noise file in another. To run one model on purpose, set switch_step to {steps} "
+            "(high_noise_model only) or 0 (low_noise_model only)."
+        )
+    high_role, low_role = high.info.get("role"), low.info.get("role")
+    if high_role == "low_noise" and low_role == "high_noise":
         raise SamplingError(
             f"the experts look swapped: {high.name} (a low-noise expert) is connected to high_noise_model and "
             f"{low.name} (a high-noise expert) to low_noise_model. Swap the two connections."
         )
-    return variant
+    for slot, handle, role, runs, span in (("high_noise_model", high, high_role, runs_high, f"1-{k}"),
+                                           ("low_noise_model", low, low_role, runs_low, f"{k + 1}-{steps}")):
+        wanted = slot[: -len("_model")]
+        if runs and role in ("high_noise", "low_noise") and role != wanted:
+            raise SamplingError(
+                f"{handle.name} is a {role.replace('_', '-')} expert but is connected to {slot}, which runs steps "
+                f"{span} of {steps}. Connect the {wanted.replace('_', '-')} expert there (its file name says "
+                f"{wanted}), or set the loader's role if the file is misnamed."
+            )
+
+
+def _same_model(a: ModelHandle, b: ModelHandle) -> Optional[str]:
+    """"model": one handle, or one file with the same LoRAs (a LoRA-derived handle keeps its base file's
+    path); "file": one file under different LoRA chains (possibly deliberate); None otherwise."""
+    if a is b:
+        return "model"
+    path_a, path_b = a.info.get("path"), b.info.get("path")
+    if path_a is None or path_a != path_b:
+        return None
+    return "model" if tuple(a.info.get("loras", ())) == tuple(b.info.get("loras", ())) else "file"
+
+
+def check_settings(**settings: Optional[float]) -> None:
+    """NaN/inf passes ComfyUI's min/max checks (every comparison with NaN is False); stop it here."""
+    for name, value in settings.items():
+        if value is not None and not math.isfinite(float(value)):
+            raise SamplingError(f"{name} is {float(value)}; it must be a finite number. Reset it on the sampler "
+                                "node (the official values are in its tooltip).")
 
 
 def _check_latent(latent: torch.Tensor, high: ModelHandle, variant: str, i2v: Any, noise_mask: Any) -> None:
@@ -206,6 +268,12 @@ def _check_context(name: str, context: torch.Tensor, batch: int, text_dim: int) 
         )
     if context.shape[0] not in (1, batch):
         raise SamplingError(f"{name} has batch {context.shape[0]} but the latent has batch {batch}; use 1 or {batch}")
+    if context.shape[1] == 0:
+        raise SamplingError(
+            f"{name} has no tokens (shape {list(context.shape)}), so cross-attention would attend to nothing; "
+            "encode a prompt with CLIPTextEncode (CLIPLoader type 'wan'), which gives at least one token even "
+            "for an empty prompt."
+        )
     _check_finite(name, context, "the text encoder produced them: check the umT5 file and its dtype "
                   "(umt5_xxl_fp16 or umt5_xxl_fp8_e4m3fn_scaled with CLIPLoader type 'wan')")
     return context.expand(batch, -1, -1)
@@ -274,7 +342,14 @@ def make_noise(seed: int, shape: Sequence[int]) -> torch.Tensor:
 
 def guided_velocity(model: Callable, x_in: torch.Tensor, t: torch.Tensor, positive: torch.Tensor,
                     negative: torch.Tensor, cfg: float) -> torch.Tensor:
-    """CFG on the velocity: ``v_u + cfg * (v_c - v_u)``; one pass when ``cfg == 1``."""
+    """CFG on the velocity: ``v_u + cfg * (v_c - v_u)``; one pass when ``cfg == 1``.
+
+    A model with its own ``guided_velocity`` (a ComfyUI MODEL, whose CFG patches must
+    run as in a KSampler) does the guidance itself and returns the same quantity.
+    """
+    own = getattr(model, "guided_velocity", None)
+    if own is not None:
+        return own(x_in, t, positive, negative, cfg).float()
     v_cond = model(x_in, t, positive).float()
     if cfg == 1.0:
         return v_cond
@@ -322,6 +397,7 @@ def sample(
         raise SamplingError(f"unknown sampler {solver!r}; expected one of {SOLVERS}")
     if memory not in MEMORY_POLICIES:
         raise SamplingError(f"unknown memory policy {memory!r}; expected one of {MEMORY_POLICIES}")
+    check_settings(cfg_high=cfg_high, cfg_low=cfg_low, shift=shift, boundary=boundary)
     variant = _check_experts(high, low)
     latent = latent.float()
     _check_latent(latent, high, variant, i2v, noise_mask)
@@ -330,6 +406,7 @@ def sample(
     positive = _check_context("positive", positive, batch, text_dim)
     negative = _check_context("negative", negative, batch, text_dim)
     plan = plan_switch(variant, low, steps, shift, boundary, switch_step, schedule)
+    check_wiring(plan, high, low)
     mask = noise_mask_for(noise_mask, latent.shape) if noise_mask is not None else None
     y = i2v.y(latent.shape) if i2v is not None else None
     if y is not None:
@@ -392,14 +469,20 @@ def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive
             if not bool(torch.isfinite(x).all()):
                 raise SamplingError(
                     f"the latent became NaN/inf at step {i + 1} of {sched.steps} ({role}-noise expert, "
-                    f"compute dtype {model_dtype}). fp16 can overflow on Wan: "
-                    "use bf16 or fp32 compute_dtype on the expert loader.")
+                    f"compute dtype {model_dtype}). {_non_finite_hint(model_dtype)}")
             if mask is not None:
                 x = hold(x, kept, mask)
             if callback is not None:
                 x0 = hold(x0, kept, mask) if mask is not None else x0
                 callback(StepInfo(i, sched.steps, role, float(sched.sigmas[i]), float(sched.timesteps[i]), x, x0))
     return x.cpu()
+
+
+def _non_finite_hint(model_dtype: str) -> str:
+    if model_dtype == "float16":
+        return "fp16 can overflow on Wan: use bf16 or fp32 compute_dtype on the expert loader."
+    return ("The inputs were finite, so the expert's weights (or a LoRA on it) hold NaN/inf or overflow: load "
+            "another copy of the file, or remove the LoRA to find the culprit.")
 
 
 class _OnDevice:

@@ -40,6 +40,27 @@ def list_files(folder: str) -> list[str]:
     return list(folder_paths.get_filename_list(folder))
 
 
+def list_files_by_extension(folder: str, extensions: tuple[str, ...], registered: Optional[str] = None) -> list[str]:
+    """Names with ``extensions`` under the paths of ComfyUI's ``folder``; empty without ComfyUI.
+
+    ComfyUI lists a folder only with its own extensions (no ``.gguf`` for
+    ``diffusion_models``). When another pack registered a folder name for exactly these
+    files (ComfyUI-GGUF's ``unet_gguf``: the diffusion_models and unet paths, ``.gguf``),
+    its cached list is used; otherwise the folder's paths are searched here.
+    """
+    try:
+        import folder_paths
+    except ImportError:
+        return []
+    if registered and registered in folder_paths.folder_names_and_paths:
+        return [n for n in folder_paths.get_filename_list(registered) if n.lower().endswith(extensions)]
+    names = set()
+    for base in folder_paths.get_folder_paths(folder):
+        files, _ = folder_paths.recursive_search(base, excluded_dir_names=[".git"])
+        names.update(folder_paths.filter_files_extensions(files, extensions))
+    return sorted(names)
+
+
 def resolve_path(folder: str, name: str) -> str:
     """Full path of ``name`` in ComfyUI's ``folder``; an existing absolute path is taken as is.
 

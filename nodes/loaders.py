@@ -8,10 +8,8 @@ holds two small handles, not two 14B experts' weights.
 """
 from __future__ import annotations
 
-import json
 import os
 import re
-import struct
 from typing import Optional
 
 import torch
@@ -19,7 +17,9 @@ import torch
 from . import _comfy
 from ..engine.residency import ModelHandle
 
-DIFFUSION_FOLDER = "diffusion_models"
+DIFFUSION_FOLDER = "diffusion_models"  # also models/unet, ComfyUI's legacy name for it
+GGUF_EXTENSIONS = (".gguf",)
+GGUF_FOLDER = "unet_gguf"  # ComfyUI-GGUF's name for the .gguf files of diffusion_models and unet
 VAE_FOLDER = "vae"
 
 WEIGHT_DTYPES = {
@@ -61,9 +61,16 @@ def guess_role(filename: str) -> Optional[str]:
 def resolve_role(role: str, filename: str) -> str:
     if role not in ROLES:
         raise ValueError(f"role {role!r} is not one of {ROLES}")
-    if role != "auto":
-        return role
     guessed = guess_role(filename)
+    if role != "auto":
+        if guessed is not None and guessed != role:
+            # The bundled workflows set role; picking the other expert's file must not pass silently.
+            raise ValueError(
+                f"role is {role} but the file {os.path.basename(filename)!r} is named as the "
+                f"{guessed.replace('_', '-')} expert. Pick the {role.replace('_', '-')} file in this loader, or set "
+                "role to auto to go by the file name (rename the file if its name is wrong)."
+            )
+        return role
     if guessed is None:
         raise ValueError(
             f"cannot tell from the name {os.path.basename(filename)!r} whether it is the high-noise or the "
@@ -89,20 +96,29 @@ def weight_bytes(path: str, weight_dtype: Optional[torch.dtype] = None) -> int:
     """Bytes the weights take once loaded, from the safetensors header (no tensor data read).
 
     Used to ask ComfyUI to make room before an expert moves to the GPU; an estimate
-    (scale tensors and norms are counted at ``weight_dtype`` too).
+    (scale tensors and norms are counted at ``weight_dtype`` too). A GGUF file counts its
+    tensor data as stored (quantized), or decoded to ``weight_dtype``.
     """
-    sizes = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "U8": 1, "I64": 8, "I32": 4}
-    with open(path, "rb") as f:
-        header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
-    header.pop("__metadata__", None)
+    from ..engine.gguf import gguf_weight_bytes, is_gguf
+    from ..engine.safetensors_header import ST_DTYPES, read_header
+
+    if is_gguf(path):
+        return gguf_weight_bytes(path, weight_dtype)
     total = 0
-    for entry in header.values():
+    for info in read_header(path).tensors.values():
         numel = 1
-        for n in entry["shape"]:
+        for n in info.shape:
             numel *= n
-        itemsize = weight_dtype.itemsize if weight_dtype is not None else sizes.get(entry["dtype"], 4)
+        itemsize = weight_dtype.itemsize if weight_dtype is not None else ST_DTYPES[info.dtype].itemsize
         total += numel * itemsize
     return total
+
+
+def model_files() -> list[str]:
+    """The diffusion model files the DiT loaders offer: safetensors and GGUF, each name once."""
+    names = set(_comfy.list_files(DIFFUSION_FOLDER))
+    names.update(_comfy.list_files_by_extension(DIFFUSION_FOLDER, GGUF_EXTENSIONS, registered=GGUF_FOLDER))
+    return sorted(names)
 
 
 def _dit_handle(path: str, weight_dtype: str, compute_dtype: str, device: str, info: dict) -> ModelHandle:
@@ -132,8 +148,9 @@ def _detect(path: str):
 
 _DEVICE_TIP = ("Device the model computes on. auto: ComfyUI's main GPU (CPU outside ComfyUI). The weights are "
                "read from disk only when the sampler first needs them.")
-_WEIGHT_TIP = ("Dtype the weights are kept in. default: as stored in the file (fp8 files stay fp8). fp8 halves "
-               "the memory of bf16/fp16 at a small quality cost; each layer is upcast to the compute dtype when used.")
+_WEIGHT_TIP = ("Dtype the weights are kept in. default: as stored in the file (fp8 files stay fp8, GGUF files stay "
+               "quantized). fp8 halves the memory of bf16/fp16 at a small quality cost; each layer is upcast (or "
+               "dequantized) to the compute dtype when used. Another choice decodes a GGUF file at load.")
 _COMPUTE_TIP = ("Dtype of the matmuls and attention. auto: bf16 on GPUs that support it (the official precision), "
                 "fp16 on older GPUs, fp32 on CPU. Norms, time embedding, residual stream and head always run in fp32.")
 
@@ -143,7 +160,8 @@ class Wan22DuoExpertLoader:
 
     CATEGORY = "Wan22Duo/loaders"
     DESCRIPTION = (
-        "Loads one expert of Wan 2.2 T2V-A14B or I2V-A14B from models/diffusion_models. Load the high-noise and "
+        "Loads one expert of Wan 2.2 T2V-A14B or I2V-A14B from models/diffusion_models or models/unet "
+        "(safetensors, or GGUF kept quantized). Load the high-noise and "
         "the low-noise file with two of these nodes and connect both to Wan22DuoSampler, which switches between "
         "them at the official boundary and keeps only the running expert on the GPU. TI2V-5B has its own loader."
     )
@@ -156,13 +174,15 @@ class Wan22DuoExpertLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "unet_name": (_comfy.list_files(DIFFUSION_FOLDER), {
-                    "tooltip": "Expert file in models/diffusion_models, e.g. "
-                               "wan2.2_t2v_high_noise_14B_fp16.safetensors (fp16, bf16, fp8 and fp8_scaled work)."}),
+                "unet_name": (model_files(), {
+                    "tooltip": "Expert file in models/diffusion_models (or models/unet), e.g. "
+                               "wan2.2_t2v_high_noise_14B_fp16.safetensors (fp16, bf16, fp8 and fp8_scaled work) "
+                               "or a GGUF such as Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf (kept quantized)."}),
                 "role": (list(ROLES), {
                     "default": "auto",
                     "tooltip": "Which expert this file is. auto: read 'high_noise'/'low_noise' (or 'high'/'low') "
-                               "from the file name; set it when the name does not say."}),
+                               "from the file name; set it when the name does not say. A set role that "
+                               "contradicts the file name is refused."}),
                 "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": _WEIGHT_TIP}),
                 "compute_dtype": (list(COMPUTE_DTYPES), {"default": "auto", "tooltip": _COMPUTE_TIP}),
                 "device": (_comfy.device_choices(), {"default": "auto", "tooltip": _DEVICE_TIP}),
@@ -190,7 +210,8 @@ class Wan22DuoTI2VLoader:
 
     CATEGORY = "Wan22Duo/loaders"
     DESCRIPTION = (
-        "Loads Wan 2.2 TI2V-5B (text- and image-to-video, one model) from models/diffusion_models. Connect it to "
+        "Loads Wan 2.2 TI2V-5B (text- and image-to-video, one model) from models/diffusion_models or models/unet "
+        "(safetensors or GGUF). Connect it to "
         "the high_noise_model input of Wan22DuoSampler and leave low_noise_model empty. Use the Wan 2.2 VAE "
         "(wan2.2_vae.safetensors) with it."
     )
@@ -203,8 +224,9 @@ class Wan22DuoTI2VLoader:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "unet_name": (_comfy.list_files(DIFFUSION_FOLDER), {
-                    "tooltip": "TI2V-5B file in models/diffusion_models, e.g. wan2.2_ti2v_5B_fp16.safetensors."}),
+                "unet_name": (model_files(), {
+                    "tooltip": "TI2V-5B file in models/diffusion_models (or models/unet), e.g. "
+                               "wan2.2_ti2v_5B_fp16.safetensors or a GGUF conversion (kept quantized)."}),
                 "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": _WEIGHT_TIP}),
                 "compute_dtype": (list(COMPUTE_DTYPES), {"default": "auto", "tooltip": _COMPUTE_TIP}),
                 "device": (_comfy.device_choices(), {"default": "auto", "tooltip": _DEVICE_TIP}),

@@ -31,16 +31,25 @@ MAX_STEPS = 1000
 
 def text_context(conditioning, name: str) -> tuple[torch.Tensor, dict]:
     """The ``[B, L, 4096]`` tensor and the options dict of a one-entry CONDITIONING."""
-    if not isinstance(conditioning, (list, tuple)) or len(conditioning) == 0:
+    if not isinstance(conditioning, (list, tuple)):
         got = type(conditioning).__name__
         raise ValueError(f"{name} must be a CONDITIONING from CLIPTextEncode (CLIPLoader type wan), got {got}")
+    if len(conditioning) == 0:
+        raise ValueError(
+            f"{name} is an empty CONDITIONING (a list with no prompt entries); connect the output of a "
+            "CLIPTextEncode (CLIPLoader type wan)."
+        )
     if len(conditioning) > 1:
         raise ValueError(
             f"{name} holds {len(conditioning)} conditioning entries (ConditioningCombine or area conditioning); "
             "Wan22DuoSampler takes one prompt per input. Use a single CLIPTextEncode, or ConditioningConcat to join "
             "prompts."
         )
-    cond, options = conditioning[0]
+    entry = conditioning[0]
+    if not isinstance(entry, (list, tuple)) or len(entry) != 2:
+        raise ValueError(f"{name} is not a CONDITIONING: its entry should be [tensor, options], got "
+                         f"{type(entry).__name__}; connect a CLIPTextEncode (CLIPLoader type wan).")
+    cond, options = entry
     return cond, dict(options or {})
 
 
@@ -388,7 +397,7 @@ NODE_CLASS_MAPPINGS = {
     "Wan22DuoTI2VLatent": Wan22DuoTI2VLatent,
 }
 NODE_DISPLAY_NAME_MAPPINGS = {
-    "Wan22DuoSampler": "Wan 2.2 Duo Sampler (both experts)",
+    "Wan22DuoSampler": "Wan 2.2 Duo Sampler",
     "Wan22DuoEmptyLatent": "Wan 2.2 Duo Empty Latent (T2V-A14B)",
     "Wan22DuoI2VConditioning": "Wan 2.2 Duo I2V Conditioning (I2V-A14B)",
     "Wan22DuoTI2VLatent": "Wan 2.2 Duo TI2V Latent (TI2V-5B)",

@@ -23,6 +23,7 @@ Never put a .json file directly in ``workflows/``: ComfyUI would list it as a te
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import uuid
@@ -34,7 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "example_workflows"
 API_DIR = ROOT / "workflows" / "api"
 CORE_SCHEMA = ROOT / "workflows" / "schema" / "comfyui-0.3.76-core-nodes.json"
-CORE_NODES = ("CLIPLoader", "CLIPTextEncode", "LoadImage", "CreateVideo", "SaveVideo")
+# Every node id of ComfyUI 0.3.76 with a digest of its schema, so the tests can check the subset above and
+# that our ids collide with none, without the full /object_info dump.
+NODE_DIGESTS = ROOT / "workflows" / "schema" / "comfyui-0.3.76-node-digests.json"
+CORE_NODES = ("CLIPLoader", "CLIPTextEncode", "LoadImage", "CreateVideo", "SaveVideo",
+              "UNETLoader", "VAELoader", "VAEDecode", "EmptyHunyuanLatentVideo", "WanImageToVideo",
+              "Wan22ImageToVideoLatent")
+# city96's ComfyUI-GGUF (the revision in shared/comfyui/README.md), in /object_info form; the
+# integration suite checks it against the live node.
+GGUF_SCHEMA = ROOT / "workflows" / "schema" / "comfyui-gguf-nodes.json"
+GGUF_CNR = ("ComfyUI-GGUF", "795e45156ece99afbc3efef911e63fcb46e6a20d")
 COMFY_VERSION = "0.3.76"
 PACK_VERSION = "0.1.0"
 # Frontend-only node types: saved in UI files, never sent to the server.
@@ -105,6 +115,7 @@ class NodeSchema:
     inputs: tuple  # InputSpec, required first, in definition order
     outputs: tuple  # (name, type)
     core: bool
+    cnr: Optional[tuple] = None  # (cnr_id, ver) of a third-party pack (ComfyUI-GGUF)
 
     def input(self, name: str) -> InputSpec:
         for spec in self.inputs:
@@ -129,7 +140,7 @@ def _input_spec(name: str, raw: Any, optional: bool) -> InputSpec:
     return InputSpec(name, str(kind), options, None, optional)
 
 
-def core_schema(info: dict) -> NodeSchema:
+def core_schema(info: dict, cnr: Optional[tuple] = None) -> NodeSchema:
     """Schema of a core node from its ``/object_info`` entry (``input_order`` gives the widget order)."""
     specs = []
     for section in ("required", "optional"):
@@ -138,7 +149,7 @@ def core_schema(info: dict) -> NodeSchema:
             specs.append(_input_spec(name, raw[name], section == "optional"))
     names = info.get("output_name") or info["output"]
     outputs = tuple(zip(names, info["output"]))
-    return NodeSchema(info["name"], info.get("display_name") or info["name"], tuple(specs), outputs, True)
+    return NodeSchema(info["name"], info.get("display_name") or info["name"], tuple(specs), outputs, True, cnr)
 
 
 def pack_schema(class_type: str, cls: type, display_name: Optional[str]) -> NodeSchema:
@@ -164,6 +175,8 @@ def load_schemas(pack_mappings: Optional[dict] = None, display_names: Optional[d
         pack_mappings, display_names = pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS
     core = json.loads(CORE_SCHEMA.read_text(encoding="utf-8"))
     schemas = {name: core_schema(info) for name, info in core.items()}
+    gguf = json.loads(GGUF_SCHEMA.read_text(encoding="utf-8"))
+    schemas.update({name: core_schema(info, GGUF_CNR) for name, info in gguf.items()})
     for name, cls in pack_mappings.items():
         schemas[name] = pack_schema(name, cls, (display_names or {}).get(name))
     return schemas
@@ -448,6 +461,137 @@ def describe() -> list:
               False, size=(832, 480), lightning=True),
     ]
 
+# ---------------------------------------------------------------- native ComfyUI loaders + Wan22DuoModelSampler
+# (issue 10) The graphs most users already have: UNETLoader / UnetLoaderGGUF and ComfyUI's VAE and
+# image-to-video nodes, with our sampler on ComfyUI MODEL inputs.
+
+HF_T2V_GGUF = "https://huggingface.co/QuantStack/Wan2.2-T2V-A14B-GGUF/resolve/main"
+T2V_HIGH_GGUF = {"name": "Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf", "directory": "unet",
+                 "url": f"{HF_T2V_GGUF}/HighNoise/Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf"}
+T2V_LOW_GGUF = {"name": "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf", "directory": "unet",
+                "url": f"{HF_T2V_GGUF}/LowNoise/Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf"}
+
+
+def _native_loader(node_id: int, entry: dict, title: str, pos: tuple) -> Node:
+    if entry["name"].endswith(".gguf"):
+        return Node(node_id, "UnetLoaderGGUF", pos, (340, 90), {"unet_name": entry["name"]}, title=title,
+                    models=[entry])
+    return Node(node_id, "UNETLoader", pos, (340, 110), {"unet_name": entry["name"], "weight_dtype": "default"},
+                title=title, models=[entry])
+
+
+def _native_output(w: Workflow, fps: float, prefix: str) -> None:
+    w.add(Node(60, "VAEDecode", (1340, 60), (300, 60), {}, {"samples": (50, "latent"), "vae": (30, "VAE")}))
+    w.add(Node(61, "CreateVideo", (1340, 180), (300, 80), {"fps": fps}, {"images": (60, "IMAGE")}))
+    w.add(Node(62, "SaveVideo", (1680, 60), (640, 620),
+               {"filename_prefix": f"video/{prefix}", "format": "auto", "codec": "auto"},
+               {"video": (61, "VIDEO")}))
+    w.groups.append(("Decode and save", [60, 61, 62]))
+
+
+def _model_sampler(w: Workflow, latent: tuple, cond: tuple, widgets: dict, low: bool) -> Node:
+    links = {"high_noise_model": (10, "MODEL"), "positive": cond[0], "negative": cond[1], "latent": latent}
+    if low:
+        links["low_noise_model"] = (11, "MODEL")
+    values = {"seed": 42, "steps": 40, "cfg_high": 4.0, "cfg_low": 3.0, "shift": 12.0, "boundary": -1.0,
+              "switch_step": -1, "sampler": "unipc", "scheduler": "wan", "memory": "offload_cpu"}
+    values.update(widgets)
+    return w.add(Node(50, "Wan22DuoModelSampler", (900, 60), (360, 620), values, links))
+
+
+def _native_note(title: str, s: dict, boundary: Optional[float], k: int, gguf: bool) -> str:
+    steps = s["steps"]
+    split = (f"**{k} high-noise + {steps - k} low-noise steps** (boundary {boundary:.3f}, the official one)"
+             if boundary is not None else "every step on the one model (TI2V-5B has no switch)")
+    lines = [
+        f"## {title}",
+        "",
+        "ComfyUI's own loaders feed **Wan 2.2 Duo Sampler (ComfyUI MODEL inputs)**: any LoRA or patch node "
+        "(LoraLoaderModelOnly, attention or caching patches, ModelSamplingSD3) can sit between a loader and "
+        "the sampler and applies exactly as in a KSampler, while the sampler runs the official switch on one "
+        f"continuous trajectory. With {steps} steps at shift {s['shift']:g} ({s['scheduler']} schedule) that is "
+        f"{split}; the node shows the split after each run.",
+        "",
+        "**Shift:** the sampler's `shift` is used. Set it to -1 to take the shift of a ModelSamplingSD3 on the "
+        "models instead (or, with none, the official value); the switch report names the shift used.",
+        "",
+        "**Memory:** ComfyUI's model manager loads the running expert (partially, if the GPU is small); with "
+        "`offload_cpu` the idle expert is unloaded to RAM before the other one runs.",
+    ]
+    if gguf:
+        lines += ["", "**GGUF:** city96's ComfyUI-GGUF provides UnetLoaderGGUF (install it from the Manager). "
+                  "Q4_K_M fits 12-16 GB GPUs; any other quantization of the same repositories (Q3_K_M .. Q8_0) "
+                  "drops in by file name."]
+    return "\n".join(lines)
+
+
+def _native_text(w: Workflow, prompt: str) -> None:
+    _common_text(w, prompt)
+    w.node(20).pos = (40, 460)
+
+
+def _native_a14b(name: str, title: str, high: dict, low: dict, prompt: str, widgets: dict, i2v: bool) -> Workflow:
+    w = Workflow(name)
+    w.add(_native_loader(10, high, "High-noise expert", (40, 60)))
+    w.add(_native_loader(11, low, "Low-noise expert", (40, 260)))
+    _native_text(w, prompt)
+    w.add(Node(30, "VAELoader", (40, 610), (340, 80), {"vae_name": VAE21["name"]}, models=[VAE21]))
+    if i2v:
+        w.add(Node(31, "LoadImage", (420, 840), (340, 360), {"image": "example.png"}, title="Start image"))
+        w.add(Node(40, "WanImageToVideo", (420, 560), (440, 240),
+                   {"width": 1280, "height": 720, "length": 81, "batch_size": 1},
+                   {"positive": (21, "CONDITIONING"), "negative": (22, "CONDITIONING"), "vae": (30, "VAE"),
+                    "start_image": (31, "IMAGE")}))
+        cond, latent = ((40, "positive"), (40, "negative")), (40, "latent")
+    else:
+        w.add(Node(40, "EmptyHunyuanLatentVideo", (420, 560), (440, 160),
+                   {"width": 1280, "height": 720, "length": 81, "batch_size": 1}, title="Video size"))
+        cond, latent = ((21, "CONDITIONING"), (22, "CONDITIONING")), (40, "LATENT")
+    s = _model_sampler(w, latent, cond, widgets, low=True)
+    _native_output(w, 16.0, f"wan22duo_{name}")
+    boundary = 0.900 if i2v else 0.875
+    k = _switch_split(s.widgets["steps"], s.widgets["shift"], boundary, s.widgets["scheduler"])
+    w.note(1, "Model files", model_note(title, [high, low, VAE21, UMT5], VAE_A14B), (-520, 60), (500, 560))
+    w.note(2, "How this workflow samples", _native_note(title, s.widgets, boundary, k, high["directory"] == "unet"),
+           (-520, 660), (500, 460))
+    w.groups[:0] = [("Models", [10, 11, 20, 30]), ("Prompt and size", [21, 22, 40, 31] if i2v else [21, 22, 40]),
+                    ("Sample", [50])]
+    return w
+
+
+def _native_ti2v(name: str, prompt: str) -> Workflow:
+    w = Workflow(name)
+    w.add(_native_loader(10, TI2V_5B, "TI2V-5B model", (40, 60)))
+    _native_text(w, prompt)
+    w.node(20).pos = (40, 260)
+    w.add(Node(30, "VAELoader", (40, 410), (340, 80), {"vae_name": VAE22["name"]}, models=[VAE22]))
+    w.add(Node(40, "Wan22ImageToVideoLatent", (420, 560), (440, 180),
+               {"width": 1280, "height": 704, "length": 121, "batch_size": 1}, {"vae": (30, "VAE")},
+               title="Video size (connect start_image for image-to-video)"))
+    s = _model_sampler(w, (40, "LATENT"), ((21, "CONDITIONING"), (22, "CONDITIONING")),
+                       {"steps": 50, "cfg_high": 5.0, "cfg_low": 5.0, "shift": 5.0}, low=False)
+    _native_output(w, 24.0, f"wan22duo_{name}")
+    title = "TI2V-5B text-to-video (ComfyUI loaders)"
+    w.note(1, "Model files", model_note(title, [TI2V_5B, VAE22, UMT5], VAE_5B), (-520, 60), (500, 460))
+    w.note(2, "How this workflow samples", _native_note(title, s.widgets, None, 50, False), (-520, 560), (500, 420))
+    w.groups[:0] = [("Models", [10, 20, 30]), ("Prompt and size", [21, 22, 40]), ("Sample", [50])]
+    return w
+
+
+def describe_native() -> list:
+    """The ComfyUI-loader workflows (Wan22DuoModelSampler), official settings."""
+    official_t2v = {"steps": 40, "cfg_high": 4.0, "cfg_low": 3.0, "shift": 12.0}
+    official_i2v = {"steps": 40, "cfg_high": 3.5, "cfg_low": 3.5, "shift": 5.0}
+    return [
+        _native_a14b("t2v_a14b_native", "T2V-A14B text-to-video (ComfyUI loaders)", T2V_HIGH, T2V_LOW, T2V_PROMPT,
+                     official_t2v, False),
+        _native_a14b("i2v_a14b_native", "I2V-A14B image-to-video (ComfyUI loaders)", I2V_HIGH, I2V_LOW, I2V_PROMPT,
+                     official_i2v, True),
+        _native_ti2v("ti2v_5b_native", T2V_PROMPT),
+        _native_a14b("t2v_a14b_gguf", "T2V-A14B text-to-video (GGUF Q4_K_M)", T2V_HIGH_GGUF, T2V_LOW_GGUF,
+                     T2V_PROMPT, official_t2v, False),
+    ]
+
 
 # ---------------------------------------------------------------- serialisation
 
@@ -514,7 +658,10 @@ def to_ui(w: Workflow, schemas: dict) -> dict:
             if node.title:
                 entry["title"] = node.title
             props = {"Node name for S&R": node.type}
-            props.update({"cnr_id": "comfy-core", "ver": COMFY_VERSION} if schema.core else {"ver": PACK_VERSION})
+            if schema.cnr:
+                props.update({"cnr_id": schema.cnr[0], "ver": schema.cnr[1]})
+            else:
+                props.update({"cnr_id": "comfy-core", "ver": COMFY_VERSION} if schema.core else {"ver": PACK_VERSION})
             if node.models:
                 props["models"] = node.models
             entry["properties"] = props
@@ -584,7 +731,7 @@ def render(schemas: Optional[dict] = None) -> dict:
     """``{path: text}`` for every generated file."""
     schemas = schemas if schemas is not None else load_schemas()
     files = {}
-    for w in describe():
+    for w in describe() + describe_native():
         files[UI_DIR / f"{w.name}.json"] = dump(to_ui(w, schemas))
         files[API_DIR / f"{w.name}.json"] = dump(to_api(w, schemas))
     return files
@@ -597,7 +744,19 @@ def refresh_core_schema(reference: Path) -> None:
         raise SystemExit(f"{reference} has no entry for {missing}; is it ComfyUI's /object_info?")
     CORE_SCHEMA.parent.mkdir(parents=True, exist_ok=True)
     CORE_SCHEMA.write_text(dump({n: info[n] for n in CORE_NODES}), encoding="utf-8")
-    print(f"wrote {CORE_SCHEMA.relative_to(ROOT)}")
+    NODE_DIGESTS.write_text(dump(node_digests(info)), encoding="utf-8")
+    print(f"wrote {CORE_SCHEMA.relative_to(ROOT)} and {NODE_DIGESTS.relative_to(ROOT)}")
+
+
+def schema_digest(entry: Any) -> str:
+    """sha256 of one node schema in canonical JSON (sorted keys, no spaces)."""
+    canonical = json.dumps(entry, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def node_digests(info: dict) -> dict:
+    """``{node id: schema digest}`` for a whole /object_info answer, ids sorted."""
+    return {name: schema_digest(info[name]) for name in sorted(info)}
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -7,11 +7,14 @@ Standard library only. Example::
     python scripts/queue_workflow.py workflows/api/i2v_a14b.json --image in.png --prompt "..."
 
 The overrides are applied without knowing node ids: the sampler is the node with linked
-``positive``/``negative`` inputs and a seed; the prompts are the CLIPTextEncode nodes that feed
-those two inputs (through e.g. the I2V conditioning node); size and frames go on the node
+``positive``/``negative`` inputs and a seed; the prompts are the text-encode nodes (the first
+node with a ``text`` input, CLIPTextEncode or any other) found by following the links upstream
+from those two inputs (through e.g. the I2V conditioning node); size and frames go on the node
 that makes the sampler's latent; ``--image`` is uploaded (POST /upload/image) and set on the
-LoadImage node. Progress comes over the websocket (/ws), or by polling /history when the
-websocket is unavailable. Validation errors are printed one per line, e.g.
+LoadImage node. Progress comes over the websocket (/ws): every node and sampling step. Without
+it (``--no-websocket``, or a proxy that blocks it) the client polls /queue and /history and
+reports the prompt's place in the queue, when it starts running and how long it has run.
+Validation errors are printed one per line, e.g.
 ``node 50 (Wan22DuoSampler): steps: Value 0 smaller than min of 1``.
 
 The pure override logic (:func:`apply_overrides` and the ``find_*`` helpers) is importable.
@@ -97,19 +100,28 @@ def find_sampler(api: dict) -> str:
 def find_text_encoder(api: dict, sampler_id: str, role: str) -> str:
     """The text-encode node whose conditioning reaches the sampler's ``role`` input.
 
-    Walks upstream through nodes that pass conditioning on under the same input name
-    (Wan22DuoI2VConditioning, WanImageToVideo) until a CLIPTextEncode.
+    Follows the link of the sampler's ``role`` input upstream: through nodes that pass
+    conditioning on under the same input name (Wan22DuoI2VConditioning, WanImageToVideo)
+    or under their only linked ``*conditioning*`` input, to the first node with a ``text``
+    input (CLIPTextEncode, or another text encoder), not by class name alone.
     """
     node_id, seen = sampler_id, set()
     while True:
-        link = api[node_id]["inputs"].get(role)
+        inputs = api[node_id]["inputs"]
+        link = inputs.get(role)
         if not _is_link(link):
-            raise WorkflowError(f"node {node_id} ({api[node_id]['class_type']}) has no linked {role!r} input")
+            carried = [v for k, v in inputs.items() if "conditioning" in k.lower() and _is_link(v)]
+            link = carried[0] if len(carried) == 1 else None
+        if link is None:
+            raise WorkflowError(
+                f"no text-encode node (one with a 'text' input, like CLIPTextEncode) feeds the {role!r} input of "
+                f"node {sampler_id}: the links stop at node {node_id} ({api[node_id]['class_type']}); set the "
+                "prompt in the workflow instead")
         node_id = link[0]
         if node_id in seen or node_id not in api:
             raise WorkflowError(f"the {role!r} conditioning of node {sampler_id} leads to a missing node {node_id}")
         seen.add(node_id)
-        if api[node_id]["class_type"] in TEXT_ENCODERS:
+        if api[node_id]["class_type"] in TEXT_ENCODERS or "text" in api[node_id]["inputs"]:
             return node_id
 
 
@@ -225,6 +237,19 @@ def history_failure(entry: dict) -> Optional[str]:
     if status.get("status_str") == "error":
         return "the prompt failed (no error details in /history)"
     return None
+
+
+def queue_state(queue: dict, prompt_id: str) -> Optional[str]:
+    """Where ``prompt_id`` is in a GET /queue answer: "running", "waiting ... (N ahead)", or None (in neither)."""
+    running = queue.get("queue_running") or []
+    pending = queue.get("queue_pending") or []
+    if any(len(item) > 1 and item[1] == prompt_id for item in running):
+        return "running"
+    mine = next((item for item in pending if len(item) > 1 and item[1] == prompt_id), None)
+    if mine is None:
+        return None
+    ahead = len(running) + sum(1 for item in pending if item is not mine and item[0] < mine[0])
+    return f"waiting in the queue ({ahead} prompt{'' if ahead == 1 else 's'} ahead)"
 
 
 def output_files(entry: dict) -> list:
@@ -392,15 +417,37 @@ class ComfyClient:
         """The /history entry of a finished prompt, or None while it is queued or running."""
         return self._json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
 
-    def wait_polling(self, prompt_id: str, interval: float = 1.0, timeout: Optional[float] = None) -> dict:
+    def wait_polling(self, prompt_id: str, interval: float = 1.0, timeout: Optional[float] = None,
+                     heartbeat: float = 15.0) -> dict:
+        """Poll until the prompt's /history entry appears, reporting its place in the queue meanwhile.
+
+        Says when the prompt waits (and behind how many), when it starts running, and
+        every ``heartbeat`` seconds how long it has been running (no step counts: those
+        come only over the websocket).
+        """
         start = time.monotonic()
+        state, since, told = None, start, start
         while True:
             entry = self.history(prompt_id)
             if entry is not None:  # ComfyUI writes the entry once the prompt has ended
                 return entry
-            if timeout is not None and time.monotonic() - start > timeout:
+            now = time.monotonic()
+            current = self._queue_state(prompt_id)
+            if current is not None and current != state:
+                state, since, told = current, now, now
+                self.log(f"  {state}")
+            elif state == "running" and now - told >= heartbeat:
+                told = now
+                self.log(f"  still running after {now - since:.0f} s")
+            if timeout is not None and now - start > timeout:
                 raise TimeoutError(f"prompt {prompt_id} not finished after {timeout:g} s")
             time.sleep(interval)
+
+    def _queue_state(self, prompt_id: str) -> Optional[str]:
+        try:
+            return queue_state(self._json("/queue") or {}, prompt_id)
+        except (OSError, ValueError):  # an older or proxied server without /queue: history alone still works
+            return None
 
     def open_websocket(self, idle_timeout: Optional[float] = None) -> Optional[WebSocket]:
         """Connect to /ws before queueing (so no event is missed); None when that is not possible."""
@@ -485,8 +532,10 @@ def run(client: ComfyClient, api: dict, out_dir: os.PathLike, use_websocket: boo
 def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Queue a Wan 2.2 Duo API workflow on ComfyUI and download the video.")
     p.add_argument("workflow", type=Path, help="an API-format workflow, e.g. workflows/api/t2v_a14b.json")
-    p.add_argument("--prompt", help="positive prompt")
-    p.add_argument("--negative", help="negative prompt (default: the workflow's, the official one)")
+    p.add_argument("--prompt", help="positive prompt: sets the text of the text-encode node (CLIPTextEncode or "
+                                    "another node with a text input) linked to the sampler's positive input")
+    p.add_argument("--negative", help="negative prompt (default: the workflow's, the official one), set the same "
+                                      "way on the node linked to the sampler's negative input")
     p.add_argument("--seed", type=int)
     p.add_argument("--width", type=int)
     p.add_argument("--height", type=int)
@@ -495,7 +544,9 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     p.add_argument("--image", type=Path, help="start image for image-to-video workflows (uploaded first)")
     p.add_argument("--server", default="http://127.0.0.1:8188")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the downloaded files")
-    p.add_argument("--no-websocket", action="store_true", help="follow progress by polling /history only")
+    p.add_argument("--no-websocket", action="store_true",
+                   help="follow progress by polling /queue and /history (queue place, start, time running; "
+                        "no per-step progress)")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between /history polls")
     p.add_argument("--dry-run", action="store_true", help="print the workflow that would be queued and stop")

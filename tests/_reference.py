@@ -1,7 +1,8 @@
-"""Where the ComfyUI 0.3.76 /object_info reference lives: the project's shared/ folder.
+"""Where the full ComfyUI 0.3.76 /object_info dump lives, when it is at hand: the project's shared/ folder.
 
-CI clones the repository with shared/ beside it; developers' machines have it at
-/work/shared. The first that exists wins.
+The tests need only what is committed (workflows/schema/: the core-node subset and a
+digest of every node's schema); with the dump present they also check those files
+against it. The first candidate that exists wins.
 """
 from pathlib import Path
 

@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 
 from wan22duo.engine import checkpoint, dit, tiny
 
-diffusers = pytest.importorskip("diffusers")
+from _deps import require
+
+diffusers = require("diffusers")
 
 # Sequential substring renames, original -> diffusers (spec §6.3). head.modulation must
 # come before the generic modulation rule.

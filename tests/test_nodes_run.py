@@ -68,8 +68,12 @@ def test_expert_loader_returns_a_lazy_handle(files):
 
 
 def test_role_override_and_unreadable_name(files):
-    (handle,) = Wan22DuoExpertLoader().load(files["t2v_high"], "low_noise", "default", "auto", "cpu")
-    assert handle.info["role"] == "low_noise"
+    (handle,) = Wan22DuoExpertLoader().load(files["t2v_high"], "high_noise", "default", "auto", "cpu")
+    assert handle.info["role"] == "high_noise"
+    # An explicit role that contradicts the file name (a workflow's role, the other expert's file picked): refused.
+    with pytest.raises(ValueError, match=r"role is low_noise but the file 'wan2.2_t2v_high_noise_14B_fp16.safetensors' "
+                                         r"is named as the high-noise expert\. Pick the low-noise file"):
+        Wan22DuoExpertLoader().load(files["t2v_high"], "low_noise", "default", "auto", "cpu")
     with pytest.raises(ValueError, match="set role to high_noise or low_noise"):
         Wan22DuoExpertLoader().load(files["unnamed"], "auto", "default", "auto", "cpu")
     (handle,) = Wan22DuoExpertLoader().load(files["unnamed"], "high_noise", "default", "auto", "cpu")

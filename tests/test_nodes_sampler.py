@@ -213,3 +213,21 @@ def test_conditioning_errors(models):
         run(low, small_t2v_latent(), high, steps=2)
     with pytest.raises(SamplingError, match="low_noise_model"):
         run(high, small_t2v_latent(), steps=4)  # switch at step 3 needs the low-noise expert
+
+
+def test_empty_and_malformed_conditioning_are_named(models):
+    high, low = expert(models, "t2v_high"), expert(models, "t2v_low")
+    with pytest.raises(ValueError, match=r"^positive is an empty CONDITIONING \(a list with no prompt entries\)"):
+        run(high, small_t2v_latent(), low, positive=[], steps=2)
+    with pytest.raises(ValueError, match=r"^negative is not a CONDITIONING: its entry should be \[tensor, options\]"):
+        run(high, small_t2v_latent(), low, negative=[torch.zeros(1, 4, 4096)], steps=2)
+
+
+def test_a_workflow_role_with_the_other_experts_file_is_caught(models):
+    # The bundled workflows set role explicitly; the loader refuses a file named as the other expert ...
+    with pytest.raises(ValueError, match="role is high_noise but the file 't2v_low_noise.safetensors'"):
+        expert(models, "t2v_low", role="high_noise")
+    # ... and with role auto the sampler refuses the low-noise file picked in both loaders.
+    with pytest.raises(SamplingError, match=r"^t2v_low_noise.safetensors \[T2V-A14B low-noise expert\] is connected "
+                                            r"to both high_noise_model and low_noise_model"):
+        run(expert(models, "t2v_low"), small_t2v_latent(), expert(models, "t2v_low"), steps=4)

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from _reference import object_info_path
 from wan22duo import nodes
-from wan22duo.nodes import _comfy, loaders, samplers, vae
+from wan22duo.nodes import _comfy, loaders, model_sampler, samplers, vae
 
-OBJECT_INFO = object_info_path()
-OURS = {**loaders.NODE_CLASS_MAPPINGS, **samplers.NODE_CLASS_MAPPINGS, **vae.NODE_CLASS_MAPPINGS}
+# Every ComfyUI 0.3.76 node id (with schema digests), committed so this runs on any machine.
+NODE_IDS = Path(__file__).resolve().parent.parent / "workflows" / "schema" / "comfyui-0.3.76-node-digests.json"
+OURS = {**loaders.NODE_CLASS_MAPPINGS, **samplers.NODE_CLASS_MAPPINGS, **vae.NODE_CLASS_MAPPINGS,
+        **model_sampler.NODE_CLASS_MAPPINGS}
 CATEGORIES = {"Wan22Duo/loaders", "Wan22Duo/sampling", "Wan22Duo/latent", "Wan22Duo/vae"}
-SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "CONDITIONING", "LATENT", "IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}
+SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "MODEL", "CONDITIONING", "LATENT", "IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
 @pytest.fixture(autouse=True)
@@ -72,7 +73,7 @@ def test_outputs_category_and_function(node_id):
 
 
 def test_ids_collide_with_nothing_in_comfyui_or_the_wrapper():
-    core = set(json.loads(OBJECT_INFO.read_text()))
+    core = set(json.loads(NODE_IDS.read_text(encoding="utf-8")))
     assert len(core) > 400  # the reference file really lists ComfyUI's nodes
     for node_id in OURS:
         assert node_id.startswith("Wan22Duo")
@@ -100,6 +101,19 @@ def test_sampler_public_api_order_and_official_defaults():
     assert OURS["Wan22DuoSampler"].INPUT_TYPES()["optional"]["low_noise_model"][0] == "WAN22DUO_MODEL"
     assert OURS["Wan22DuoSampler"].RETURN_TYPES == ("LATENT", "INT")
     assert OURS["Wan22DuoSampler"].RETURN_NAMES == ("latent", "switch_step")
+
+
+def test_model_sampler_public_api_mirrors_the_sampler():
+    """Same input names and order as Wan22DuoSampler; MODEL sockets; shift -1 = from the MODEL / official."""
+    req = _required("Wan22DuoModelSampler")
+    assert list(req) == list(_required("Wan22DuoSampler"))
+    assert req["high_noise_model"][0] == "MODEL"
+    assert OURS["Wan22DuoModelSampler"].INPUT_TYPES()["optional"]["low_noise_model"][0] == "MODEL"
+    assert req["shift"][1]["default"] == -1.0 and req["shift"][1]["min"] == -1.0
+    for name in ("seed", "steps", "cfg_high", "cfg_low", "boundary", "switch_step", "sampler", "scheduler", "memory"):
+        assert req[name] == (req[name][0], {**_required("Wan22DuoSampler")[name][1], "tooltip": req[name][1]["tooltip"]})
+    assert OURS["Wan22DuoModelSampler"].RETURN_TYPES == ("LATENT", "INT")
+    assert OURS["Wan22DuoModelSampler"].RETURN_NAMES == ("latent", "switch_step")
 
 
 def test_loader_public_api():

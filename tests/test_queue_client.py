@@ -24,7 +24,9 @@ OFFICIAL_NEGATIVE = (
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
-LATENT_NODES = ("Wan22DuoEmptyLatent", "Wan22DuoI2VConditioning", "Wan22DuoTI2VLatent")
+LATENT_NODES = ("Wan22DuoEmptyLatent", "Wan22DuoI2VConditioning", "Wan22DuoTI2VLatent",
+                "EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent")  # ComfyUI's, native workflows
+SAMPLERS = ("Wan22DuoSampler", "Wan22DuoModelSampler")
 
 
 def _load(path):
@@ -67,7 +69,7 @@ def test_overrides_change_exactly_the_named_inputs(path):
     texts = [i for i, n in api.items() if n["class_type"] == "CLIPTextEncode"]
     negative = _only(api, lambda n: n["class_type"] == "CLIPTextEncode" and n["inputs"]["text"] == OFFICIAL_NEGATIVE)
     (positive,) = [i for i in texts if i != negative]
-    sampler = _only(api, lambda n: n["class_type"] == "Wan22DuoSampler")
+    sampler = _only(api, lambda n: n["class_type"] in SAMPLERS)
     latent = _only(api, lambda n: n["class_type"] in LATENT_NODES)
     expected = {
         (positive, "text"): "a heron lands on a pier", (negative, "text"): "blurry",
@@ -83,7 +85,7 @@ def test_overrides_change_exactly_the_named_inputs(path):
 def test_no_overrides_is_identity_and_one_override_touches_one_input(path):
     api = _load(path)
     assert qw.apply_overrides(api, qw.Overrides()) == api
-    sampler = _only(api, lambda n: n["class_type"] == "Wan22DuoSampler")
+    sampler = _only(api, lambda n: n["class_type"] in SAMPLERS)
     seed = api[sampler]["inputs"]["seed"] + 1
     assert _changes(api, qw.apply_overrides(api, qw.Overrides(seed=seed))) == {(sampler, "seed"): seed}
 
@@ -205,7 +207,7 @@ class FakeComfy(http.server.BaseHTTPRequestHandler):
             return self._websocket(st)
         if self.path == "/history/p-1":
             st["history_polls"] += 1
-            if st["history_polls"] < 3:  # still running for the first two polls
+            if st["history_polls"] < st.get("done_at_poll", 3):  # still running for the first two polls
                 return self._reply(200, {})
             status = {"status_str": "success", "completed": True, "messages": []}
             if st["scenario"] == "fails":
@@ -217,6 +219,12 @@ class FakeComfy(http.server.BaseHTTPRequestHandler):
             outputs = {"62": {"images": [{"filename": "wan22duo_00001_.mp4", "subfolder": "video", "type": "output"}],
                               "animated": [True]}}
             return self._reply(200, {"p-1": {"prompt": [], "outputs": outputs, "status": status}})
+        if self.path == "/queue" and st["scenario"] != "no_queue":
+            st["queue_polls"] += 1
+            mine = [3, "p-1", {}, {}, ["62"]]
+            if st["queue_polls"] == 1:  # first poll: behind one running prompt; then running
+                return self._reply(200, {"queue_running": [[2, "other", {}, {}, []]], "queue_pending": [mine]})
+            return self._reply(200, {"queue_running": [mine], "queue_pending": []})
         if self.path.startswith("/view?"):
             st["views"].append(self.path)
             return self._reply(200, VIDEO_BYTES, "video/mp4")
@@ -267,6 +275,7 @@ def fake_comfy():
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeComfy)
         server.daemon_threads = True
         server.state = {"scenario": scenario, "queued": [], "uploads": [], "views": [], "history_polls": 0,
+                        "queue_polls": 0,
                         "ws_open": threading.Event(), "pong": None}
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
         servers.append(server)
@@ -306,6 +315,33 @@ def test_polling_run_uploads_the_image_and_downloads_the_video(fake_comfy, tmp_p
     assert server.state["history_polls"] == 3
     assert "filename=wan22duo_00001_.mp4" in server.state["views"][0] and "type=output" in server.state["views"][0]
     assert (tmp_path / "out" / "wan22duo_00001_.mp4").read_bytes() == VIDEO_BYTES
+    # Progress from polling, between "queued" and "saved" (before: nothing at all).
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "queued prompt p-1"
+    assert out[1:3] == ["  waiting in the queue (1 prompt ahead)", "  running"]
+    assert out[-1].startswith("saved ")
+
+
+def test_queue_state_reads_the_queue():
+    queue = {"queue_running": [[5, "a", {}, {}, []]],
+             "queue_pending": [[9, "c", {}, {}, []], [7, "b", {}, {}, []], [8, "mine", {}, {}, []]]}
+    assert qw.queue_state(queue, "mine") == "waiting in the queue (2 prompts ahead)"  # a runs, b is earlier
+    assert qw.queue_state(queue, "a") == "running"
+    assert qw.queue_state(queue, "gone") is None
+
+
+def test_the_prompt_node_is_found_by_its_link_not_its_class():
+    api = _synthetic_i2v()
+    # Another text encoder, behind a node that carries conditioning under another name.
+    api["9"]["class_type"] = "TextEncodeWanCustom"
+    api["20"] = {"class_type": "ConditioningConcat", "inputs": {"conditioning_to": ["9", 0]}}
+    api["4"]["inputs"]["positive"] = ["20", 0]
+    out = qw.apply_overrides(api, qw.Overrides(prompt="P", negative="N"))
+    assert out["9"]["inputs"]["text"] == "P" and out["3"]["inputs"]["text"] == "N"
+    api["20"]["inputs"] = {"conditioning_to": ["9", 0], "conditioning_from": ["3", 0]}  # two ways up: ambiguous
+    with pytest.raises(qw.WorkflowError, match=r"no text-encode node \(one with a 'text' input, like CLIPTextEncode\) "
+                                               r"feeds the 'positive' input of node 7: the links stop at node 20"):
+        qw.apply_overrides(api, qw.Overrides(prompt="P"))
 
 
 def test_execution_failure_is_reported_with_the_node(fake_comfy, tmp_path, capsys):
@@ -347,3 +383,22 @@ def test_unreachable_server_is_a_plain_error(tmp_path, capsys):
     rc = _main([str(ROOT / "workflows/api/t2v_a14b.json"), "--no-websocket"], f"http://127.0.0.1:{port}", tmp_path)
     assert rc == 3
     assert "cannot talk to ComfyUI" in capsys.readouterr().err
+
+
+def test_polling_without_a_queue_route_still_finishes(fake_comfy, tmp_path, capsys):
+    _, url = fake_comfy("no_queue")  # a server (or proxy) that answers 404 on /queue
+    rc = _main([str(ROOT / "workflows/api/t2v_a14b.json"), "--no-websocket"], url, tmp_path)
+    assert rc == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "waiting" not in out and "saved " in out
+
+
+def test_polling_reports_how_long_the_prompt_has_run(fake_comfy):
+    server, url = fake_comfy("ok")
+    server.state["done_at_poll"] = 5  # two more polls while running
+    lines = []
+    client = qw.ComfyClient(url, log=lines.append)
+    entry = client.wait_polling("p-1", interval=0.02, timeout=10, heartbeat=0.0)
+    assert entry["status"]["status_str"] == "success"
+    assert lines[:2] == ["  waiting in the queue (1 prompt ahead)", "  running"]
+    assert [line for line in lines[2:] if line.startswith("  still running after ")], lines

@@ -25,18 +25,20 @@ class Expert:
         return torch.tanh(x[:, : self.out_dim] * self.scale) + context.mean() + t.float().mean() / 1000.0
 
 
-def handle(name, calls, config=T2V, role=None, scale=1.0, loads=None):
+def handle(name, calls, config=T2V, role=None, scale=1.0, loads=None, offload_device="cpu"):
     def load(device):
         if loads is not None:
             loads.append(name)
         return Expert(name, calls, scale, config.out_dim)
 
-    return ModelHandle(load, "cpu", info={"config": config, "role": role, "name": name})
+    return ModelHandle(load, "cpu", info={"config": config, "role": role, "name": name},
+                       offload_device=offload_device)
 
 
-def pair(config=T2V, **kw):
+def pair(config=T2V, offload_device="cpu"):
     calls = []
-    return handle("high", calls, config, "high_noise", 1.0), handle("low", calls, config, "low_noise", 0.5), calls
+    return (handle("high", calls, config, "high_noise", 1.0, offload_device=offload_device),
+            handle("low", calls, config, "low_noise", 0.5, offload_device=offload_device), calls)
 
 
 def contexts(width=4096):
@@ -69,9 +71,19 @@ def test_i2v_default_boundary_routes_15_of_40():
     high, low, calls = pair(i2v_cfg)
     from wan22duo.engine.conditioning import I2VConditioning
 
-    cond = I2VConditioning.from_comfy(torch.zeros(SHAPE))
+    image = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
+    cond = I2VConditioning.from_comfy(image)
     result = run(high, low, steps=40, shift=5.0, i2v=cond, cfg_high=3.5, cfg_low=3.5)
     assert result.switch_step == 15 and result.boundary == 0.9
+    ts = make_schedule("wan", 40, 5.0).timesteps.tolist()
+    assert [c.expert for c in calls] == ["high"] * 30 + ["low"] * 50  # cond + uncond pass per step
+    assert [c.t.item() for c in calls[::2]] == ts
+    assert min(c.t.item() for c in calls if c.expert == "high") >= 900 > max(
+        c.t.item() for c in calls if c.expert == "low")
+    y = cond.y(SHAPE)
+    for c in calls:  # every pass of both experts sees [noise(16), mask(4), image latent(16)]
+        assert c.x.shape == (1, 36) + SHAPE[2:]
+        assert torch.equal(c.x[:, 16:], y)
 
 
 @pytest.mark.parametrize("kw,expected", [
@@ -202,14 +214,19 @@ def test_callback_reports_every_step_and_expert():
 
 @pytest.mark.parametrize("memory", ["offload_cpu", "release"])
 def test_cancel_stops_between_steps_and_still_frees_the_experts(memory):
-    high, low, calls = pair()
+    # "meta" stands in for CPU RAM as the offload target, so that moving an expert off its compute
+    # device (the CPU here) is observable on a machine without a GPU.
+    high, low, calls = pair(offload_device="meta")
     steps_done = []
     with pytest.raises(SamplingCancelled, match="before step 4 of 10"):
-        run(high, low, steps=10, memory=memory, callback=lambda s: steps_done.append(s.step),
+        run(high, low, steps=10, switch_step=2, memory=memory, callback=lambda s: steps_done.append(s.step),
             cancel=lambda: len(steps_done) == 3)
     assert steps_done == [0, 1, 2]
     if memory == "release":
         assert not high.loaded and not low.loaded
+    else:  # both stay loaded, parked on the offload device; the cancelled low expert too
+        assert high.loaded and low.loaded
+        assert high.location == low.location == torch.device("meta")
 
 
 def test_release_policy_holds_one_expert_at_a_time():

@@ -1,8 +1,11 @@
 """Guards that turn silent failures into named errors, and the 1-based wording of the plan."""
+from types import SimpleNamespace
+
 import pytest
 import torch
 
 from test_sampling_fixtures import contexts, tiny_expert
+from wan22duo.engine.residency import ModelHandle
 from wan22duo.engine.sampling import SamplingError, describe_plan, plan_switch, sample
 
 
@@ -47,3 +50,109 @@ def test_plan_is_described_from_step_one():
     assert describe_plan(single, "euler").endswith("TI2V-5B, single model, steps 1-4")
     low_only = plan_switch("t2v_a14b", object(), 4, 5.0, None, 0, "simple")
     assert "no high-noise steps, low-noise steps 1-4" in describe_plan(low_only, "euler")
+
+
+# ---------------------------------------------------------------- wiring, settings, contexts
+
+
+class _Fake:
+    """A stand-in expert: a smooth function of x; records calls; ``out`` replaces its output."""
+
+    def __init__(self, calls, compute_dtype=torch.float32, out=None):
+        self.calls, self.compute_dtype, self.out = calls, compute_dtype, out
+
+    def __call__(self, x, t, context):
+        self.calls.append(t)
+        return torch.tanh(x[:, :16]) if self.out is None else torch.full_like(x[:, :16], self.out)
+
+
+T2V = SimpleNamespace(variant="t2v_a14b", in_dim=16, out_dim=16, text_dim=4096)
+
+
+def fake(name, role, calls, path=None, **kwargs):
+    info = {"config": T2V, "role": role, "name": name, "path": path}
+    return ModelHandle(lambda device: _Fake(calls, **kwargs), "cpu", info=info)
+
+
+def _fake_run(high, low, steps=4, **kwargs):
+    positive, negative = contexts(5, 7)
+    kwargs = {"solver": "euler", "schedule": "simple", "shift": 5.0, **kwargs}
+    return sample(high, low, torch.zeros(1, 16, 1, 4, 4), positive, negative, seed=0, steps=steps, **kwargs)
+
+
+def test_one_model_in_both_inputs_is_refused_when_both_run():
+    calls = []
+    one = fake("wan2.2_t2v_high_noise.safetensors", "high_noise", calls)
+    with pytest.raises(SamplingError, match=r"wan2.2_t2v_high_noise.safetensors is connected to both "
+                                            r"high_noise_model and low_noise_model.*set switch_step to 4"):
+        _fake_run(one, one)
+    assert calls == []  # refused before any step
+    # The same file behind two handles (two loaders) is the same model.
+    a = fake("a", None, calls, path="/models/x.safetensors")
+    b = fake("b", None, calls, path="/models/x.safetensors")
+    with pytest.raises(SamplingError, match="connected to both"):
+        _fake_run(a, b)
+    # A deliberate single-model run with the other input filled in is allowed.
+    low_only = fake("wan2.2_t2v_low_noise.safetensors", "low_noise", calls)
+    assert _fake_run(low_only, low_only, switch_step=0).switch_step == 0
+    assert _fake_run(one, one, switch_step=4).switch_step == 4
+
+
+@pytest.mark.parametrize("slot", ["high", "low"])
+def test_an_expert_in_the_other_experts_input_is_refused(slot):
+    calls = []
+    right_high, right_low = fake("h", "high_noise", calls), fake("l", "low_noise", calls)
+    wrong = fake("wan2.2_t2v_low_noise.safetensors" if slot == "high" else "wan2.2_t2v_high_noise.safetensors",
+                 "low_noise" if slot == "high" else "high_noise", calls)
+    high, low = (wrong, right_low) if slot == "high" else (right_high, wrong)
+    expected = (r"is a low-noise expert but is connected to high_noise_model, which runs steps 1-2 of 4"
+                if slot == "high" else
+                r"is a high-noise expert but is connected to low_noise_model, which runs steps 3-4 of 4")
+    with pytest.raises(SamplingError, match=expected):
+        _fake_run(high, low)
+    assert calls == []
+    # When the misplaced expert runs no step, nothing is wrong.
+    assert _fake_run(high, low, switch_step=0 if slot == "high" else 4).steps == 4
+
+
+@pytest.mark.parametrize("setting", ["cfg_high", "cfg_low", "shift", "boundary"])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_settings_are_refused_up_front(setting, value):
+    calls = []
+    with pytest.raises(SamplingError, match=rf"^{setting} is {value}; it must be a finite number"):
+        _fake_run(fake("h", "high_noise", calls), fake("l", "low_noise", calls), **{setting: value})
+    assert calls == []
+
+
+@pytest.mark.parametrize("dtype,hint", [(torch.float16, "fp16 can overflow"), (torch.float32, "weights")])
+def test_the_fp16_hint_only_for_fp16_compute(dtype, hint):
+    calls = []
+    high = fake("h", "high_noise", calls, compute_dtype=dtype, out=float("inf"))
+    with pytest.raises(SamplingError, match="NaN/inf at step 1 of 4") as err:
+        _fake_run(high, fake("l", "low_noise", calls))
+    assert hint in str(err.value)
+    assert ("fp16" in str(err.value)) == (dtype == torch.float16)
+
+
+@pytest.mark.parametrize("which", ["positive", "negative"])
+def test_a_context_with_no_tokens_is_refused(which):
+    calls = []
+    positive, negative = contexts(5, 7)
+    empty = torch.zeros(1, 0, 4096)
+    positive, negative = (empty, negative) if which == "positive" else (positive, empty)
+    with pytest.raises(SamplingError, match=rf"^{which} has no tokens \(shape \[1, 0, 4096\]\)"):
+        sample(fake("h", "high_noise", calls), fake("l", "low_noise", calls), torch.zeros(1, 16, 1, 4, 4),
+               positive, negative, seed=0, steps=2)
+
+
+def test_one_file_under_different_loras_in_both_inputs_warns(caplog):
+    calls = []
+    a = fake("x", None, calls, path="/models/x.safetensors")
+    b = fake("x + l.safetensors@1", None, calls, path="/models/x.safetensors")
+    b.info["loras"] = (("/loras/l.safetensors", 1.0),)
+    with caplog.at_level("WARNING", logger="wan22duo.engine.sampling"):
+        assert _fake_run(a, b).switch_step == 2  # runs: a deliberate setup is possible
+    assert "load the same file with different LoRAs" in caplog.text
+    b.info["loras"] = a.info["loras"] = (("/loras/l.safetensors", 1.0),)  # the same chain: the same model
+    with pytest.raises(SamplingError, match="connected to both"):
+        _fake_run(a, b)

@@ -14,7 +14,9 @@ from safetensors.torch import load_file
 from wan22duo.engine.vae import load_vae
 from wan22duo.engine.vae.tiny import write_tiny_vae
 
-diffusers = pytest.importorskip("diffusers")
+from _deps import require
+
+diffusers = require("diffusers")
 
 RES_PARTS = {
     "residual.0.gamma": "norm1.gamma",

@@ -17,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "example_workflows"
 API_DIR = ROOT / "workflows" / "api"
 CORE = json.loads((ROOT / "workflows" / "schema" / "comfyui-0.3.76-core-nodes.json").read_text(encoding="utf-8"))
+# city96's ComfyUI-GGUF nodes the workflows use (integration/test_model_sampler.py checks it against the live node)
+GGUF = json.loads((ROOT / "workflows" / "schema" / "comfyui-gguf-nodes.json").read_text(encoding="utf-8"))
 FULL_REFERENCE = object_info_path()
 UI_ONLY = {"MarkdownNote", "Note"}
 WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
@@ -24,6 +26,9 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Inputs whose choices are the files of a model folder (empty or install-specific in any schema dump).
 FILE_INPUTS = {"unet_name": "diffusion_models", "vae_name": "vae", "lora_name": "loras", "clip_name": "text_encoders"}
 NAMES = ["t2v_a14b", "i2v_a14b", "ti2v_5b_t2v", "ti2v_5b_i2v", "t2v_a14b_lightning"]
+# ComfyUI's own loaders + Wan22DuoModelSampler (issue 10)
+NATIVE = ["t2v_a14b_native", "i2v_a14b_native", "ti2v_5b_native", "t2v_a14b_gguf"]
+NAMES += NATIVE
 OFFICIAL_NEGATIVE = (  # spec §1.2, verbatim
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
@@ -54,7 +59,7 @@ def schema(class_type):
         names = getattr(cls, "RETURN_NAMES", None) or cls.RETURN_TYPES
         title = NODE_DISPLAY_NAME_MAPPINGS.get(class_type, class_type)
         return {"inputs": inputs, "outputs": list(zip(names, cls.RETURN_TYPES)), "title": title}
-    info = CORE[class_type]
+    info = CORE[class_type] if class_type in CORE else GGUF[class_type]
     inputs = [_spec(n, info["input"][sec][n], sec == "optional")
               for sec in ("required", "optional") for n in info["input_order"].get(sec, [])]
     return {"inputs": inputs, "outputs": list(zip(info["output_name"], info["output"])),
@@ -132,8 +137,9 @@ def test_only_registered_node_types(path):
     is_ui = "nodes" in data
     types = [n["type"] for n in data["nodes"]] if is_ui else [n["class_type"] for n in data.values()]
     for class_type in types:
-        known = class_type in NODE_CLASS_MAPPINGS or class_type in CORE or (is_ui and class_type in UI_ONLY)
-        assert known, f"{path.name}: {class_type} is neither ours, a ComfyUI 0.3.76 core node nor a note"
+        known = (class_type in NODE_CLASS_MAPPINGS or class_type in CORE or class_type in GGUF
+                 or (is_ui and class_type in UI_ONLY))
+        assert known, f"{path.name}: {class_type} is neither ours, a ComfyUI 0.3.76 core / ComfyUI-GGUF node nor a note"
 
 
 @pytest.mark.parametrize("path", ALL)
@@ -233,12 +239,17 @@ def test_loaders_offer_their_downloads_and_the_note_names_them(path):
             models = node["properties"].get("models", [])
             assert [m["name"] for m in models] == [value], f"{path.name}: node {node['id']} models {models}"
             entry = models[0]
+            if node["type"] == "UnetLoaderGGUF":  # community GGUF files live in models/unet
+                folder = "unet"
+                assert entry["url"] == ("https://huggingface.co/QuantStack/Wan2.2-T2V-A14B-GGUF/resolve/main/"
+                                        f"{'HighNoise' if 'HighNoise' in value else 'LowNoise'}/{value}")
+            else:
+                assert entry["url"].startswith("https://huggingface.co/Comfy-Org/")
+                assert entry["url"].endswith(f"/resolve/main/split_files/{folder}/{value}")
             assert entry["directory"] == folder
-            assert entry["url"].startswith("https://huggingface.co/Comfy-Org/")
-            assert entry["url"].endswith(f"/resolve/main/split_files/{folder}/{value}")
             assert value in notes and f"models/{folder}/" in notes, f"{path.name}: note lacks {value}"
     # two experts or one TI2V-5B model, the text encoder, the VAE, and the two Lightning LoRAs
-    assert seen == {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "t2v_a14b_lightning": 6}.get(path.stem, 4)
+    assert seen == {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "t2v_a14b_lightning": 6, "ti2v_5b_native": 3}.get(path.stem, 4)
 
 
 # ---------------------------------------------------------------- official settings
@@ -262,7 +273,7 @@ OFFICIAL = {  # spec §1.2; Lightning: Comfy-Org 4-step templates (landscape §0
 }
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [n for n in NAMES if n not in NATIVE])
 def test_official_settings(name):
     api, want = load(API_DIR / f"{name}.json"), OFFICIAL[name]
     (sampler,) = _by_class(api, "Wan22DuoSampler")
@@ -323,7 +334,71 @@ def test_committed_files_match_the_generator():
     assert stale == [], f"run python scripts/build_workflows.py: {stale} are out of date"
 
 
-@pytest.mark.skipif(not FULL_REFERENCE.exists(), reason="the full ComfyUI 0.3.76 /object_info dump is not here")
 def test_core_subset_is_copied_from_the_reference():
-    full = load(FULL_REFERENCE)
-    assert CORE == {name: full[name] for name in CORE}
+    # The committed digests of ComfyUI 0.3.76's /object_info stand in for the full dump (760 kB, kept outside the
+    # repository), so a hand edit of the subset fails here on any machine.
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_workflows
+
+    digests = load(build_workflows.NODE_DIGESTS)
+    assert len(digests) > 400 and set(build_workflows.CORE_NODES) == set(CORE)
+    assert {name: build_workflows.schema_digest(CORE[name]) for name in CORE} == {name: digests[name] for name in CORE}
+    if FULL_REFERENCE.exists():  # where the dump is at hand (this project's machines): the digests are its own
+        full = load(FULL_REFERENCE)
+        assert CORE == {name: full[name] for name in CORE}
+        assert digests == build_workflows.node_digests(full)
+
+
+@pytest.mark.parametrize("name", ["ti2v_5b_t2v", "ti2v_5b_i2v"])
+def test_ti2v_workflows_name_no_experts(name):
+    # TI2V-5B is one model: no node of its workflows may be titled as if it ran two experts.
+    api_titles = [node["_meta"]["title"] for node in load(API_DIR / f"{name}.json").values()]
+    ui_titles = [node.get("title") or NODE_DISPLAY_NAME_MAPPINGS.get(node["type"], node["type"])
+                 for node in load(UI_DIR / f"{name}.json")["nodes"]]
+    assert "Wan 2.2 Duo Sampler" in api_titles and "Wan 2.2 Duo Sampler" in ui_titles
+    assert not [t for t in api_titles + ui_titles if "expert" in t.lower()]
+
+
+# ---------------------------------------------------------------- ComfyUI loaders + Wan22DuoModelSampler
+
+
+NATIVE_OFFICIAL = {
+    "t2v_a14b_native": ("t2v_a14b", "UNETLoader", "EmptyHunyuanLatentVideo"),
+    "i2v_a14b_native": ("i2v_a14b", "UNETLoader", "WanImageToVideo"),
+    "ti2v_5b_native": ("ti2v_5b_t2v", "UNETLoader", "Wan22ImageToVideoLatent"),
+    "t2v_a14b_gguf": ("t2v_a14b", "UnetLoaderGGUF", "EmptyHunyuanLatentVideo"),
+}
+
+
+@pytest.mark.parametrize("name", NATIVE)
+def test_native_workflows_official_settings_and_graph(name):
+    api = load(API_DIR / f"{name}.json")
+    official, loader, latent_node = NATIVE_OFFICIAL[name]
+    want = OFFICIAL[official]
+    assert _by_class(api, "Wan22DuoSampler") == [] and _by_class(api, "Wan22DuoVAELoader") == []
+    (sampler,) = _by_class(api, "Wan22DuoModelSampler")
+    for key in ("steps", "cfg_high", "cfg_low", "shift", "sampler", "scheduler"):
+        if key in want:
+            assert sampler[key] == want[key], f"{name}: {key}"
+    assert sampler["boundary"] == -1.0 and sampler["switch_step"] == -1
+    (latent,) = _by_class(api, latent_node)
+    assert (latent["width"], latent["height"], latent["length"]) == want["size"]
+    assert [v["vae_name"] for v in _by_class(api, "VAELoader")] == [want["vae"]]
+    assert [v["fps"] for v in _by_class(api, "CreateVideo")] == [want["fps"]]
+    assert len(_by_class(api, "VAEDecode")) == 1 and len(_by_class(api, "SaveVideo")) == 1
+    texts = {n["inputs"]["text"] for n in api.values() if n["class_type"] == "CLIPTextEncode"}
+    assert OFFICIAL_NEGATIVE in texts and len(texts) == 2
+    loaders = _by_class(api, loader)
+    slots = ["high_noise_model"] + ([] if name.startswith("ti2v") else ["low_noise_model"])
+    assert sorted(slots) == sorted(k for k in sampler if k.endswith("_model"))
+    for slot in slots:  # each expert straight from its loader, high-noise file on high_noise_model
+        source = api[sampler[slot][0]]
+        assert source["class_type"] == loader
+        if slot != "high_noise_model" or not name.startswith("ti2v"):
+            role = "high" if slot.startswith("high") else "low"
+            assert role in source["inputs"]["unet_name"].lower()
+    assert len(loaders) == len(slots)
+    if name == "t2v_a14b_gguf":
+        assert [m["unet_name"] for m in loaders] == ["Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf",
+                                                     "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf"]
+    assert len(_by_class(api, "LoadImage")) == (1 if name == "i2v_a14b_native" else 0)

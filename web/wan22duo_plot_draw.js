@@ -16,6 +16,8 @@ const DEFAULT_THEME = { background: "#222", outline: "#666", text: "#ddd", dim: 
 const MARGIN = 15; // LiteGraph's widget side margin
 const CAPTION_LINES = 2;
 const LINE_HEIGHT = 14;
+const MESSAGE_LINE_HEIGHT = 13;
+const BOTTOM_PAD = 6; // kept free under the plot when it fills the node
 
 function call(ctx, method, ...args) {
   if (typeof ctx[method] === "function") ctx[method](...args);
@@ -32,6 +34,57 @@ function fitText(ctx, text, maxWidth) {
     else hi = mid - 1;
   }
   return text.slice(0, lo) + "…";
+}
+
+function widthOf(ctx, str, size) {
+  if (typeof ctx.measureText === "function") return ctx.measureText(str).width;
+  return str.length * size * 0.6;
+}
+
+/**
+ * Greedy word wrap of `str` into at most `maxLines` lines no wider than `maxWidth` (measured with
+ * the context's current font). A word wider than a line is broken; text beyond the last line is
+ * cut there with an ellipsis.
+ */
+export function wrapText(ctx, str, maxWidth, maxLines) {
+  const words = String(str ?? "").split(/\s+/).filter(Boolean);
+  if (maxLines < 1 || words.length === 0) return [];
+  if (typeof ctx.measureText !== "function" || !(maxWidth > 0)) return [words.join(" ")];
+  const fits = (s) => ctx.measureText(s).width <= maxWidth;
+  const lines = [];
+  let current = "";
+  for (let i = 0; i < words.length; i++) {
+    let word = words[i];
+    const joined = current ? `${current} ${word}` : word;
+    if (fits(joined)) {
+      current = joined;
+      continue;
+    }
+    if (current) lines.push(current);
+    while (!fits(word) && word.length > 1) {  // a single word wider than the line: break it
+      let cut = word.length - 1;
+      while (cut > 1 && !fits(word.slice(0, cut))) cut--;
+      lines.push(word.slice(0, cut));
+      word = word.slice(cut);
+    }
+    current = word;
+    if (lines.length >= maxLines) {
+      const rest = [...lines.slice(maxLines - 1), current, ...words.slice(i + 1)].join(" ");
+      return [...lines.slice(0, maxLines - 1), fitText(ctx, rest, maxWidth)];
+    }
+  }
+  if (current) lines.push(current); // at most maxLines: the loop returned once they were full
+  return lines;
+}
+
+/**
+ * Height to draw the plot with: PLOT_HEIGHT, or down to the node's bottom edge when the plot is
+ * the node's last widget and the node is taller (a resized or restored node), so no empty band
+ * is left under the plot.
+ */
+export function plotHeight(nodeHeight, top, isLastWidget) {
+  if (!isLastWidget || !Number.isFinite(nodeHeight) || !Number.isFinite(top)) return PLOT_HEIGHT;
+  return Math.max(PLOT_HEIGHT, Math.floor(nodeHeight - top - BOTTOM_PAD));
 }
 
 function frame(ctx, x, y, w, h, theme) {
@@ -108,17 +161,69 @@ function drawCurve(ctx, ax, sigmas, k, steps, dots) {
   }
 }
 
-function drawBoundary(ctx, area, ax, boundary, switchX, color, lowQuality) {
+/** The curve's canvas y at canvas x (linear between steps), for keeping labels off it. */
+function curveYAt(ax, area, sigmas, steps, px) {
+  if (!(steps > 0)) return ax.y(0);
+  const at = Math.min(steps, Math.max(0, ((px - area.x) / area.w) * steps));
+  const i = Math.min(steps - 1, Math.floor(at));
+  const f = at - i;
+  return ax.y(sigmas[i] * (1 - f) + sigmas[i + 1] * f);
+}
+
+/** Whether the curve passes through the box [x0, x1] x [top, bottom] (checked every 2 px). */
+function crossesCurve(ax, area, sigmas, steps, x0, x1, top, bottom) {
+  for (let px = x0; px <= x1 + 1; px += 2) {
+    const cy = curveYAt(ax, area, sigmas, steps, Math.min(px, x1));
+    if (cy >= top - 2 && cy <= bottom + 2) return true;
+  }
+  return false;
+}
+
+/**
+ * Where the boundary label goes: {x, y, align}. Tries left/right of the plot, under/over the
+ * line, and takes the first spot clear of the curve and of the switch line (left side only
+ * before the switch). Falls back to under the line on the left.
+ */
+export function placeBoundaryLabel(ctx, area, ax, sigmas, steps, boundary, switchX, label) {
+  const y = ax.y(boundary);
+  const width = widthOf(ctx, label, 10);
+  const below = Math.min(y + 11, area.y + area.h - 2);
+  const above = Math.max(y - 3, area.y + 9);
+  const spots = [
+    { x: area.x + 3, y: below, align: "left" },
+    { x: area.x + 3, y: above, align: "left" },
+    { x: area.x + area.w - 3, y: above, align: "right" },
+    { x: area.x + area.w - 3, y: below, align: "right" },
+  ];
+  for (const spot of spots) {
+    const x0 = spot.align === "left" ? spot.x : spot.x - width;
+    const x1 = x0 + width;
+    if (spot.align === "left" && x1 + 3 > switchX) continue;
+    if (!crossesCurve(ax, area, sigmas, steps, x0, x1, spot.y - 8, spot.y + 2)) return spot;
+  }
+  return spots[0];
+}
+
+function drawBoundary(ctx, area, ax, boundary, switchX, color, lowQuality, sigmas, steps) {
   if (!(boundary >= 0 && boundary <= 1)) return;
   const y = ax.y(boundary);
   line(ctx, area.x, y, area.x + area.w, y, color, 1, [4, 3]);
   if (lowQuality) return;
-  // Under the line: high-noise steps lie above it, and at the far right the curve has dropped
-  // low. Left when there is room before the switch line, else right.
-  const below = Math.min(y + 11, area.y + area.h - 2);
   const label = `boundary ${boundary}`;
-  if (switchX - area.x > 90) text(ctx, label, area.x + 3, below, color, 10, "left");
-  else text(ctx, label, area.x + area.w - 3, below, color, 10, "right");
+  ctx.font = "10px sans-serif";
+  const spot = placeBoundaryLabel(ctx, area, ax, sigmas, steps, boundary, switchX, label);
+  text(ctx, label, spot.x, spot.y, color, 10, spot.align);
+}
+
+function drawMessage(ctx, x, y, w, h, title, message, theme) {
+  const textWidth = w - 16;
+  const first = y + 8 + 12;
+  text(ctx, title, x + 8, first, theme.text, 12, "left", textWidth);
+  ctx.font = "10px sans-serif";
+  const maxLines = Math.max(1, Math.floor((y + h - 6 - (first + MESSAGE_LINE_HEIGHT)) / MESSAGE_LINE_HEIGHT) + 1);
+  wrapText(ctx, message, textWidth, maxLines).forEach((row, i) => {
+    text(ctx, row, x + 8, first + (i + 1) * MESSAGE_LINE_HEIGHT, COLORS.error, 10, "left", textWidth);
+  });
 }
 
 function drawSwitch(ctx, area, ax, k, steps, color, dash, label, lowQuality, labelRow = 0) {
@@ -161,9 +266,9 @@ export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
   const area = { x: x + 8, y: y + 8, w: w - 16, h: captionTop - (y + 8) - 4 };
   const textWidth = w - 16;
   if (!plan || plan.error || !plan.schedule) {
-    text(ctx, "Expert switch", x + 8, captionTop + LINE_HEIGHT - 2, t.text, 12, "left", textWidth);
+    // The whole plot is free: wrap the message over as many lines as fit, so it is read in full.
     const message = plan?.error ? `⚠ ${plan.error}` : "waiting for the node's values";
-    text(ctx, message, x + 8, captionTop + 2 * LINE_HEIGHT - 2, COLORS.error, 10, "left", textWidth);
+    drawMessage(ctx, x, y, w, h, "Expert switch", message, t);
     call(ctx, "restore");
     return;
   }
@@ -176,7 +281,7 @@ export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
     call(ctx, "fillRect", area.x, area.y, area.w, area.h);
   }
   line(ctx, area.x, area.y + area.h, area.x + area.w, area.y + area.h, t.outline, 1);
-  if (!plan.single) drawBoundary(ctx, area, ax, plan.boundary, ax.x(k), t.dim, lowQuality);
+  if (!plan.single) drawBoundary(ctx, area, ax, plan.boundary, ax.x(k), t.dim, lowQuality, sigmas, steps);
   drawCurve(ctx, ax, sigmas, k, steps, !lowQuality && steps <= 60);
   if (!plan.single) drawSwitch(ctx, area, ax, k, steps, t.text, null, `switch ${k}`, lowQuality);
   const run = view?.reported;

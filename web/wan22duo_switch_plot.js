@@ -1,4 +1,4 @@
-// Wan 2.2 Duo: on every Wan22DuoSampler node, a plot of where the experts switch.
+// Wan 2.2 Duo: on every Wan22DuoSampler and Wan22DuoModelSampler node, a plot of where the experts switch.
 //
 // A canvas widget under the node's inputs draws the sigma curve over the steps, colored by expert,
 // the boundary, the switch step and a caption ("high-noise steps 1–26, low-noise 27–40"). It is
@@ -9,12 +9,15 @@
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
-import { MODEL_SOCKET, WATCHED, parseReport, samplerInputs, upstreamModelName } from "./wan22duo_graph.js";
+import {
+  MODEL_SOCKETS, WATCHED, parseReport, resolveShift, samplerInputs, upstreamModelName, upstreamShift,
+} from "./wan22duo_graph.js";
 import { createModelInfoClient } from "./wan22duo_model_info.js";
-import { PLOT_HEIGHT, drawSwitchPlot } from "./wan22duo_plot_draw.js";
+import { PLOT_HEIGHT, drawSwitchPlot, plotHeight } from "./wan22duo_plot_draw.js";
 import { planSwitch } from "./wan22duo_switch_plan.js";
 
-const NODE_CLASS = "Wan22DuoSampler";
+const NODE_CLASSES = new Set(["Wan22DuoSampler", "Wan22DuoModelSampler"]);
+const MODEL_SAMPLER = "Wan22DuoModelSampler"; // ComfyUI MODEL inputs: shift -1 = from the MODEL
 const WIDGET_NAME = "wan22duo_switch_plot";
 
 const plots = new Set(); // live plot widgets, to redraw when a model answer arrives
@@ -44,9 +47,16 @@ const modelInfo = createModelInfoClient(fetchJson, redrawAll);
 function currentView(node, lowQuality) {
   const info = modelInfo.get(upstreamModelName(node, "high_noise_model"));
   const inputs = samplerInputs(node, info?.variant);
-  const key = JSON.stringify(inputs);
+  let shiftError = null;
+  if ((node.comfyClass ?? node.type) === MODEL_SAMPLER) {
+    const resolved = resolveShift(inputs.shift, inputs.variant, upstreamShift(node, "high_noise_model"),
+      upstreamShift(node, "low_noise_model"));
+    if (resolved.error) shiftError = resolved.error;
+    else inputs.shift = resolved.shift;
+  }
+  const key = JSON.stringify([inputs, shiftError]);
   const cache = node.__wan22duoPlan;
-  const plan = cache?.key === key ? cache.plan : planSwitch(inputs);
+  const plan = cache?.key === key ? cache.plan : shiftError ? { error: shiftError } : planSwitch(inputs);
   node.__wan22duoPlan = { key, plan };
   return { plan, reported: node.__wan22duoRun ?? null, lowQuality };
 }
@@ -74,7 +84,11 @@ function makePlotWidget(node) {
     },
     draw(ctx, _node, width, y, _height, lowQuality) {
       try {
-        drawSwitchPlot(ctx, { x: 0, y, width, height: PLOT_HEIGHT }, currentView(node, !!lowQuality), theme());
+        // Fill the node down to its bottom edge when it is taller than needed (LiteGraph draws a
+        // computeSize widget at its fixed height and leaves the rest of the node empty).
+        const last = node.widgets?.[node.widgets.length - 1] === this;
+        const height = plotHeight(node.size?.[1], y, last);
+        drawSwitchPlot(ctx, { x: 0, y, width, height }, currentView(node, !!lowQuality), theme());
       } catch (err) {
         if (!warned) console.warn("[wan22duo] switch plot could not draw:", err);
         warned = true;
@@ -123,12 +137,20 @@ function addPlot(node) {
 
 function isModelLoader(nodeData) {
   const outputs = Array.isArray(nodeData?.output) ? nodeData.output : [];
-  return outputs.includes(MODEL_SOCKET) && nodeData?.input?.required?.unet_name !== undefined;
+  return outputs.some((o) => MODEL_SOCKETS.includes(o)) && nodeData?.input?.required?.unet_name !== undefined;
 }
 
 app.registerExtension({
   name: "wan22duo.SwitchPlot",
   async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (String(nodeData?.name ?? "").startsWith("ModelSampling")) {
+      // Its shift feeds Wan22DuoModelSampler's plot when the sampler's shift is -1.
+      chain(nodeType.prototype, "onNodeCreated", function () {
+        const shift = this.widgets?.find((w) => w.name === "shift");
+        if (shift) chain(shift, "callback", redrawAll);
+      });
+      return;
+    }
     if (isModelLoader(nodeData)) {
       // Vue-node mode redraws only on request: a new file on a loader must ask for it.
       chain(nodeType.prototype, "onNodeCreated", function () {
@@ -137,7 +159,7 @@ app.registerExtension({
       });
       return;
     }
-    if (nodeData?.name !== NODE_CLASS) return;
+    if (!NODE_CLASSES.has(nodeData?.name)) return;
     chain(nodeType.prototype, "onNodeCreated", function () {
       addPlot(this);
     });

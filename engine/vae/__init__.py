@@ -8,7 +8,7 @@
 writes random-weight files for tests and benchmarks.
 """
 from .loading import VAEFileError, detect_vae, load_vae
-from .model import VAEConfig, WanVAE
+from .model import NonFiniteError, VAEConfig, WanVAE
 from .tiling import Tiling
 
-__all__ = ["VAEConfig", "VAEFileError", "Tiling", "WanVAE", "detect_vae", "load_vae"]
+__all__ = ["NonFiniteError", "VAEConfig", "VAEFileError", "Tiling", "WanVAE", "detect_vae", "load_vae"]

@@ -13,12 +13,13 @@ The key check is strict: every missing, unexpected or mis-shaped tensor is named
 Files that are something else (a DiT, the text encoder, a LoRA, another VAE family,
 the diffusers layout) get an error saying what they are and which file is expected.
 """
-import json
-import struct
 from pathlib import Path
 
 import torch
 
+from .. import safetensors_header
+from ..errors import public
+from ..safetensors_header import clip, quote, quote_list
 from .model import VAEConfig, WanVAE
 
 WAN_MARKER = "decoder.middle.0.residual.0.gamma"
@@ -32,29 +33,28 @@ _DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16, "
 _LISTED = 8  # names shown per category in error messages
 
 
+@public
 class VAEFileError(ValueError):
     """The file is not a loadable Wan VAE; the message says why and what to use instead."""
 
 
 def read_header(path) -> dict[str, dict]:
-    """``{name: {"dtype": "F32", "shape": [...], ...}}`` from a safetensors header, no tensor data read."""
+    """``{name: {"dtype": "F32", "shape": [...]}}`` from a strictly checked safetensors header, no tensor data read.
+
+    The checks are the DiT loader's (``engine.safetensors_header``): a truncated or damaged
+    file raises :class:`VAEFileError` naming the file (and the tensor) here, before decode.
+    """
     path = Path(path)
     if not path.is_file():
-        raise VAEFileError(f"VAE file not found: {path}")
-    with open(path, "rb") as f:
-        raw = f.read(8)
-        size = struct.unpack("<Q", raw)[0] if len(raw) == 8 else -1
-        if size <= 0 or size > 100_000_000:
-            raise VAEFileError(f"{path.name} is not a .safetensors file (bad header). {EXPECTED_FILES}")
-        header = json.loads(f.read(size))
-    header.pop("__metadata__", None)
-    return header
+        raise VAEFileError(f"VAE file not found: {path}. {EXPECTED_FILES}")
+    header = safetensors_header.read_header(path, VAEFileError, EXPECTED_FILES)
+    return {k: {"dtype": v.dtype, "shape": list(v.shape)} for k, v in header.tensors.items()}
 
 
 def detect_vae(path) -> VAEConfig:
     """Tell which Wan VAE a file holds and read its widths, from the header only."""
     header = read_header(path)
-    return config_from_shapes({k: v["shape"] for k, v in header.items()}, Path(path).name)
+    return config_from_shapes({k: v["shape"] for k, v in header.items()}, clip(Path(path).name))
 
 
 def config_from_shapes(shapes: dict[str, list[int]], name: str = "the file") -> VAEConfig:
@@ -100,7 +100,7 @@ def describe_foreign(shapes: dict[str, list[int]]) -> str:
                 "version instead.")
     if has("decoder.up.0.") or has("decoder.mid.block_1"):
         return "it is an image VAE of another family (SD/SDXL/Flux-style keys such as decoder.up.0...)."
-    return f"none of its {len(keys)} keys is {WAN_MARKER!r} (first keys: {keys[:3]})."
+    return f"none of its {len(keys)} keys is {WAN_MARKER!r} (first keys: {quote_list(keys[:3])})."
 
 
 def check_keys(expected: dict[str, tuple], found: dict[str, list[int]], name: str, version: str) -> None:
@@ -118,7 +118,7 @@ def check_keys(expected: dict[str, tuple], found: dict[str, list[int]], name: st
     for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
         if items:
             more = f" (+{len(items) - _LISTED} more)" if len(items) > _LISTED else ""
-            parts.append(f"{len(items)} {label}: {items[:_LISTED]}{more}")
+            parts.append(f"{len(items)} {label}: [{', '.join(quote(i) for i in items[:_LISTED])}]{more}")
     raise VAEFileError(
         f"{name} does not match the Wan {version} VAE layout read from its own widths; "
         + "; ".join(parts) + f". Is it a modified or pruned VAE? {EXPECTED_FILES}"
@@ -136,23 +136,28 @@ def load_vae(path, dtype: torch.dtype = torch.float32, device="cpu") -> WanVAE:
 
     Stored fp32, fp16 or bf16 weights are converted to ``dtype`` (fp32, fp16 or bf16).
     """
-    from safetensors import safe_open
+    from safetensors import SafetensorError, safe_open
 
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"VAE dtype must be torch.float32, float16 or bfloat16, got {dtype!r}")
     path = Path(path)
     header = read_header(path)
     shapes = {k: v["shape"] for k, v in header.items()}
-    config = config_from_shapes(shapes, path.name)
+    config = config_from_shapes(shapes, clip(path.name))
     model = build_vae(config)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    check_keys(expected, shapes, path.name, config.version)
+    check_keys(expected, shapes, clip(path.name), config.version)
     bad = sorted({v["dtype"] for v in header.values()} - set(_DTYPES))
     if bad:
-        raise VAEFileError(f"{path.name} stores tensors as {bad}; a Wan VAE file holds F32, F16 or BF16 weights.")
+        raise VAEFileError(f"{clip(path.name)} stores tensors as {quote_list(bad)}; a Wan VAE file holds F32, F16 "
+                           f"or BF16 weights.")
     state = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        for key in expected:
-            state[key] = f.get_tensor(key).to(device=device, dtype=dtype)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            for key in expected:
+                state[key] = f.get_tensor(key).to(device=device, dtype=dtype)
+    except SafetensorError as err:  # what the strict header check let through (e.g. a gap between tensors)
+        raise VAEFileError(f"{clip(path.name)} could not be read ({clip(str(err))}); the file is damaged. "
+                           f"Download it again. {EXPECTED_FILES}") from None
     model.load_state_dict(state, strict=True, assign=True)
     return model.eval().requires_grad_(False)

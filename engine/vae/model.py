@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .. import geometry
+from ..errors import public
 from ..latents import check_latent
 from .layers import CausalConv3d
 from .tiling import Tile, Tiling, plan_tiles
@@ -24,6 +25,18 @@ from .wan22 import Decoder22, Encoder22, patchify, unpatchify
 
 Progress = Callable[[int, int], None]
 Chunks = list[tuple[int, int]]
+
+
+@public
+class NonFiniteError(ValueError):
+    """NaN/inf going into or coming out of the VAE: one NaN cell would spread over the whole video."""
+
+
+def check_finite(tensor: torch.Tensor, what: str, cause: str) -> None:
+    """Raise :class:`NonFiniteError` naming ``what`` and the likely ``cause`` unless all values are finite."""
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise NonFiniteError(f"{what} holds {bad} NaN/inf values of {tensor.numel()}; {cause}")
 
 
 @dataclass(frozen=True)
@@ -93,6 +106,8 @@ class WanVAE(nn.Module):
         Wan 2.1, 16 for Wan 2.2). ``tiling`` splits large frames into blended tiles.
         """
         self._check_video(video)
+        check_finite(video, "the video to encode", "encoding it would spread them over the whole latent. Check the "
+                     "node that made the frames.")
         b, _, frames, height, width = video.shape
         s = self.spatial_stride
         latent = torch.zeros(b, self.z_dim, geometry.latent_frames(frames), height // s, width // s,
@@ -102,7 +117,15 @@ class WanVAE(nn.Module):
             part = self._encode_tile(video[:, :, :, rows, cols].to(self.device, self.dtype), encode_chunks(frames))
             weight = tile.row_weight.to(self.device)[:, None] * tile.col_weight.to(self.device)[None, :]
             latent[:, :, :, tile.rows, tile.cols] += part * weight
+        check_finite(latent, f"the latent the Wan {self.version} VAE encoded from finite frames",
+                     self._weights_hint())
         return latent
+
+    def _weights_hint(self) -> str:
+        dtype = str(self.dtype).replace("torch.", "")
+        overflow = " or fp16 overflowed (use dtype fp32 or bf16 on Wan22DuoVAELoader)" if dtype == "float16" else ""
+        return (f"the VAE's weights ({dtype}) hold NaN/inf{overflow}. Load another copy of the VAE file "
+                "(wan_2.1_vae.safetensors or wan2.2_vae.safetensors).")
 
     def _encode_tile(self, video: torch.Tensor, chunks: Chunks) -> torch.Tensor:
         """Run the encoder over ``chunks`` of frames; returns the latent mean (float32)."""
@@ -144,6 +167,8 @@ class WanVAE(nn.Module):
         pass "cpu" to keep a long video off the accelerator.
         """
         check_latent(latent, self)
+        check_finite(latent, "the latent to decode", "decoding it would give a black (all-NaN) video. Check the node "
+                     "that made the latent (Wan22DuoSampler stops on NaN itself).")
         b, _, t, h, w = latent.shape
         s = self.spatial_stride
         out_device = torch.device(output_device) if output_device is not None else self.device
@@ -167,6 +192,8 @@ class WanVAE(nn.Module):
             x = self.decoder(self.conv2(latent[:, :, start:stop], cache), cache)
             if self.version == "2.2":
                 x = unpatchify(x)
+            check_finite(x, f"the video the Wan {self.version} VAE decoded from finite latent frame {start}",
+                         self._weights_hint())
             # latent frame 0 -> video frame 0; latent frame k >= 1 -> video frames 4k-3 .. 4k
             sink(0 if start == 0 else geometry.pixel_frames(start), x)
             yield stop

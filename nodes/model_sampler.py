@@ -1,0 +1,141 @@
+"""``Wan22DuoModelSampler``: the dual-expert sampler on ComfyUI's own MODEL inputs.
+
+A sibling of ``Wan22DuoSampler`` rather than a union input on it, because a ComfyUI
+input has one socket type and the two model kinds differ in what the node's inputs
+mean: memory goes through ComfyUI's manager (``release`` cannot drop a RAM copy the
+loader node caches), the shift may come from a ``ModelSamplingSD3`` on the MODEL
+(``shift`` -1), and the web plot must follow MODEL patch chains. Existing workflows
+with ``WAN22DUO_MODEL`` keep their node and meaning untouched.
+
+Both nodes run the same loop, ``engine.sampling.sample``; only the model handle differs
+(``nodes.comfy_model.ComfyExpert``). The CONDITIONING/LATENT translation, progress bar,
+previews and Cancel are the helpers of ``nodes.samplers``.
+"""
+from __future__ import annotations
+
+import logging
+
+from . import _comfy
+from .comfy_model import OFFICIAL_SHIFT, ComfyExpert, resolve_shift, shift_conflicts
+from .samplers import MAX_STEPS, SAMPLER_TIPS, _cancel_check, i2v_conditioning, text_context
+
+log = logging.getLogger("wan22duo")
+
+MODEL_TIPS = {
+    **SAMPLER_TIPS,
+    "high_noise_model": "The high-noise expert as a ComfyUI MODEL (UNETLoader, UnetLoaderGGUF, through any LoRA "
+                        "or patch nodes), or the TI2V-5B model.",
+    "low_noise_model": "The low-noise expert of the same A14B model as a ComfyUI MODEL. Leave empty for TI2V-5B.",
+    "latent": "Starting latent: EmptyHunyuanLatentVideo / Wan22DuoEmptyLatent (T2V), the latent of WanImageToVideo "
+              "or Wan22DuoI2VConditioning (I2V), Wan22ImageToVideoLatent or Wan22DuoTI2VLatent (TI2V-5B).",
+    "shift": "Flow-matching sigma shift. -1: the shift of a ModelSamplingSD3 on the MODELs (both experts must agree), "
+             "else the official one (12.0 T2V-A14B, 5.0 I2V-A14B and TI2V-5B). A positive value is used as is and "
+             "overrides any ModelSamplingSD3 (a warning names it). The switch report shows the shift used.",
+    "memory": "offload_cpu / release: before an expert runs, the other one is unloaded from ComfyUI's model manager "
+              "(weights back to RAM; ComfyUI caches the loader's copy there, so release cannot drop it). keep_both: "
+              "leave both to ComfyUI's manager (fastest when both fit).",
+}
+
+
+class Wan22DuoModelSampler:
+    CATEGORY = "Wan22Duo/sampling"
+    DESCRIPTION = (
+        "Wan22DuoSampler for ComfyUI's own MODEL inputs (UNETLoader, UnetLoaderGGUF, LoRA and patch chains): the "
+        "high-noise expert for the leading steps, the low-noise expert for the rest, switched by the official "
+        "boundary rule on one continuous trajectory with per-expert CFG. Every model call goes through ComfyUI's "
+        "own path, so LoRAs, patches, wrappers and GGUF/fp8 weights apply as in a KSampler; memory goes through "
+        "ComfyUI's model manager. For TI2V-5B connect the model to high_noise_model only."
+    )
+    RETURN_TYPES = ("LATENT", "INT")
+    RETURN_NAMES = ("latent", "switch_step")
+    OUTPUT_TOOLTIPS = (
+        "The denoised latent; decode it with VAEDecode (or Wan22DuoVAEDecode).",
+        "Steps [0, switch_step) ran on the high-noise expert (equals steps for TI2V-5B).",
+    )
+    FUNCTION = "sample"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        from ..engine.residency import MEMORY_POLICIES
+        from ..engine.schedule import SCHEDULES
+        from ..engine.solvers import SOLVERS
+
+        def opt(name: str, **options) -> dict:
+            return {**options, "tooltip": MODEL_TIPS[name]}
+
+        scale = {"min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}
+        return {
+            "required": {
+                "high_noise_model": ("MODEL", opt("high_noise_model")),
+                "positive": ("CONDITIONING", opt("positive")),
+                "negative": ("CONDITIONING", opt("negative")),
+                "latent": ("LATENT", opt("latent")),
+                "seed": ("INT", opt("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True)),
+                "steps": ("INT", opt("steps", default=40, min=1, max=MAX_STEPS)),
+                "cfg_high": ("FLOAT", opt("cfg_high", default=4.0, **scale)),
+                "cfg_low": ("FLOAT", opt("cfg_low", default=3.0, **scale)),
+                "shift": ("FLOAT", opt("shift", default=-1.0, min=-1.0, max=100.0, step=0.1, round=0.01)),
+                "boundary": ("FLOAT", opt("boundary", default=-1.0, min=-1.0, max=1.0, step=0.001, round=0.001)),
+                "switch_step": ("INT", opt("switch_step", default=-1, min=-1, max=MAX_STEPS)),
+                "sampler": (list(SOLVERS), opt("sampler", default="unipc")),
+                "scheduler": (list(SCHEDULES), opt("scheduler", default="wan")),
+                "memory": (list(MEMORY_POLICIES), opt("memory", default="offload_cpu")),
+            },
+            "optional": {
+                "low_noise_model": ("MODEL", opt("low_noise_model")),
+            },
+        }
+
+    def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
+               cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = -1.0, boundary: float = -1.0,
+               switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
+               low_noise_model=None):
+        from ..engine.sampling import sample
+        from ..engine.schedule import make_schedule
+
+        pos, pos_options = text_context(positive, "positive")
+        neg, neg_options = text_context(negative, "negative")
+        samples = latent["samples"].cpu()
+        noise_mask = latent.get("noise_mask")
+        high = ComfyExpert(high_noise_model, "high_noise", "high_noise_model")
+        low = None if low_noise_model is None else ComfyExpert(low_noise_model, "low_noise", "low_noise_model")
+        variant = high.info["variant"]
+        carried = high.info["shift"], (low.info["shift"] if low is not None else None)
+        used, source = resolve_shift(shift, variant, *carried)
+        overridden = shift_conflicts(used, *carried)
+        if overridden:
+            log.warning("Wan22DuoModelSampler: shift %g from the sampler overrides the ModelSamplingSD3 shift of %s",
+                        used, ", ".join(overridden))
+        log.info("Wan22DuoModelSampler: shift %g (%s; official %g)", used, source, OFFICIAL_SHIFT[variant])
+        experts = [e for e in (high, low) if e is not None]
+        for expert in experts:
+            multiplier = float(getattr(expert.patcher.get_model_object("model_sampling"), "multiplier", 1000.0))
+            sigmas = make_schedule(scheduler, steps, used).timesteps / multiplier  # what the model is fed
+            expert.prepare(samples.shape, _with_zero(sigmas), seed)
+        progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
+        try:
+            result = sample(
+                high, low, samples, pos, neg,
+                seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=used,
+                boundary=None if boundary < 0 else boundary, switch_step=switch_step,
+                solver=sampler, schedule=scheduler, memory=memory,
+                noise_mask=None if noise_mask is None else noise_mask.cpu(),
+                i2v=i2v_conditioning(pos_options, neg_options),
+                callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
+            )
+        finally:
+            for expert in experts:
+                expert.finish()
+        out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
+        report = {**result.switch_info(), "shift": used, "shift_source": source}
+        return {"ui": {"wan22duo_switch": [report]}, "result": (out, result.switch_step)}
+
+
+def _with_zero(sigmas):
+    import torch
+
+    return torch.cat([sigmas, sigmas.new_zeros(1)])
+
+
+NODE_CLASS_MAPPINGS = {"Wan22DuoModelSampler": Wan22DuoModelSampler}
+NODE_DISPLAY_NAME_MAPPINGS = {"Wan22DuoModelSampler": "Wan 2.2 Duo Sampler (ComfyUI MODEL inputs)"}

@@ -1,0 +1,127 @@
+"""The parts of the ComfyUI-MODEL adapter that need no ComfyUI: shift rule, sigma/timestep, masks, velocity.
+
+The adapter itself runs inside a real ComfyUI in integration/test_model_sampler.py.
+"""
+import pytest
+import torch
+
+from wan22duo.engine.conditioning import token_timesteps
+from wan22duo.engine.schedule import make_schedule
+from wan22duo.engine.sampling import guided_velocity
+from wan22duo.nodes.comfy_model import (ComfyModelError, model_shift, model_sigma, pad_context, resolve_shift,
+                                        shift_conflicts, token_mask, velocity, wan_config)
+
+
+def test_shift_rule():
+    # a positive sampler shift wins, whatever the MODELs carry
+    assert resolve_shift(7.0, "t2v_a14b", 8.0, 8.0) == (7.0, "sampler")
+    assert shift_conflicts(7.0, 8.0, None) == ["high_noise_model 8"]
+    assert shift_conflicts(8.0, 8.0, 8.0) == []
+    # -1: the ModelSamplingSD3 shift carried by the MODELs
+    assert resolve_shift(-1.0, "t2v_a14b", 8.0, 8.0) == (8.0, "ModelSamplingSD3")
+    assert resolve_shift(-1.0, "t2v_a14b", None, 3.0) == (3.0, "ModelSamplingSD3 on low_noise_model")
+    assert resolve_shift(-1.0, "ti2v_5b", 6.5, None) == (6.5, "ModelSamplingSD3 on high_noise_model")
+    # none carried: the official shift of the variant, not ComfyUI's built-in 8.0
+    assert resolve_shift(-1.0, "t2v_a14b", None, None) == (12.0, "official")
+    assert resolve_shift(-1.0, "i2v_a14b", None, None) == (5.0, "official")
+    assert resolve_shift(-1.0, "ti2v_5b", None, None) == (5.0, "official")
+    differ = r"different ModelSamplingSD3 shifts \(high_noise_model 8, low_noise_model 5\)"
+    with pytest.raises(ComfyModelError, match=differ):
+        resolve_shift(-1.0, "t2v_a14b", 8.0, 5.0)
+    with pytest.raises(ComfyModelError, match="shift 0"):
+        resolve_shift(0.0, "t2v_a14b", None, None)
+
+
+class _Sampling:
+    def __init__(self, shift):
+        self.shift = shift
+
+
+class _Patcher:
+    def __init__(self, patches, model=None):
+        self.object_patches = patches
+        self.model = model
+
+
+def test_model_shift_counts_only_an_explicit_model_sampling_patch():
+    assert model_shift(_Patcher({"model_sampling": _Sampling(8)})) == 8.0
+    assert model_shift(_Patcher({})) is None  # ComfyUI's built-in default is nobody's choice
+    assert model_shift(_Patcher({"model_sampling": object()})) is None
+
+
+def test_sigma_feeds_the_exact_timestep():
+    t = make_schedule("wan", 40, 12.0).timesteps.float()
+    sigma = model_sigma(t, 1000.0)
+    assert sigma.dtype == torch.float64
+    assert torch.equal((sigma * 1000.0).float(), t)  # what ComfyUI's timestep(sigma).float() gives the DiT
+    every = torch.arange(1001, dtype=torch.float32)
+    assert torch.equal((model_sigma(every, 1000.0) * 1000.0).float(), every)
+    assert not torch.equal((every / 1000.0) * 1000.0, every)  # float32 would miss some integers
+    assert torch.equal((model_sigma(t, 1.0) * 1.0).float(), t)  # e.g. an AuraFlow-style multiplier
+
+
+def test_token_mask_inverts_the_engine_token_timesteps():
+    noise_mask = torch.ones(2, 1, 3, 4, 6)
+    noise_mask[:, :, 0] = 0.0  # TI2V: frame 0 kept
+    t = token_timesteps(noise_mask, torch.tensor([937.0, 500.0]), 2)
+    assert torch.equal(model_sigma(t, 1000.0), torch.tensor([0.937, 0.5], dtype=torch.float64))
+    assert torch.equal(token_mask(t, noise_mask.shape), noise_mask)
+    assert token_mask(torch.tensor([937.0]), noise_mask.shape) is None
+
+
+def test_velocity_inverts_comfyuis_denoised():
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(2, 16, 2, 4, 4, generator=g), torch.randn(2, 16, 2, 4, 4, generator=g)
+    sigma = torch.tensor([0.937, 0.05], dtype=torch.float64)
+    x0 = x - v * sigma.view(2, 1, 1, 1, 1)  # ComfyUI's CONST.calculate_denoised
+    back = velocity(x, x0, sigma)
+    assert back.dtype == torch.float32
+    assert float((back - v).abs().max()) < 1e-6
+
+
+def test_context_is_padded_to_the_text_length_never_cut():
+    context = torch.randn(1, 24, 8)
+    padded = pad_context(context, 512)
+    assert padded.shape == (1, 512, 8) and torch.equal(padded[:, :24], context) and not padded[:, 24:].any()
+    assert pad_context(torch.randn(1, 600, 8), 512).shape == (1, 600, 8)
+
+
+class WanModel(torch.nn.Module):  # the name ComfyUI's Wan DiT class has
+    def __init__(self, in_dim=16, out_dim=16, img_emb=None):
+        super().__init__()
+        self.patch_embedding = torch.nn.Identity()
+        self.dim, self.ffn_dim, self.num_layers, self.freq_dim, self.text_dim = 256, 512, 2, 256, 4096
+        self.in_dim, self.out_dim, self.img_emb = in_dim, out_dim, img_emb
+
+
+class _Base:
+    def __init__(self, dm):
+        self.diffusion_model = dm
+
+
+def test_wan_config_reads_the_comfyui_dit_and_rejects_other_models():
+    assert wan_config(_Patcher({}, _Base(WanModel())), "high_noise_model").variant == "t2v_a14b"
+    assert wan_config(_Patcher({}, _Base(WanModel(36, 16))), "high_noise_model").variant == "i2v_a14b"
+    assert wan_config(_Patcher({}, _Base(WanModel(48, 48))), "high_noise_model").variant == "ti2v_5b"
+    with pytest.raises(ComfyModelError, match="high_noise_model is a Linear model, not a Wan 2.2 DiT"):
+        wan_config(_Patcher({}, _Base(torch.nn.Linear(2, 2))), "high_noise_model")
+    with pytest.raises(ComfyModelError, match="Wan 2.1 image-to-video"):
+        wan_config(_Patcher({}, _Base(WanModel(36, 16, img_emb=torch.nn.Identity()))), "low_noise_model")
+    with pytest.raises(ComfyModelError, match="low_noise_model: in_dim 20"):
+        wan_config(_Patcher({}, _Base(WanModel(20, 16))), "low_noise_model")
+
+
+def test_the_loop_lets_a_model_do_its_own_guidance():
+    calls = []
+
+    class Guided:
+        def __call__(self, x, t, context):
+            raise AssertionError("a model with guided_velocity is not called pass by pass")
+
+        def guided_velocity(self, x, t, positive, negative, cfg):
+            calls.append(cfg)
+            return (x * cfg).double()
+
+    x = torch.ones(1, 16, 1, 2, 2)
+    out = guided_velocity(Guided(), x, torch.tensor([1.0]), x, x, 3.0)
+    assert calls == [3.0] and out.dtype == torch.float32 and torch.equal(out, x * 3.0)
