@@ -88,6 +88,20 @@ def weight_shape(layer: nn.Module) -> torch.Size:
     return torch.Size(fmt.shape) if fmt is not None else layer.weight.shape
 
 
+def fp8_matmul(x2: torch.Tensor, weight: torch.Tensor, scale_weight: Optional[torch.Tensor]) -> torch.Tensor:
+    """``x2 @ (weight * scale).T`` in ``x2.dtype`` via ``torch._scaled_mm`` (``engine.fp8`` decides when).
+
+    ``x2`` is ``[tokens, in]``; the activation is quantised on the fly to e4m3fn with one
+    per-tensor scale (amax / 448), the fp8 weight is used as stored with its per-tensor
+    scale (1 when unscaled). Accumulation is float32 inside the kernel.
+    """
+    fmax = torch.finfo(torch.float8_e4m3fn).max
+    scale_x = (x2.abs().amax().float() / fmax).clamp_(min=torch.finfo(torch.float32).tiny)
+    xq = (x2.float() / scale_x).clamp_(-fmax, fmax).to(torch.float8_e4m3fn)  # one rounding, to e4m3
+    scale_w = scale_weight.float().reshape(()) if scale_weight is not None else torch.ones((), device=x2.device)
+    return torch._scaled_mm(xq, weight.t(), scale_a=scale_x, scale_b=scale_w, out_dtype=x2.dtype)
+
+
 def cast_bias(bias: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
     if bias is None or bias.dtype == dtype:
         return bias
@@ -142,8 +156,12 @@ class CastLinear(nn.Module):
         # weight back to fp8 would lose most of a typical LoRA's change (bench/lora_fp8.py).
         self.lora_branches: tuple[LoraBranch, ...] = ()
         self.weight_format: Optional[QuantFormat] = None
+        # fp8 x fp8 matmul instead of the upcast (engine.fp8; off unless switched on there).
+        self.fp8_matmul = False
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fp8_matmul and self.weight.dtype == torch.float8_e4m3fn:
+            return self._fp8_forward(x)
         w = layer_weight(self, x.dtype)
         b = cast_bias(self.bias, x.dtype)
         if not self.lora_branches:
@@ -157,6 +175,17 @@ class CastLinear(nn.Module):
         for left, right in rest:
             y.addmm_(left, right.T)
         return y.addmm_(x2, w.T).view(*x.shape[:-1], self.out_features)
+
+    def _fp8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        # LoRA branches run from the unquantised x in x.dtype, exactly as on the upcast path.
+        x2 = x.reshape(-1, x.shape[-1])
+        y = fp8_matmul(x2, self.weight, self.scale_weight)
+        if self.bias is not None:
+            y = y.add_(cast_bias(self.bias, x.dtype))
+        for branch in self.lora_branches:
+            left, right = branch.factors(x2)
+            y.addmm_(left, right.T)
+        return y.view(*x.shape[:-1], self.out_features)
 
     def _apply(self, fn, *args, **kwargs):
         # Branches are plain attributes, not buffers (so no checkpoint or state_dict sees

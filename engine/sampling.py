@@ -31,6 +31,7 @@ import torch
 
 from .conditioning import I2VConditioning, hold, noise_mask_for, token_timesteps
 from .errors import public
+from .guidance import batched_passes
 from .latents import denormalize, normalize
 from .residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
 from .schedule import Schedule, make_schedule, resolve_switch_step
@@ -232,11 +233,13 @@ def _check_latent(latent: torch.Tensor, high: ModelHandle, variant: str, i2v: An
     if variant != "i2v_a14b" and i2v is not None:
         raise SamplingError(
             f"image conditioning (concat_latent_image) was given to a {variant} model, which takes no image "
-            "channels. Use the I2V-A14B experts, or drop the I2V conditioning node."
+            "channels. Use the I2V-A14B experts, or drop the I2V conditioning node (Wan22DuoI2VConditioning, "
+            "Wan22DuoI2VKeyframes, Wan22DuoI2VExtend or WanImageToVideo / WanFirstLastFrameToVideo)."
         )
     if noise_mask is not None and variant != "ti2v_5b":
         raise SamplingError(
-            f"the latent carries a noise_mask, which only TI2V-5B uses (to keep its frame-0 image); a "
+            f"the latent carries a noise_mask, which only TI2V-5B uses (to keep its start, end or overlap "
+            f"frames: Wan22DuoTI2VLatent, Wan22DuoTI2VKeyframes, Wan22DuoTI2VExtend); a "
             f"{variant} model cannot honour it. For I2V-A14B use Wan22DuoI2VConditioning; otherwise start "
             "from an empty latent."
         )
@@ -346,10 +349,18 @@ def guided_velocity(model: Callable, x_in: torch.Tensor, t: torch.Tensor, positi
 
     A model with its own ``guided_velocity`` (a ComfyUI MODEL, whose CFG patches must
     run as in a KSampler) does the guidance itself and returns the same quantity.
+    Otherwise the two passes run as one forward of twice the batch when
+    ``engine.guidance`` allows it (equal-length contexts, memory permitting), else one
+    after the other.
     """
     own = getattr(model, "guided_velocity", None)
     if own is not None:
         return own(x_in, t, positive, negative, cfg).float()
+    if cfg != 1.0:
+        both = batched_passes(model, x_in, t, positive, negative)
+        if both is not None:
+            v_cond, v_uncond = both
+            return v_uncond + cfg * (v_cond - v_uncond)
     v_cond = model(x_in, t, positive).float()
     if cfg == 1.0:
         return v_cond

@@ -249,7 +249,7 @@ def test_gguf_q8_0_expert_through_unet_loader_gguf(comfy, files, record_property
         dit, _ = files["t2v_a14b", role]
         fp32 = safetensors.load_file(str(comfy.tree.model_path("diffusion_models", dit)))
         gguf_path = comfy.tree.model_path("diffusion_models", dit.replace(".safetensors", "-Q8_0.gguf"))
-        decoded = write_q8_gguf(gguf_path, fp32)
+        decoded = write_q8_gguf(comfy, gguf_path, fp32)
         quantized = [k for k in fp32 if not torch.equal(decoded[k], fp32[k])]
         assert len(quantized) == 2 + 4 + 10 * 2, "every Linear weight is Q8_0 (text 2, time 3, head 1, 10 per block)"
         weight_errors += [rel_l2(decoded[k], fp32[k]) for k in quantized]
@@ -363,40 +363,26 @@ def test_committed_gguf_schema_is_the_live_node(comfy):
 
 # ---------------------------------------------------------------- a tiny Q8_0 GGUF, city96's layout
 
-SMALL = 1024  # city96's converter keeps tensors of at most this many elements in F32
+def write_q8_gguf(comfy, path, state_dict: dict) -> dict:
+    """Write ``state_dict`` as a Q8_0 GGUF in city96's layout (the pack's ``engine.tiny_gguf`` rules); return
+    what each tensor decodes to by ``gguf``'s own numpy reference.
 
-
-def write_q8_gguf(path, state_dict: dict) -> dict:
-    """Write ``state_dict`` as a Q8_0 GGUF the way city96's converter lays out Wan; return what it decodes to.
-
-    ``general.architecture = "wan"``; 1-D tensors, tensors of at most 1024 elements and the
-    ``modulation`` parameters in F32; the 5-D patch embedding flattened to 2-D in F32 with
-    its real shape in ``comfy.gguf.orig_shape.<name>``; every other weight Q8_0.
+    The 5-D patch embedding is flattened to 2-D and kept in F32 with its real shape in
+    ``comfy.gguf.orig_shape.<name>``, so only the Linear weights carry quantization error.
     """
     import gguf
     import numpy as np
 
-    writer = gguf.GGUFWriter(str(path), arch="wan")
-    writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_Q8_0)
-    decoded = {}
+    tiny_gguf = comfy.pack_module("engine.tiny_gguf")
+    tensors, shapes, decoded = {}, {}, {}
     for key, tensor in state_dict.items():
         data = tensor.float().numpy()
+        kind = tiny_gguf.city96_type(key, data.shape, "Q8_0")
         if data.ndim > 4:
-            writer.add_array(f"comfy.gguf.orig_shape.{key}", [int(d) for d in data.shape])
-            flat = np.ascontiguousarray(data.reshape(data.shape[0], -1))
-            writer.add_tensor(key, flat, raw_dtype=gguf.GGMLQuantizationType.F32)
-            decoded[key] = torch.from_numpy(data.copy())
-        elif data.ndim == 1 or data.size <= SMALL or ".modulation" in key or key.endswith("modulation"):
-            writer.add_tensor(key, data, raw_dtype=gguf.GGMLQuantizationType.F32)
-            decoded[key] = torch.from_numpy(data.copy())
-        else:
-            q8 = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(key, q8, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-            back = gguf.quants.dequantize(q8, gguf.GGMLQuantizationType.Q8_0).reshape(data.shape)
-            decoded[key] = torch.from_numpy(np.ascontiguousarray(back, dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
+            shapes[key], data, kind = data.shape, data.reshape(data.shape[0], -1), "F32"
+        encoded = tiny_gguf.encode(np.ascontiguousarray(data), kind, np.random.default_rng(0))
+        tensors[key] = (encoded, kind)
+        back = gguf.quants.dequantize(encoded, gguf.GGMLQuantizationType[kind]).reshape(tensor.shape)
+        decoded[key] = torch.from_numpy(np.ascontiguousarray(back, dtype=np.float32))
+    tiny_gguf.write_gguf(path, tensors, shapes=shapes)
     return decoded

@@ -121,21 +121,47 @@ def model_files() -> list[str]:
     return sorted(names)
 
 
-def _dit_handle(path: str, weight_dtype: str, compute_dtype: str, device: str, info: dict) -> ModelHandle:
-    """A lazy handle that loads the DiT at ``path`` onto its device when first used."""
+def _dit_handle(path: str, weight_dtype: str, compute_dtype: str, device: str, info: dict,
+                attention: Optional[str] = None, compile: Optional[str] = None) -> ModelHandle:
+    """A lazy handle that loads the DiT at ``path`` onto its device when first used.
+
+    ``attention`` / ``compile`` None (an API prompt that leaves the optional inputs out)
+    means their defaults, ``auto`` and ``off``.
+    """
     from ..engine.checkpoint import load_dit
+    from ..engine.fast import COMPILE_CHOICES, apply_fast_options
 
     target = _comfy.resolve_device(device)
     stored = _pick(WEIGHT_DTYPES, weight_dtype, "weight_dtype")
     compute = _pick(COMPUTE_DTYPES, compute_dtype, "compute_dtype") or auto_compute_dtype(target)
+    attention, compile = attention or "auto", compile or "off"
+    _pick(dict.fromkeys(attention_choices()), attention, "attention")
+    _pick(dict.fromkeys(COMPILE_CHOICES), compile, "compile")
     size = weight_bytes(path, stored)
 
     def load(on: torch.device):
         _comfy.free_memory(size, on)  # let ComfyUI unload its models (text encoder...) first
-        return load_dit(path, compute_dtype=compute, device=on, weight_dtype=stored)
+        model = load_dit(path, compute_dtype=compute, device=on, weight_dtype=stored)
+        return apply_fast_options(model, attention=attention, compile=compile)
 
-    info = {**info, "path": path, "weight_bytes": size, "weight_dtype": weight_dtype}
+    info = {**info, "path": path, "weight_bytes": size, "weight_dtype": weight_dtype,
+            "attention": attention, "compile": compile}
     return ModelHandle(load, target, compute, info)
+
+
+def attention_choices() -> list:
+    from ..engine.attention import backend_names
+
+    return list(backend_names())
+
+
+def _speed_inputs() -> dict:
+    from ..engine.fast import COMPILE_CHOICES
+
+    return {
+        "attention": (attention_choices(), {"default": "auto", "tooltip": _ATTENTION_TIP}),
+        "compile": (list(COMPILE_CHOICES), {"default": "off", "tooltip": _COMPILE_TIP}),
+    }
 
 
 def _detect(path: str):
@@ -153,6 +179,15 @@ _WEIGHT_TIP = ("Dtype the weights are kept in. default: as stored in the file (f
                "dequantized) to the compute dtype when used. Another choice decodes a GGUF file at load.")
 _COMPUTE_TIP = ("Dtype of the matmuls and attention. auto: bf16 on GPUs that support it (the official precision), "
                 "fp16 on older GPUs, fp32 on CPU. Norms, time embedding, residual stream and head always run in fp32.")
+
+_ATTENTION_TIP = ("Attention kernel. auto: the fastest installed kernel that passed its check against PyTorch SDPA "
+                  "on this GPU and dtype (SDPA when none is installed). sdpa: always PyTorch's "
+                  "scaled_dot_product_attention. Every other kernel is checked once against SDPA before use; one "
+                  "that fails is skipped and the log says why.")
+_COMPILE_TIP = ("torch.compile the transformer blocks. off: plain PyTorch. inductor: compiled on the first step "
+                "(a minute or more once per latent size), then faster steps; both experts share the compiled "
+                "blocks, so the switch does not recompile. Needs a C++ compiler (and Triton on GPU); if compiling "
+                "fails the log says why and sampling continues without it.")
 
 
 class Wan22DuoExpertLoader:
@@ -186,11 +221,13 @@ class Wan22DuoExpertLoader:
                 "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": _WEIGHT_TIP}),
                 "compute_dtype": (list(COMPUTE_DTYPES), {"default": "auto", "tooltip": _COMPUTE_TIP}),
                 "device": (_comfy.device_choices(), {"default": "auto", "tooltip": _DEVICE_TIP}),
-            }
+            },
+            "optional": _speed_inputs(),
         }
 
     def load(self, unet_name: str, role: str = "auto", weight_dtype: str = "default",
-             compute_dtype: str = "auto", device: str = "auto"):
+             compute_dtype: str = "auto", device: str = "auto", attention: Optional[str] = None,
+             compile: Optional[str] = None):
         path = _comfy.resolve_path(DIFFUSION_FOLDER, unet_name)
         config = _detect(path)
         if config.variant == "ti2v_5b":
@@ -202,7 +239,7 @@ class Wan22DuoExpertLoader:
         title = VARIANT_TITLES[config.variant]
         name = f"{os.path.basename(path)} [{title} {role.replace('_', '-')} expert]"
         info = {"config": config, "variant": config.variant, "role": role, "name": name}
-        return (_dit_handle(path, weight_dtype, compute_dtype, device, info),)
+        return (_dit_handle(path, weight_dtype, compute_dtype, device, info, attention, compile),)
 
 
 class Wan22DuoTI2VLoader:
@@ -230,10 +267,12 @@ class Wan22DuoTI2VLoader:
                 "weight_dtype": (list(WEIGHT_DTYPES), {"default": "default", "tooltip": _WEIGHT_TIP}),
                 "compute_dtype": (list(COMPUTE_DTYPES), {"default": "auto", "tooltip": _COMPUTE_TIP}),
                 "device": (_comfy.device_choices(), {"default": "auto", "tooltip": _DEVICE_TIP}),
-            }
+            },
+            "optional": _speed_inputs(),
         }
 
-    def load(self, unet_name: str, weight_dtype: str = "default", compute_dtype: str = "auto", device: str = "auto"):
+    def load(self, unet_name: str, weight_dtype: str = "default", compute_dtype: str = "auto", device: str = "auto",
+             attention: Optional[str] = None, compile: Optional[str] = None):
         path = _comfy.resolve_path(DIFFUSION_FOLDER, unet_name)
         config = _detect(path)
         if config.variant != "ti2v_5b":
@@ -245,7 +284,7 @@ class Wan22DuoTI2VLoader:
             )
         name = f"{os.path.basename(path)} [TI2V-5B]"
         info = {"config": config, "variant": config.variant, "role": None, "name": name}
-        return (_dit_handle(path, weight_dtype, compute_dtype, device, info),)
+        return (_dit_handle(path, weight_dtype, compute_dtype, device, info, attention, compile),)
 
 
 class Wan22DuoVAELoader:

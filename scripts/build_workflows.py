@@ -289,7 +289,7 @@ def _output(w: Workflow, latent_from: int, fps: float, prefix: str) -> None:
 
 def _expert(node_id: int, entry: dict, role: str, pos: tuple) -> Node:
     widgets = {"unet_name": entry["name"], "role": role, "weight_dtype": "default",
-               "compute_dtype": "auto", "device": "auto"}
+               "compute_dtype": "auto", "device": "auto", "attention": "auto", "compile": "off"}
     title = "High-noise expert" if role == "high_noise" else "Low-noise expert"
     return Node(node_id, "Wan22DuoExpertLoader", pos, (340, 180), widgets, title=title, models=[entry])
 
@@ -396,7 +396,8 @@ def _a14b_note(title: str, s: dict, boundary: float, k: int, i2v: bool, lightnin
 def _ti2v(name: str, i2v: bool, prompt: str) -> Workflow:
     w = Workflow(name)
     w.add(Node(10, "Wan22DuoTI2VLoader", (40, 60), (340, 150),
-               {"unet_name": TI2V_5B["name"], "weight_dtype": "default", "compute_dtype": "auto", "device": "auto"},
+               {"unet_name": TI2V_5B["name"], "weight_dtype": "default", "compute_dtype": "auto", "device": "auto",
+                "attention": "auto", "compile": "off"},
                title="TI2V-5B model", models=[TI2V_5B]))
     _common_text(w, prompt)
     w.node(20).pos = (40, 260)
@@ -593,6 +594,127 @@ def describe_native() -> list:
     ]
 
 
+# ---------------------------------------------------------------- keyframe and continuation workflows (issue 14)
+# Built on the plain I2V / TI2V workflows above, with the conditioning node swapped and nodes added.
+
+FIRST_LAST_PROMPT = (
+    "The scene moves smoothly and naturally from the first image to the last: the camera glides, the "
+    "subjects change pose in one continuous motion. Realistic, steady shot, consistent lighting."
+)
+EXTEND_OVERLAP = 5  # 1 + 4: fills latent frames 0 and 1 of the new clip exactly
+
+
+def _replace_note(w: Workflow, node_id: int, text: str) -> None:
+    note = w.node(node_id)
+    note.widgets = {"text": text}
+
+
+def _end_image(w: Workflow, pos: tuple) -> None:
+    w.node(31).title = "Start image (first frame)"
+    w.add(Node(32, "LoadImage", pos, (340, 360), {"image": "example.png"}, title="End image (last frame)"))
+    for title, ids in w.groups:
+        if title == "Prompt and size":
+            ids.append(32)
+
+
+def _i2v_first_last(official: dict) -> Workflow:
+    w = _a14b("i2v_a14b_first_last", "I2V-A14B first-last frame", I2V_HIGH, I2V_LOW, FIRST_LAST_PROMPT,
+              official, True)
+    _end_image(w, (420, 1240))
+    cond = w.node(40)
+    cond.type = "Wan22DuoI2VKeyframes"
+    cond.title = "First and last frame"
+    cond.links = {"positive": (21, "CONDITIONING"), "negative": (22, "CONDITIONING"), "vae": (30, "vae"),
+                  "start_image": (31, "IMAGE"), "end_image": (32, "IMAGE")}
+    _replace_note(w, 2, w.node(2).widgets["text"] + "\n\n" + _FIRST_LAST_A14B_NOTE)
+    return w
+
+
+_FIRST_LAST_A14B_NOTE = (
+    "### First and last frame\n\n"
+    "**Wan 2.2 Duo I2V First-Last Frame / Keyframes** places the start image at frame 0 and the end image at the "
+    "last frame of a mid-gray video, encodes it with the Wan 2.1 VAE and marks both frames known in the I2V mask: "
+    "the same conditioning as ComfyUI's `WanFirstLastFrameToVideo` (either node feeds either sampler). Both images "
+    "are center-cropped to the video's aspect ratio and resized bicubic. Chain **Wan 2.2 Duo Keyframe** nodes into "
+    "its `keyframes` input to fix images at other frames (negative frame numbers count from the end). The official "
+    "Wan 2.2 code conditions I2V-A14B on a start image only; the end frame uses the same mask channels."
+)
+
+
+def _ti2v_first_last() -> Workflow:
+    w = _ti2v("ti2v_5b_first_last", True, FIRST_LAST_PROMPT)
+    _end_image(w, (420, 1180))
+    latent = w.node(40)
+    latent.type = "Wan22DuoTI2VKeyframes"
+    latent.title = "First and last frame (video size)"
+    latent.links = {"vae": (30, "vae"), "start_image": (31, "IMAGE"), "end_image": (32, "IMAGE")}
+    w.node(1).widgets = {"text": model_note("TI2V-5B first-last frame", [TI2V_5B, VAE22, UMT5], VAE_5B)}
+    _replace_note(w, 2, _ti2v_note("TI2V-5B first-last frame", False) + "\n\n" + _FIRST_LAST_5B_NOTE)
+    return w
+
+
+_FIRST_LAST_5B_NOTE = (
+    "### First and last frame on TI2V-5B\n\n"
+    "The Wan 2.2 VAE packs 4 frames into each latent frame (frame 0 alone), and TI2V-5B keeps an image by holding "
+    "whole latent frames fixed (timestep 0, written back after every step). So:\n\n"
+    "- the **start image** is latent frame 0, exactly as in the plain image-to-video workflow;\n"
+    "- the **end image** is held over the **last four frames** (the last latent frame): the video ends on a "
+    "4-frame (1/6 s) still of it. Give 4 images to set those four frames yourself.\n\n"
+    "The kept latent frames stay bit-exact, but the VAE decoder is causal: the last four frames are decoded from "
+    "the kept latent *and* the generated frames before it, so the pack guarantees the end image's latent, not its "
+    "pixels; they match the end image as far as the generated motion leads into it. The end latent is encoded "
+    "after a still of the end image (not after gray), the context the generated frames should approach. The "
+    "official code keeps only the first frame; keeping the last one as well is this pack's extension of the same "
+    "mechanism, which the 5B model was not trained on."
+)
+
+
+def _i2v_extend(official: dict) -> Workflow:
+    w = _a14b("i2v_a14b_extend", "I2V-A14B extended clip (two clips joined)", I2V_HIGH, I2V_LOW, I2V_PROMPT,
+              official, True)
+    first = w.node(50)
+    dy = 940  # clip 2 sits below clip 1, its extend node just above its sampler
+    w.add(Node(41, "Wan22DuoI2VExtend", (900, 760), (360, 180),
+               {"length": 81, "overlap": EXTEND_OVERLAP},
+               {"positive": (21, "CONDITIONING"), "negative": (22, "CONDITIONING"), "vae": (30, "vae"),
+                "previous_images": (60, "images")}, title="Extend: the last 5 frames start clip 2"))
+    links = {**first.links, "positive": (41, "positive"), "negative": (41, "negative"), "latent": (41, "latent")}
+    w.add(Node(51, "Wan22DuoSampler", (900, 60 + dy), (360, 620), {**first.widgets, "seed": 43}, links,
+               title="Sampler (clip 2)"))
+    first.title = "Sampler (clip 1)"
+    w.add(Node(63, "Wan22DuoVAEDecode", (1340, 60 + dy), (300, 110), {"tile_size": 0, "tile_overlap": 64},
+               {"vae": (30, "vae"), "samples": (51, "latent")}))
+    w.add(Node(64, "Wan22DuoJoinClips", (1340, 220 + dy), (300, 110), {"overlap": EXTEND_OVERLAP},
+               {"first": (60, "images"), "second": (63, "images")}, title="Join (drop the overlap)"))
+    w.node(61).links = {"images": (64, "images")}
+    w.groups.append(("Clip 2: extend, sample, decode, join", [41, 51, 63, 64]))
+    _replace_note(w, 2, w.node(2).widgets["text"] + "\n\n" + _extend_note(81, EXTEND_OVERLAP, 16.0))
+    return w
+
+
+def _extend_note(length: int, overlap: int, fps: float) -> str:
+    total = 2 * length - overlap
+    return (
+        "### Extending past one clip\n\n"
+        f"Clip 1 is a plain I2V run. **Wan 2.2 Duo I2V Extend Clip** takes its last `overlap` = {overlap} decoded "
+        f"frames as the known first frames of clip 2 ({length} frames, same size), clip 2 is sampled like clip 1, and "
+        f"**Wan 2.2 Duo Join Clips** appends it without repeating the overlap: {length} + {length} − {overlap} = "
+        f"**{total} frames** ({total / fps:.1f} s at {fps:g} fps). Keep the two `overlap` values equal. Chain more "
+        "extend → sample → decode → join groups for longer videos; each adds "
+        f"{length - overlap} frames.\n\n"
+        f"**What the overlap costs:** each extension samples {length} frames and keeps {length - overlap} new ones, so "
+        f"per new frame it takes {length / (length - overlap):.3f}× the sampling time of clip 1 "
+        f"(+{100 * overlap / (length - overlap):.1f} %), plus one VAE encode of its conditioning video, as any I2V "
+        "run. A longer overlap shows the model more of the motion to continue, at one new frame per overlap frame."
+    )
+
+
+def describe_keyframes() -> list:
+    """The keyframe and continuation workflows (issue 14)."""
+    official_i2v = {"steps": 40, "cfg_high": 3.5, "cfg_low": 3.5, "shift": 5.0}
+    return [_i2v_first_last(official_i2v), _ti2v_first_last(), _i2v_extend(official_i2v)]
+
+
 # ---------------------------------------------------------------- serialisation
 
 
@@ -731,7 +853,7 @@ def render(schemas: Optional[dict] = None) -> dict:
     """``{path: text}`` for every generated file."""
     schemas = schemas if schemas is not None else load_schemas()
     files = {}
-    for w in describe() + describe_native():
+    for w in describe() + describe_native() + describe_keyframes():
         files[UI_DIR / f"{w.name}.json"] = dump(to_ui(w, schemas))
         files[API_DIR / f"{w.name}.json"] = dump(to_api(w, schemas))
     return files

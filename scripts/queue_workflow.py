@@ -11,10 +11,12 @@ The overrides are applied without knowing node ids: the sampler is the node with
 node with a ``text`` input, CLIPTextEncode or any other) found by following the links upstream
 from those two inputs (through e.g. the I2V conditioning node); size and frames go on the node
 that makes the sampler's latent; ``--image`` is uploaded (POST /upload/image) and set on the
-LoadImage node. Progress comes over the websocket (/ws): every node and sampling step. Without
-it (``--no-websocket``, or a proxy that blocks it) the client polls /queue and /history and
-reports the prompt's place in the queue, when it starts running and how long it has run.
-Validation errors are printed one per line, e.g.
+LoadImage node (``--end-image`` on the one feeding an ``end_image`` input, in the first-last-frame
+workflows). A workflow with one sampler per clip (i2v_a14b_extend) gets prompts, steps and frames on
+every clip and the seed on the first, later clips keeping their seed offsets. Progress comes over
+the websocket (/ws): every node and sampling step. Without it (``--no-websocket``, or a proxy that
+blocks it) the client polls /queue and /history and reports the prompt's place in the queue, when it
+starts running and how long it has run. Validation errors are printed one per line, e.g.
 ``node 50 (Wan22DuoSampler): steps: Value 0 smaller than min of 1``.
 
 The pure override logic (:func:`apply_overrides` and the ``find_*`` helpers) is importable.
@@ -48,6 +50,10 @@ NO_IMAGE_INPUT = (
     "this workflow takes no start image (it is text-to-video); use workflows/api/i2v_a14b.json or "
     "workflows/api/ti2v_5b_i2v.json for image-to-video"
 )
+NO_END_IMAGE_INPUT = (
+    "this workflow takes no end image; use workflows/api/i2v_a14b_first_last.json or "
+    "workflows/api/ti2v_5b_first_last.json for first-last-frame video"
+)
 
 # ---------------------------------------------------------------- the override logic (pure)
 
@@ -66,6 +72,7 @@ class Overrides:
     frames: Optional[int] = None
     steps: Optional[int] = None
     image: Optional[str] = None  # a name ComfyUI knows (after upload), not a local path
+    end_image: Optional[str] = None  # the same, for the LoadImage that feeds an ``end_image`` input
 
 
 def load_api_workflow(path: os.PathLike) -> dict:
@@ -85,13 +92,19 @@ def _is_link(value) -> bool:
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
-def find_sampler(api: dict) -> str:
-    """Id of the one sampler: linked ``positive`` and ``negative`` inputs plus a seed."""
+def find_samplers(api: dict) -> list:
+    """Ids of every sampler (linked ``positive`` and ``negative`` inputs plus a seed), by node id."""
     found = [
         node_id for node_id, node in api.items()
         if _is_link(node["inputs"].get("positive")) and _is_link(node["inputs"].get("negative"))
         and any(k in node["inputs"] for k in ("seed", "noise_seed"))
     ]
+    return sorted(found, key=lambda i: (len(i), i))
+
+
+def find_sampler(api: dict) -> str:
+    """Id of the one sampler: linked ``positive`` and ``negative`` inputs plus a seed."""
+    found = find_samplers(api)
     if len(found) != 1:
         raise WorkflowError(f"expected exactly one sampler (positive, negative and seed inputs), found {found}")
     return found[0]
@@ -125,23 +138,28 @@ def find_text_encoder(api: dict, sampler_id: str, role: str) -> str:
             return node_id
 
 
-def find_latent_source(api: dict, sampler_id: str) -> str:
-    """The node that makes the sampler's latent and holds width, height and length."""
+def find_latent_source(api: dict, sampler_id: str, keys: tuple = SIZE_INPUTS) -> str:
+    """The node that makes the sampler's latent and holds width, height and length (or ``keys``)."""
     inputs = api[sampler_id]["inputs"]
     link = inputs.get("latent", inputs.get("latent_image"))
     node_id, seen = (link[0] if _is_link(link) else None), set()
     while node_id is not None and node_id in api and node_id not in seen:
         seen.add(node_id)
         node_inputs = api[node_id]["inputs"]
-        if all(k in node_inputs and not _is_link(node_inputs[k]) for k in SIZE_INPUTS):
+        if all(k in node_inputs and not _is_link(node_inputs[k]) for k in keys):
             return node_id
         upstream = [v for k, v in node_inputs.items() if k in ("samples", "latent") and _is_link(v)]
         node_id = upstream[0][0] if upstream else None
-    raise WorkflowError(f"no node with {SIZE_INPUTS} inputs makes the latent of sampler {sampler_id}")
+    raise WorkflowError(f"no node with {keys} inputs makes the latent of sampler {sampler_id}")
 
 
-def find_image_loaders(api: dict) -> list:
-    return sorted((i for i, n in api.items() if n["class_type"] in IMAGE_LOADERS), key=str)
+def find_image_loaders(api: dict, role: Optional[str] = None) -> list:
+    """LoadImage nodes; ``role="end"``: those feeding an ``end_image`` input, ``"start"``: the others."""
+    loaders = sorted((i for i, n in api.items() if n["class_type"] in IMAGE_LOADERS), key=str)
+    if role is None:
+        return loaders
+    ends = {v[0] for n in api.values() for k, v in n["inputs"].items() if k == "end_image" and _is_link(v)}
+    return [i for i in loaders if (i in ends) == (role == "end")]
 
 
 def _set(api: dict, node_id: str, name: str, value) -> None:
@@ -154,28 +172,62 @@ def _set(api: dict, node_id: str, name: str, value) -> None:
 def apply_overrides(api: dict, overrides: Overrides) -> dict:
     """A copy of ``api`` with the given values set; inputs not named by ``overrides`` are untouched."""
     api = copy.deepcopy(api)
-    sampler = find_sampler(api)
-    if overrides.prompt is not None:
-        _set(api, find_text_encoder(api, sampler, "positive"), "text", overrides.prompt)
-    if overrides.negative is not None:
-        _set(api, find_text_encoder(api, sampler, "negative"), "text", overrides.negative)
+    samplers = find_samplers(api)
+    if not samplers:
+        find_sampler(api)  # raises the plain message
+    # Workflows that chain clips (i2v_a14b_extend) have one sampler per clip; every override goes to all.
+    for role, text in (("positive", overrides.prompt), ("negative", overrides.negative)):
+        if text is not None:
+            for encoder in dict.fromkeys(find_text_encoder(api, s, role) for s in samplers):
+                _set(api, encoder, "text", text)
     if overrides.seed is not None:
-        _set(api, sampler, "seed" if "seed" in api[sampler]["inputs"] else "noise_seed", int(overrides.seed))
+        _set_seeds(api, samplers, int(overrides.seed))
     if overrides.steps is not None:
-        _set(api, sampler, "steps", int(overrides.steps))
+        for sampler in samplers:
+            _set(api, sampler, "steps", int(overrides.steps))
     sizes = {"width": overrides.width, "height": overrides.height, "length": overrides.frames}
     if any(v is not None for v in sizes.values()):
-        latent = find_latent_source(api, sampler)
-        for name, value in sizes.items():
-            if value is not None:
-                _set(api, latent, name, int(value))
-    if overrides.image is not None:
-        loaders = find_image_loaders(api)
-        if not loaders:
-            raise WorkflowError(NO_IMAGE_INPUT)
-        for node_id in loaders:
-            _set(api, node_id, "image", overrides.image)
+        _set_sizes(api, samplers, sizes)
+    for name, role, missing in (("image", "start", NO_IMAGE_INPUT), ("end_image", "end", NO_END_IMAGE_INPUT)):
+        value = getattr(overrides, name)
+        if value is not None:
+            loaders = find_image_loaders(api, role)
+            if not loaders:
+                raise WorkflowError(missing)
+            for node_id in loaders:
+                _set(api, node_id, "image", value)
     return api
+
+
+def _set_seeds(api: dict, samplers: list, seed: int) -> None:
+    """The first sampler gets ``seed``; later ones keep their offset from it (distinct noise per clip)."""
+    keys = ["seed" if "seed" in api[s]["inputs"] else "noise_seed" for s in samplers]
+    old = [api[s]["inputs"][k] for s, k in zip(samplers, keys)]
+    for sampler, key, value in zip(samplers, keys, old):
+        offset = value - old[0] if all(isinstance(v, int) for v in (value, old[0])) else 0
+        _set(api, sampler, key, seed + offset)
+
+
+def _set_sizes(api: dict, samplers: list, sizes: dict) -> None:
+    """Width, height and length on the node making each sampler's latent.
+
+    A clip that continues another (Wan22DuoI2VExtend / Wan22DuoTI2VExtend) takes its size from the
+    previous clip, so its latent node has only ``length``.
+    """
+    full = 0
+    for sampler in samplers:
+        try:
+            node, names = find_latent_source(api, sampler), SIZE_INPUTS
+            full += 1
+        except WorkflowError:
+            if len(samplers) == 1:
+                raise
+            node, names = find_latent_source(api, sampler, ("length",)), ("length",)
+        for name in names:
+            if sizes[name] is not None:
+                _set(api, node, name, int(sizes[name]))
+    if not full:
+        raise WorkflowError(f"no node with {SIZE_INPUTS} inputs makes the latent of samplers {samplers}")
 
 
 # ---------------------------------------------------------------- reading server answers (pure)
@@ -542,6 +594,7 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     p.add_argument("--frames", type=int, help="video length in frames (4n+1)")
     p.add_argument("--steps", type=int)
     p.add_argument("--image", type=Path, help="start image for image-to-video workflows (uploaded first)")
+    p.add_argument("--end-image", type=Path, help="end image for the first-last-frame workflows (uploaded first)")
     p.add_argument("--server", default="http://127.0.0.1:8188")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the downloaded files")
     p.add_argument("--no-websocket", action="store_true",
@@ -559,21 +612,26 @@ def main(argv: Optional[list] = None) -> int:
         api = load_api_workflow(args.workflow)
         overrides = Overrides(args.prompt, args.negative, args.seed, args.width, args.height, args.frames,
                               args.steps, None)
-        if args.image is not None and not find_image_loaders(api):
+        if args.image is not None and not find_image_loaders(api, "start"):
             raise WorkflowError(NO_IMAGE_INPUT)
+        if args.end_image is not None and not find_image_loaders(api, "end"):
+            raise WorkflowError(NO_END_IMAGE_INPUT)
         api = apply_overrides(api, overrides)
     except (WorkflowError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.dry_run:
-        if args.image is not None:  # shown as it would be named after the upload
-            api = apply_overrides(api, Overrides(image=args.image.name))
+        if args.image is not None or args.end_image is not None:  # shown as named after the upload
+            api = apply_overrides(api, Overrides(image=args.image and args.image.name,
+                                                 end_image=args.end_image and args.end_image.name))
         print(json.dumps(api, indent=2, ensure_ascii=False))
         return 0
     client = ComfyClient(args.server)
     try:
         if args.image is not None:
             api = apply_overrides(api, Overrides(image=client.upload_image(args.image)))
+        if args.end_image is not None:
+            api = apply_overrides(api, Overrides(end_image=client.upload_image(args.end_image)))
         paths = run(client, api, args.out, use_websocket=not args.no_websocket,
                     poll_interval=args.poll_interval, timeout=args.timeout)
     except ComfyError as exc:

@@ -7,6 +7,7 @@ import pytest
 
 from wan22duo.engine.checkpoint import CheckpointError
 from wan22duo.engine.conditioning import ConditioningError
+from wan22duo.engine.keyframes import KeyframeError
 from wan22duo.engine.latents import LatentMismatchError
 from wan22duo.engine.lora import LoraError
 from wan22duo.engine.sampling import SamplingCancelled, SamplingError
@@ -14,7 +15,7 @@ from wan22duo.engine.vae import NonFiniteError, VAEFileError
 
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = [CheckpointError, ConditioningError, LatentMismatchError, LoraError, SamplingCancelled, SamplingError,
-          NonFiniteError, VAEFileError]
+          NonFiniteError, VAEFileError, KeyframeError]
 
 
 def comfy_type_name(cls):

@@ -6,14 +6,15 @@ from pathlib import Path
 import pytest
 
 from wan22duo import nodes
-from wan22duo.nodes import _comfy, loaders, model_sampler, samplers, vae
+from wan22duo.nodes import _comfy, keyframes, loaders, model_sampler, samplers, vae
 
 # Every ComfyUI 0.3.76 node id (with schema digests), committed so this runs on any machine.
 NODE_IDS = Path(__file__).resolve().parent.parent / "workflows" / "schema" / "comfyui-0.3.76-node-digests.json"
 OURS = {**loaders.NODE_CLASS_MAPPINGS, **samplers.NODE_CLASS_MAPPINGS, **vae.NODE_CLASS_MAPPINGS,
-        **model_sampler.NODE_CLASS_MAPPINGS}
-CATEGORIES = {"Wan22Duo/loaders", "Wan22Duo/sampling", "Wan22Duo/latent", "Wan22Duo/vae"}
-SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "MODEL", "CONDITIONING", "LATENT", "IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}
+        **model_sampler.NODE_CLASS_MAPPINGS, **keyframes.NODE_CLASS_MAPPINGS}
+CATEGORIES = {"Wan22Duo/loaders", "Wan22Duo/sampling", "Wan22Duo/latent", "Wan22Duo/vae", "Wan22Duo/keyframes"}
+SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "WAN22DUO_KEYFRAMES", "MODEL", "CONDITIONING", "LATENT", "IMAGE", "INT",
+           "FLOAT", "STRING", "BOOLEAN"}
 
 
 @pytest.fixture(autouse=True)
@@ -164,3 +165,30 @@ def test_file_lists_are_empty_without_comfyui(monkeypatch):
     assert _comfy.list_files("diffusion_models") == []
     assert _comfy.default_device().type == "cpu"
     assert _comfy.interrupt_check() is None
+
+
+def test_keyframe_node_inputs():
+    """Issue 14's nodes: input order and defaults (a public API once workflows store them)."""
+    types = lambda node_id: OURS[node_id].INPUT_TYPES()  # noqa: E731
+    assert list(_required("Wan22DuoI2VKeyframes")) == [
+        "positive", "negative", "vae", "width", "height", "length", "batch_size"]
+    assert list(types("Wan22DuoI2VKeyframes")["optional"]) == ["start_image", "end_image", "keyframes"]
+    assert list(_required("Wan22DuoTI2VKeyframes")) == ["vae", "width", "height", "length", "batch_size"]
+    assert list(types("Wan22DuoTI2VKeyframes")["optional"]) == ["start_image", "end_image", "keyframes"]
+    assert list(_required("Wan22DuoKeyframe")) == ["image", "frame"]
+    assert list(_required("Wan22DuoI2VExtend")) == ["positive", "negative", "vae", "length", "overlap"]
+    assert list(_required("Wan22DuoTI2VExtend")) == ["vae", "length", "overlap"]
+    for node_id, length, overlap_step in (("Wan22DuoI2VExtend", 81, 1), ("Wan22DuoTI2VExtend", 121, 4)):
+        req = _required(node_id)
+        assert list(types(node_id)["optional"]) == ["previous_images", "previous_latent", "end_image", "keyframes"]
+        assert req["length"][1]["default"] == length and req["length"][1]["step"] == 4
+        assert (req["length"][1]["min"] - 1) % 4 == 0  # the length grid is 4n+1
+        assert req["overlap"][1]["default"] == 5 and req["overlap"][1]["step"] == overlap_step
+    assert list(_required("Wan22DuoJoinClips")) == ["first", "second", "overlap"]
+    assert OURS["Wan22DuoJoinClips"].RETURN_TYPES == ("IMAGE",)
+    assert OURS["Wan22DuoKeyframe"].RETURN_TYPES == ("WAN22DUO_KEYFRAMES",)
+    for node_id in ("Wan22DuoI2VKeyframes", "Wan22DuoTI2VKeyframes"):
+        req = _required(node_id)
+        want = (1280, 720, 81, 16) if node_id.startswith("Wan22DuoI2V") else (1280, 704, 121, 32)
+        assert (req["width"][1]["default"], req["height"][1]["default"], req["length"][1]["default"],
+                req["width"][1]["step"]) == want

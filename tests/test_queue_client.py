@@ -25,7 +25,9 @@ OFFICIAL_NEGATIVE = (
     "手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
 )
 LATENT_NODES = ("Wan22DuoEmptyLatent", "Wan22DuoI2VConditioning", "Wan22DuoTI2VLatent",
-                "EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent")  # ComfyUI's, native workflows
+                "EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent",  # ComfyUI's, native workflows
+                "Wan22DuoI2VKeyframes", "Wan22DuoTI2VKeyframes")
+EXTEND_NODES = ("Wan22DuoI2VExtend", "Wan22DuoTI2VExtend")  # size from the previous clip: length only
 SAMPLERS = ("Wan22DuoSampler", "Wan22DuoModelSampler")
 
 
@@ -69,15 +71,22 @@ def test_overrides_change_exactly_the_named_inputs(path):
     texts = [i for i, n in api.items() if n["class_type"] == "CLIPTextEncode"]
     negative = _only(api, lambda n: n["class_type"] == "CLIPTextEncode" and n["inputs"]["text"] == OFFICIAL_NEGATIVE)
     (positive,) = [i for i in texts if i != negative]
-    sampler = _only(api, lambda n: n["class_type"] in SAMPLERS)
+    samplers = sorted((i for i, n in api.items() if n["class_type"] in SAMPLERS), key=int)
     latent = _only(api, lambda n: n["class_type"] in LATENT_NODES)
     expected = {
         (positive, "text"): "a heron lands on a pier", (negative, "text"): "blurry",
-        (sampler, "seed"): 7, (sampler, "steps"): 20,
         (latent, "width"): 640, (latent, "height"): 384, (latent, "length"): 33,
     }
+    first_seed = api[samplers[0]]["inputs"]["seed"]
+    for sampler in samplers:  # later clips keep their seed offset from the first
+        expected[(sampler, "seed")] = 7 + api[sampler]["inputs"]["seed"] - first_seed
+        expected[(sampler, "steps")] = 20
+    for extend in (i for i, n in api.items() if n["class_type"] in EXTEND_NODES):
+        expected[(extend, "length")] = 33
     if has_image:
-        expected[(_only(api, lambda n: n["class_type"] == "LoadImage"), "image")] = "upload/in.png"
+        ends = {v[0] for n in api.values() for k, v in n["inputs"].items() if k == "end_image"}
+        (start,) = [i for i, n in api.items() if n["class_type"] == "LoadImage" and i not in ends]
+        expected[(start, "image")] = "upload/in.png"
     assert _changes(original, result) == expected
 
 
@@ -85,9 +94,10 @@ def test_overrides_change_exactly_the_named_inputs(path):
 def test_no_overrides_is_identity_and_one_override_touches_one_input(path):
     api = _load(path)
     assert qw.apply_overrides(api, qw.Overrides()) == api
-    sampler = _only(api, lambda n: n["class_type"] in SAMPLERS)
+    sampler = min((i for i, n in api.items() if n["class_type"] in SAMPLERS), key=int)
     seed = api[sampler]["inputs"]["seed"] + 1
-    assert _changes(api, qw.apply_overrides(api, qw.Overrides(seed=seed))) == {(sampler, "seed"): seed}
+    changes = _changes(api, qw.apply_overrides(api, qw.Overrides(seed=seed)))
+    assert changes[(sampler, "seed")] == seed and all(k == "seed" for _, k in changes)
 
 
 def _synthetic_i2v():
@@ -383,6 +393,23 @@ def test_unreachable_server_is_a_plain_error(tmp_path, capsys):
     rc = _main([str(ROOT / "workflows/api/t2v_a14b.json"), "--no-websocket"], f"http://127.0.0.1:{port}", tmp_path)
     assert rc == 3
     assert "cannot talk to ComfyUI" in capsys.readouterr().err
+
+
+def test_first_last_and_extend_workflows_take_end_image_and_chain_overrides():
+    flf = _load(ROOT / "workflows" / "api" / "i2v_a14b_first_last.json")
+    (keyframes,) = [n for n in flf.values() if n["class_type"] == "Wan22DuoI2VKeyframes"]
+    start_id, end_id = keyframes["inputs"]["start_image"][0], keyframes["inputs"]["end_image"][0]
+    out = qw.apply_overrides(flf, qw.Overrides(image="a.png", end_image="b.png"))
+    assert out[start_id]["inputs"]["image"] == "a.png" and out[end_id]["inputs"]["image"] == "b.png"
+    assert _changes(flf, qw.apply_overrides(flf, qw.Overrides(end_image="b.png"))) == {(end_id, "image"): "b.png"}
+    with pytest.raises(qw.WorkflowError, match="no end image"):
+        qw.apply_overrides(_load(ROOT / "workflows" / "api" / "i2v_a14b.json"), qw.Overrides(end_image="b.png"))
+    extend = _load(ROOT / "workflows" / "api" / "i2v_a14b_extend.json")
+    out = qw.apply_overrides(extend, qw.Overrides(seed=100, frames=49, steps=8))
+    samplers = sorted((i for i, n in out.items() if n["class_type"] == "Wan22DuoSampler"), key=int)
+    assert [out[s]["inputs"]["seed"] for s in samplers] == [100, 101]  # 42, 43 in the file
+    assert {out[s]["inputs"]["steps"] for s in samplers} == {8}
+    assert {n["inputs"]["length"] for n in out.values() if "length" in n["inputs"]} == {49}
 
 
 def test_polling_without_a_queue_route_still_finishes(fake_comfy, tmp_path, capsys):

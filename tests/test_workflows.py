@@ -29,6 +29,8 @@ NAMES = ["t2v_a14b", "i2v_a14b", "ti2v_5b_t2v", "ti2v_5b_i2v", "t2v_a14b_lightni
 # ComfyUI's own loaders + Wan22DuoModelSampler (issue 10)
 NATIVE = ["t2v_a14b_native", "i2v_a14b_native", "ti2v_5b_native", "t2v_a14b_gguf"]
 NAMES += NATIVE
+KEYFRAME_NAMES = ["i2v_a14b_first_last", "ti2v_5b_first_last", "i2v_a14b_extend"]  # issue 14
+NAMES += KEYFRAME_NAMES
 OFFICIAL_NEGATIVE = (  # spec §1.2, verbatim
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
@@ -249,7 +251,9 @@ def test_loaders_offer_their_downloads_and_the_note_names_them(path):
             assert entry["directory"] == folder
             assert value in notes and f"models/{folder}/" in notes, f"{path.name}: note lacks {value}"
     # two experts or one TI2V-5B model, the text encoder, the VAE, and the two Lightning LoRAs
-    assert seen == {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "t2v_a14b_lightning": 6, "ti2v_5b_native": 3}.get(path.stem, 4)
+    single = {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "t2v_a14b_lightning": 6, "ti2v_5b_native": 3,
+              "ti2v_5b_first_last": 3}
+    assert seen == single.get(path.stem, 4)
 
 
 # ---------------------------------------------------------------- official settings
@@ -271,16 +275,21 @@ OFFICIAL = {  # spec §1.2; Lightning: Comfy-Org 4-step templates (landscape §0
     "t2v_a14b_lightning": dict(steps=4, cfg_high=1.0, cfg_low=1.0, shift=5.0, sampler="euler", scheduler="simple",
                                size=(832, 480, 81), fps=16.0, vae="wan_2.1_vae.safetensors"),
 }
+OFFICIAL["i2v_a14b_first_last"] = OFFICIAL["i2v_a14b_extend"] = OFFICIAL["i2v_a14b"]
+OFFICIAL["ti2v_5b_first_last"] = OFFICIAL["ti2v_5b_i2v"]
+IMAGES = {"i2v_a14b": 1, "ti2v_5b_i2v": 1, "i2v_a14b_extend": 1, "i2v_a14b_first_last": 2, "ti2v_5b_first_last": 2}
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in NATIVE])
 def test_official_settings(name):
     api, want = load(API_DIR / f"{name}.json"), OFFICIAL[name]
-    (sampler,) = _by_class(api, "Wan22DuoSampler")
-    for key in ("steps", "cfg_high", "cfg_low", "shift", "sampler", "scheduler"):
-        if key in want:
-            assert sampler[key] == want[key], f"{name}: {key}"
-    assert sampler["boundary"] == -1.0 and sampler["switch_step"] == -1  # the model's official boundary
+    samplers = _by_class(api, "Wan22DuoSampler")
+    assert len(samplers) == (2 if name == "i2v_a14b_extend" else 1)
+    for sampler in samplers:
+        for key in ("steps", "cfg_high", "cfg_low", "shift", "sampler", "scheduler"):
+            if key in want:
+                assert sampler[key] == want[key], f"{name}: {key}"
+        assert sampler["boundary"] == -1.0 and sampler["switch_step"] == -1  # the model's official boundary
     latent = [n for n in api.values() if {"width", "height", "length"} <= set(n["inputs"])]
     assert [tuple(n["inputs"][k] for k in ("width", "height", "length")) for n in latent] == [want["size"]]
     assert [v["fps"] for v in _by_class(api, "CreateVideo")] == [want["fps"]]
@@ -295,7 +304,7 @@ def test_official_settings(name):
         assert _by_class(api, "Wan22DuoTI2VLoader")[0]["unet_name"] == "wan2.2_ti2v_5B_fp16.safetensors"
     else:
         assert sorted(e["role"] for e in experts) == ["high_noise", "low_noise"]
-    assert len(_by_class(api, "LoadImage")) == (1 if name in ("i2v_a14b", "ti2v_5b_i2v") else 0)
+    assert len(_by_class(api, "LoadImage")) == IMAGES.get(name, 0)
 
 
 def _upstream_model(api, link):
@@ -349,7 +358,7 @@ def test_core_subset_is_copied_from_the_reference():
         assert digests == build_workflows.node_digests(full)
 
 
-@pytest.mark.parametrize("name", ["ti2v_5b_t2v", "ti2v_5b_i2v"])
+@pytest.mark.parametrize("name", ["ti2v_5b_t2v", "ti2v_5b_i2v", "ti2v_5b_first_last"])
 def test_ti2v_workflows_name_no_experts(name):
     # TI2V-5B is one model: no node of its workflows may be titled as if it ran two experts.
     api_titles = [node["_meta"]["title"] for node in load(API_DIR / f"{name}.json").values()]
@@ -402,3 +411,48 @@ def test_native_workflows_official_settings_and_graph(name):
         assert [m["unet_name"] for m in loaders] == ["Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf",
                                                      "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf"]
     assert len(_by_class(api, "LoadImage")) == (1 if name == "i2v_a14b_native" else 0)
+
+
+# ---------------------------------------------------------------- keyframe and continuation workflows (issue 14)
+
+
+def _node(api, link):
+    return api[link[0]]
+
+
+@pytest.mark.parametrize("name, node_type", [("i2v_a14b_first_last", "Wan22DuoI2VKeyframes"),
+                                             ("ti2v_5b_first_last", "Wan22DuoTI2VKeyframes")])
+def test_first_last_workflows_feed_two_images_to_the_keyframe_node(name, node_type):
+    api = load(API_DIR / f"{name}.json")
+    (sampler,) = _by_class(api, "Wan22DuoSampler")
+    (keyframes,) = _by_class(api, node_type)
+    start, end = _node(api, keyframes["start_image"]), _node(api, keyframes["end_image"])
+    assert start["class_type"] == end["class_type"] == "LoadImage"
+    assert keyframes["start_image"] != keyframes["end_image"]
+    assert api[sampler["latent"][0]]["class_type"] == node_type
+    if node_type == "Wan22DuoI2VKeyframes":
+        assert api[sampler["positive"][0]]["class_type"] == api[sampler["negative"][0]]["class_type"] == node_type
+        assert keyframes["vae"] == _by_class_ids(api, "Wan22DuoVAELoader")
+
+
+def _by_class_ids(api, class_type):
+    (node_id,) = [k for k, n in api.items() if n["class_type"] == class_type]
+    return [node_id, 0]
+
+
+def test_extend_workflow_joins_the_second_clip_to_the_first():
+    api = load(API_DIR / "i2v_a14b_extend.json")
+    (extend,) = _by_class(api, "Wan22DuoI2VExtend")
+    (join,) = _by_class(api, "Wan22DuoJoinClips")
+    assert extend["overlap"] == join["overlap"] == 5 and extend["length"] == 81
+    first_decode, second_decode = _node(api, join["first"]), _node(api, join["second"])
+    assert join["first"] == extend["previous_images"]  # clip 1's frames feed both the extension and the join
+    samplers = {k: n["inputs"] for k, n in api.items() if n["class_type"] == "Wan22DuoSampler"}
+    first_sampler, second_sampler = (samplers[d["inputs"]["samples"][0]] for d in (first_decode, second_decode))
+    assert api[first_sampler["latent"][0]]["class_type"] == "Wan22DuoI2VConditioning"
+    assert {api[second_sampler[k][0]]["class_type"] for k in ("positive", "negative", "latent")} == {
+        "Wan22DuoI2VExtend"}
+    assert first_sampler["high_noise_model"] == second_sampler["high_noise_model"]
+    assert first_sampler["low_noise_model"] == second_sampler["low_noise_model"]
+    (video,) = _by_class(api, "CreateVideo")
+    assert _node(api, video["images"])["class_type"] == "Wan22DuoJoinClips"
