@@ -57,13 +57,17 @@ class ComfyServer:
 
 
 def start_server(root: Path, log_path: Path, required_nodes=(), timeout: float = START_TIMEOUT_S) -> ComfyServer:
-    """``python main.py --cpu --listen 127.0.0.1 --port P`` in ``root``; returns once /object_info answers.
+    """``python main.py --cpu --listen 127.0.0.1 --port P --cache-none`` in ``root``; returns once /object_info answers.
+
+    ``--cache-none`` makes every node of every prompt run: with ComfyUI's default cache a node whose
+    inputs equal those of an earlier prompt (the same sampler settings in two workflows) is reused and
+    its ui output (the sampler's switch report) is missing from the later prompt's /history.
 
     Raises RuntimeError with the log's tail when the server exits, does not answer in time, or lacks
     one of ``required_nodes`` (a custom node pack failed to import). The process is stopped then.
     """
     port = free_port()
-    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port)]
+    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--cache-none"]
     log = open(log_path, "wb")
     try:
         process = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

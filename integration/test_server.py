@@ -17,7 +17,8 @@ by its PID when the session ends, whatever the tests did. Each workflow in ``wor
   CFG, seed and memory policy.
 
 Checks per workflow: the prompt validates and its /history status is success; every saved video is
-on disk and decodes to 5 frames of 96 x 64; each Duo sampler's ``ui.wan22duo_switch`` report equals
+on disk and decodes to 96 x 64 frames, as many as the graph makes (5 a clip; joined clips less the
+overlap); each Duo sampler's ``ui.wan22duo_switch`` report equals
 ``engine.sampling.plan_switch`` for the settings queued (switch step, steps, boundary, sigmas,
 timesteps), and for A14B the switch falls inside the run. The graphs of :mod:`native_graphs`
 (ComfyUI's own loaders and samplers only) run the same way, checked for success and the video.
@@ -114,29 +115,37 @@ def _run(name: str, api: dict, server, client, prepared_files, engine_sampling, 
     status = entry.get("status") or {}
     assert status.get("status_str") == "success" and status.get("completed"), f"{name}: /history status {status}"
     videos = []
-    for record in queue_module.output_files(entry):
-        if record.get("type") == "output" and record["filename"].lower().endswith(VIDEO_SUFFIXES):
-            videos.append(comfy_tree.root / "output" / record.get("subfolder", "") / record["filename"])
+    for node_id, node_output in (entry.get("outputs") or {}).items():
+        for value in node_output.values():
+            for record in value if isinstance(value, list) else []:
+                if isinstance(record, dict) and record.get("type") == "output" and \
+                        str(record.get("filename", "")).lower().endswith(VIDEO_SUFFIXES):
+                    path = comfy_tree.root / "output" / record.get("subfolder", "") / record["filename"]
+                    _check_video(path, prep.expected_frames(queued, node_id))
+                    videos.append(path)
     assert videos, f"{name}: no video among the outputs {entry.get('outputs')}"
-    for path in videos:
-        _check_video(path)
     return queued, entry, videos
 
 
-def _check_video(path: Path) -> None:
+def _check_video(path: Path, expected_frames) -> None:
     import av
 
     assert path.is_file() and path.stat().st_size > 0, f"{path} is missing or empty"
+    assert expected_frames is not None, f"{path.name}: workflow_prep.expected_frames finds no clip length upstream"
     with av.open(str(path)) as container:
         frames = [frame for frame in container.decode(video=0)]
-    assert len(frames) == prep.LENGTH, f"{path.name}: {len(frames)} frames, expected {prep.LENGTH}"
+    assert len(frames) == expected_frames, f"{path.name}: {len(frames)} frames, expected {expected_frames}"
     assert (frames[0].width, frames[0].height) == (prep.WIDTH, prep.HEIGHT), \
         f"{path.name}: {frames[0].width}x{frames[0].height}, expected {prep.WIDTH}x{prep.HEIGHT}"
 
 
 def _check_switch(name: str, queued: dict, entry: dict, expected) -> dict:
     reports = (entry.get("outputs") or {}).get(expected.node_id, {}).get("wan22duo_switch")
-    assert reports and len(reports) == 1, f"{name}: node {expected.node_id} reported no wan22duo_switch: {reports}"
+    if not reports or len(reports) != 1:
+        events = [m[0] + (f" {m[1].get('nodes')}" if m[0] == "execution_cached" else "")
+                  for m in (entry.get("status") or {}).get("messages", [])]
+        pytest.fail(f"{name}: node {expected.node_id} reported {reports!r} as wan22duo_switch; outputs of nodes "
+                    f"{sorted((entry.get('outputs') or {}))}, events {events}")
     report = reports[0]
     plan = expected.plan
     inputs = queued[expected.node_id]["inputs"]

@@ -35,6 +35,10 @@ def test_bundled_workflow_is_rewritten_for_a_short_cpu_run(workflow, sampling):
         elif {"width", "height", "length"} <= set(node["inputs"]):
             assert {k: queued[node_id]["inputs"][k] for k in ("width", "height", "length")} == \
                 {"width": 96, "height": 64, "length": 5}
+        elif isinstance(node["inputs"].get("length"), int):  # a clip continuing another
+            after = queued[node_id]["inputs"]
+            assert after["length"] >= 5 and after["length"] % 4 == 1
+            assert after["length"] > after.get("overlap", 0) and after.get("overlap") == node["inputs"].get("overlap")
         elif prep.is_duo_sampler(node):
             before, after = node["inputs"], queued[node_id]["inputs"]
             kept = ("seed", "cfg_high", "cfg_low", "shift", "boundary", "sampler", "scheduler", "memory")
@@ -46,6 +50,26 @@ def test_bundled_workflow_is_rewritten_for_a_short_cpu_run(workflow, sampling):
             assert expected.plan.switch_step == steps
         else:  # the short run still hands over between the experts
             assert 0 < expected.plan.switch_step < steps
+
+
+def test_expected_frames_follow_the_graph(sampling):
+    assert prep.clip_length(None) == prep.clip_length(1) == prep.clip_length(4) == 5
+    assert prep.clip_length(5) == 9 and prep.clip_length(8) == 9 and prep.clip_length(9) == 13
+    plain = prep.shrink(json.loads((REPO / "workflows/api/t2v_a14b.json").read_text()), sampling)
+    assert prep.expected_frames(plain, "62") == 5
+    native = prep.shrink(native_graphs.i2v_a14b(), sampling)  # through two KSamplerAdvanced to WanImageToVideo
+    assert prep.expected_frames(native, "62") == 5
+    join = {"1": {"class_type": "EmptyHunyuanLatentVideo", "inputs": {"width": 96, "height": 64, "length": 5}},
+            "2": {"class_type": "VAEDecode", "inputs": {"samples": ["1", 0], "vae": ["9", 0]}},
+            "3": {"class_type": "Wan22DuoI2VExtend", "inputs": {"length": 9, "overlap": 5, "previous_images": ["2", 0],
+                                                                 "positive": ["8", 0]}},
+            "4": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 2], "vae": ["9", 0]}},
+            "5": {"class_type": "Wan22DuoJoinClips", "inputs": {"first": ["2", 0], "second": ["4", 0], "overlap": 5}},
+            "6": {"class_type": "SaveVideo", "inputs": {"video": ["5", 0]}},
+            "8": {"class_type": prep.CONDITIONING_NODE, "inputs": {"text": "x", "length": 512}},
+            "9": {"class_type": "VAELoader", "inputs": {"vae_name": "wan_2.1_vae.safetensors"}}}
+    assert prep.expected_frames(join, "6") == 5 + 9 - 5
+    assert prep.expected_frames(join, "8") is None  # the conditioning's 512 rows are no frame count
 
 
 def test_bundled_file_names_map_to_the_right_tiny_files():

@@ -8,7 +8,8 @@ Two steps, both pure (no ComfyUI, no server):
   is not in the table raises :class:`WorkflowPrepError` naming the node and the file, so a workflow
   with a new loader forces an update here instead of being skipped. :func:`write_file` writes a spec.
 * :func:`shrink` returns a rewritten copy: the text encoder replaced (below), every node with integer
-  ``width``/``height``/``length`` inputs set to 96 x 64 pixels, 5 frames, and the steps of each
+  ``width``/``height``/``length`` inputs set to 96 x 64 pixels, 5 frames (a node with only ``length``,
+  which continues a clip, gets 5 or the shortest clip longer than its ``overlap``), and the steps of each
   Wan22Duo sampler cut to the fewest (from 4 up) that still switch experts inside the run when the
   original does. Schedule, solver, shift, boundary, CFG, seed and memory policy stay as bundled.
 
@@ -254,6 +255,8 @@ def shrink(api: dict, engine_sampling) -> dict:
                             "_meta": {"title": f"{CONDITIONING_NODE} (was {node['class_type']})"}}
         elif all(isinstance(inputs.get(k), int) for k in ("width", "height", "length")):
             inputs.update(width=WIDTH, height=HEIGHT, length=LENGTH)
+        elif isinstance(inputs.get("length"), int):  # a clip continuing another (extend nodes): same size
+            inputs["length"] = clip_length(inputs.get("overlap"))
         elif is_duo_sampler(node):
             high, low = sampler_models(api, node_id)
             variant = model_variant(api, high)
@@ -268,6 +271,38 @@ def shrink(api: dict, engine_sampling) -> dict:
                 raise WorkflowPrepError(f"{_where(api, node_id)}: input {key!r} comes from node {value[0]}, a text "
                                         "encoder loader the suite drops; only CLIPTextEncode can take its output")
     return api
+
+
+def clip_length(overlap) -> int:
+    """LENGTH, or the shortest 4n+1 clip that still adds frames after ``overlap`` reused ones."""
+    if not isinstance(overlap, int) or overlap < LENGTH:
+        return LENGTH
+    return overlap + 4 - (overlap - 1) % 4
+
+
+def expected_frames(api: dict, node_id: str, seen: Optional[frozenset] = None) -> Optional[int]:
+    """Frames of the clip node ``node_id`` outputs (a SaveVideo: of the video it saves), from the graph.
+
+    A decoded clip has the ``length`` of the node that made its latent (found upstream through the
+    sampler); ``Wan22DuoJoinClips`` gives ``first + second - overlap``. None: no length upstream.
+    """
+    seen = (seen or frozenset()) | {node_id}
+    node = api[node_id]
+    inputs = node["inputs"]
+    if node["class_type"] == "Wan22DuoJoinClips":
+        first, second = expected_frames(api, inputs["first"][0], seen), expected_frames(api, inputs["second"][0], seen)
+        return None if first is None or second is None else first + second - int(inputs["overlap"])
+    if node["class_type"] != CONDITIONING_NODE and isinstance(inputs.get("length"), int):
+        return inputs["length"]
+    preferred = ("video", "images", "samples", "latent", "latent_image")
+    links = [inputs[k] for k in preferred if is_link(inputs.get(k))] + \
+            [v for k, v in inputs.items() if k not in preferred and is_link(v)]
+    for link in links:
+        if link[0] in api and link[0] not in seen:
+            frames = expected_frames(api, link[0], seen)
+            if frames is not None:
+                return frames
+    return None
 
 
 @dataclass(frozen=True)
