@@ -2,9 +2,12 @@
 
 Run it with a Python that has ComfyUI's requirements (torch *with* torchvision):
 
-    python -m pytest -q integration --comfyui /path/to/ComfyUI [--comfyui-gguf /path/to/ComfyUI-GGUF]
+    python -m pytest -q integration --comfyui=/path/to/ComfyUI [--comfyui-gguf=/path/to/ComfyUI-GGUF]
 
-or set ``WAN22DUO_COMFYUI`` / ``WAN22DUO_COMFYUI_GGUF``. Without either, the ComfyUI 0.3.76 tree in
+or set ``WAN22DUO_COMFYUI`` / ``WAN22DUO_COMFYUI_GGUF``. Write the options with ``=``: pytest reads a
+space-separated value as a test path and loads that tree's conftest files (ComfyUI's ``tests/`` ones);
+:func:`pytest_configure` refuses such a run, and one under another ini file than ``integration/pytest.ini``
+(which keeps the clone's parent folder off ``sys.path``). Without either option or variable, the ComfyUI 0.3.76 tree in
 ``../shared/comfyui/`` beside this clone is used. The given trees are never written to: the session
 copies ComfyUI to a temporary folder, then installs into its ``custom_nodes/`` a copy of this
 repository (under the hyphenated name users give it), ComfyUI-GGUF, and the test-only nodes in
@@ -47,15 +50,31 @@ def pytest_addoption(parser):
                     help="ComfyUI-GGUF checkout (default: $WAN22DUO_COMFYUI_GGUF, else ComfyUI-GGUF beside the ComfyUI tree)")
 
 
+def pytest_configure(config):
+    """Refuse runs that would mix in another ini file or other test trees (see the module doc)."""
+    here = Path(__file__).resolve().parent
+    if config.inipath is None or Path(config.inipath).resolve() != here / "pytest.ini":
+        raise pytest.UsageError(
+            f"the integration suite must run with its own {here / 'pytest.ini'} (pytest took {config.inipath}): "
+            "run `python -m pytest integration ...` by itself, not together with tests/")
+    foreign = sorted(str(f) for f in (Path(getattr(p, "__file__", None) or ".") for p in
+                                      config.pluginmanager.get_plugins())
+                     if f.name == "conftest.py" and here not in f.resolve().parents)
+    if foreign:  # e.g. ComfyUI's tests/conftest.py, loaded because a path after an option looked like a test path
+        raise pytest.UsageError(
+            f"conftest files from outside integration/ were loaded: {foreign}. Give the trees as --comfyui=PATH "
+            "and --comfyui-gguf=PATH (with '='): pytest reads a space-separated PATH as a test path")
+
+
 def _source_trees(config) -> tuple[Path, Path]:
     comfyui = Path(config.getoption("--comfyui") or os.environ.get("WAN22DUO_COMFYUI") or DEFAULT_COMFYUI)
     gguf = config.getoption("--comfyui-gguf") or os.environ.get("WAN22DUO_COMFYUI_GGUF")
     gguf = Path(gguf) if gguf else comfyui.parent / GGUF_FOLDER
     if not (comfyui / "main.py").is_file() or not (comfyui / "comfy").is_dir():
-        raise pytest.UsageError(f"{comfyui} is not a ComfyUI checkout (no main.py and comfy/); pass --comfyui PATH "
+        raise pytest.UsageError(f"{comfyui} is not a ComfyUI checkout (no main.py and comfy/); pass --comfyui=PATH "
                                 "or set WAN22DUO_COMFYUI to the folder that holds ComfyUI's main.py")
     if not (gguf / "nodes.py").is_file():
-        raise pytest.UsageError(f"{gguf} is not a ComfyUI-GGUF checkout (no nodes.py); pass --comfyui-gguf PATH "
+        raise pytest.UsageError(f"{gguf} is not a ComfyUI-GGUF checkout (no nodes.py); pass --comfyui-gguf=PATH "
                                 "or set WAN22DUO_COMFYUI_GGUF")
     return comfyui.resolve(), gguf.resolve()
 
