@@ -38,7 +38,7 @@ from . import safetensors_header
 from .dit import WanConfig, WanModel
 from .errors import public
 from .ops import CASTING_LAYERS, FP8_DTYPES, quantize_fp8
-from .safetensors_header import MAX_HEADER, ST_DTYPES, Header, TensorInfo, clip, quote, quote_list  # noqa: F401
+from .safetensors_header import MAX_HEADER, ST_DTYPES, Header, TensorInfo, clip, quote, quote_list, what_is  # noqa: F401
 from .streaming import register_file_view
 
 log = logging.getLogger("wan22duo")
@@ -65,19 +65,12 @@ class CheckpointError(ValueError):
 
 
 def sniff(path: Path) -> Optional[str]:
-    """What a non-safetensors file looks like from its first bytes, or None."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    if head.startswith(b"PK\x03\x04"):
-        return "a zip archive, most likely a PyTorch .pt/.pth/.ckpt checkpoint; convert it to .safetensors"
-    if head.startswith(b"\x80") and len(head) > 1 and head[1] <= 5:
-        return "a pickled PyTorch checkpoint; convert it to .safetensors"
-    if head.startswith(b"GGUF"):
+    """What a non-safetensors file looks like from its first bytes, or None; a GGUF gets the DiT hint."""
+    what = what_is(path)
+    if what is not None and what.startswith("a GGUF file"):
         return ("a GGUF file; Wan 2.2 diffusion models in GGUF load with Wan22DuoExpertLoader / Wan22DuoTI2VLoader, "
                 "other GGUF models with ComfyUI-GGUF")
-    if head.lstrip().startswith((b"{", b"[", b"<")):
-        return "a text (JSON/HTML) file, perhaps a download error page or a config.json"
-    return None
+    return what
 
 
 def read_header(path: PathLike) -> Header:
