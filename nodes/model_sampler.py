@@ -17,7 +17,7 @@ import logging
 
 from . import _comfy
 from .comfy_model import OFFICIAL_SHIFT, ComfyExpert, resolve_shift, shift_conflicts
-from .samplers import MAX_STEPS, SAMPLER_TIPS, _cancel_check, i2v_conditioning, text_context
+from .samplers import SAMPLER_TIPS, _cancel_check, i2v_conditioning, sampler_inputs, text_context
 
 log = logging.getLogger("wan22duo")
 
@@ -56,35 +56,7 @@ class Wan22DuoModelSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from ..engine.residency import MEMORY_POLICIES
-        from ..engine.schedule import SCHEDULES
-        from ..engine.solvers import SOLVERS
-
-        def opt(name: str, **options) -> dict:
-            return {**options, "tooltip": MODEL_TIPS[name]}
-
-        scale = {"min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}
-        return {
-            "required": {
-                "high_noise_model": ("MODEL", opt("high_noise_model")),
-                "positive": ("CONDITIONING", opt("positive")),
-                "negative": ("CONDITIONING", opt("negative")),
-                "latent": ("LATENT", opt("latent")),
-                "seed": ("INT", opt("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True)),
-                "steps": ("INT", opt("steps", default=40, min=1, max=MAX_STEPS)),
-                "cfg_high": ("FLOAT", opt("cfg_high", default=4.0, **scale)),
-                "cfg_low": ("FLOAT", opt("cfg_low", default=3.0, **scale)),
-                "shift": ("FLOAT", opt("shift", default=-1.0, min=-1.0, max=100.0, step=0.1, round=0.01)),
-                "boundary": ("FLOAT", opt("boundary", default=-1.0, min=-1.0, max=1.0, step=0.001, round=0.001)),
-                "switch_step": ("INT", opt("switch_step", default=-1, min=-1, max=MAX_STEPS)),
-                "sampler": (list(SOLVERS), opt("sampler", default="unipc")),
-                "scheduler": (list(SCHEDULES), opt("scheduler", default="wan")),
-                "memory": (list(MEMORY_POLICIES), opt("memory", default="offload_cpu")),
-            },
-            "optional": {
-                "low_noise_model": ("MODEL", opt("low_noise_model")),
-            },
-        }
+        return sampler_inputs("MODEL", MODEL_TIPS, {"default": -1.0, "min": -1.0})
 
     def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = -1.0, boundary: float = -1.0,

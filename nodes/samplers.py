@@ -130,6 +130,40 @@ SAMPLER_TIPS = {
 }
 
 
+def sampler_inputs(model_type: str, tips: dict, shift: dict) -> dict:
+    """The input table both sampler nodes share (names and order are public API): ``model_type`` is the
+    experts' socket type, ``tips`` the tooltips by input name, ``shift`` the shift widget's default and min."""
+    from ..engine.residency import MEMORY_POLICIES
+    from ..engine.schedule import SCHEDULES
+    from ..engine.solvers import SOLVERS
+
+    def opt(name: str, **options) -> dict:
+        return {**options, "tooltip": tips[name]}
+
+    scale = {"min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}
+    return {
+        "required": {
+            "high_noise_model": (model_type, opt("high_noise_model")),
+            "positive": ("CONDITIONING", opt("positive")),
+            "negative": ("CONDITIONING", opt("negative")),
+            "latent": ("LATENT", opt("latent")),
+            "seed": ("INT", opt("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True)),
+            "steps": ("INT", opt("steps", default=40, min=1, max=MAX_STEPS)),
+            "cfg_high": ("FLOAT", opt("cfg_high", default=4.0, **scale)),
+            "cfg_low": ("FLOAT", opt("cfg_low", default=3.0, **scale)),
+            "shift": ("FLOAT", opt("shift", **{**scale, **shift})),
+            "boundary": ("FLOAT", opt("boundary", default=-1.0, min=-1.0, max=1.0, step=0.001, round=0.001)),
+            "switch_step": ("INT", opt("switch_step", default=-1, min=-1, max=MAX_STEPS)),
+            "sampler": (list(SOLVERS), opt("sampler", default="unipc")),
+            "scheduler": (list(SCHEDULES), opt("scheduler", default="wan")),
+            "memory": (list(MEMORY_POLICIES), opt("memory", default="offload_cpu")),
+        },
+        "optional": {
+            "low_noise_model": (model_type, opt("low_noise_model")),
+        },
+    }
+
+
 class Wan22DuoSampler:
     CATEGORY = "Wan22Duo/sampling"
     DESCRIPTION = (
@@ -149,36 +183,9 @@ class Wan22DuoSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        from ..engine.residency import MEMORY_POLICIES
-        from ..engine.schedule import SCHEDULES
-        from ..engine.solvers import SOLVERS
-
-        def opt(name: str, **options) -> dict:
-            return {**options, "tooltip": SAMPLER_TIPS[name]}
-
-        scale = {"min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}
-        return {
-            "required": {
-                "high_noise_model": ("WAN22DUO_MODEL", opt("high_noise_model")),
-                "positive": ("CONDITIONING", opt("positive")),
-                "negative": ("CONDITIONING", opt("negative")),
-                "latent": ("LATENT", opt("latent")),
-                "seed": ("INT", opt("seed", default=0, min=0, max=0xFFFFFFFFFFFFFFFF, control_after_generate=True)),
-                "steps": ("INT", opt("steps", default=40, min=1, max=MAX_STEPS)),
-                "cfg_high": ("FLOAT", opt("cfg_high", default=4.0, **scale)),
-                "cfg_low": ("FLOAT", opt("cfg_low", default=3.0, **scale)),
-                "shift": ("FLOAT", opt("shift", default=12.0, **{**scale, "min": 0.1})),
-                "boundary": ("FLOAT", opt("boundary", default=-1.0, min=-1.0, max=1.0, step=0.001, round=0.001)),
-                "switch_step": ("INT", opt("switch_step", default=-1, min=-1, max=MAX_STEPS)),
-                "sampler": (list(SOLVERS), opt("sampler", default="unipc")),
-                "scheduler": (list(SCHEDULES), opt("scheduler", default="wan")),
-                "memory": (list(MEMORY_POLICIES), opt("memory", default="offload_cpu")),
-            },
-            "optional": {
-                "low_noise_model": ("WAN22DUO_MODEL", opt("low_noise_model")),
-                "gpu_budget": ("STRING", opt("gpu_budget", default="auto")),
-            },
-        }
+        inputs = sampler_inputs("WAN22DUO_MODEL", SAMPLER_TIPS, {"default": 12.0, "min": 0.1})
+        inputs["optional"]["gpu_budget"] = ("STRING", {"default": "auto", "tooltip": SAMPLER_TIPS["gpu_budget"]})
+        return inputs
 
     def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = 12.0, boundary: float = -1.0,
