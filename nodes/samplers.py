@@ -42,8 +42,8 @@ def text_context(conditioning, name: str) -> tuple[torch.Tensor, dict]:
     if len(conditioning) > 1:
         raise ValueError(
             f"{name} holds {len(conditioning)} conditioning entries (ConditioningCombine or area conditioning); "
-            "Wan22DuoSampler takes one prompt per input. Use a single CLIPTextEncode, or ConditioningConcat to join "
-            "prompts."
+            "the Wan 2.2 Duo samplers take one prompt per input. Use a single CLIPTextEncode, or ConditioningConcat "
+            "to join prompts."
         )
     entry = conditioning[0]
     if not isinstance(entry, (list, tuple)) or len(entry) != 2:
