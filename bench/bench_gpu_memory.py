@@ -17,10 +17,14 @@ layers; TI2V-5B: dim 3072, 30 layers) with random weights on the host in the sto
 "resident" is the whole expert on the GPU (no budget), the speed to compare with (goal:
 a 16 GB card within 15 % of it for A14B 480p).
 
-``--tiny`` runs the same code on CPU at tiny shapes, the GPU replaced by a
-``streaming.CountingLink`` (copies counted, asynchronous order) and card sizes scaled to
-the tiny model; it is what the test suite runs (tests/test_bench_gpu_memory.py), so the
-script is known to work before a GPU session uses it.
+Each streamed output is compared with the resident one for the same input (``identical``:
+bit for bit, as streaming promises), so a GPU run also checks the CUDA link's waits.
+
+``--tiny`` runs the same code on CPU at tiny shapes: the same ``streaming.CudaLink``, its
+CUDA calls played by ``engine.stream_sim.DeferredCuda`` (copies deferred until waited for,
+staging-buffer refills checked), card sizes scaled to the tiny model. It is what the test
+suite runs (tests/test_bench_gpu_memory.py), so the script is known to work before a GPU
+session uses it.
 
 Usage::
 
@@ -112,12 +116,15 @@ def _tiled(pool, shape):
     return out.view(shape)
 
 
-def measure(args, net, model: str, size: str, weights: str, card: str) -> dict:
-    """One card size for one video on ``net`` (on the host; it is back on the host afterwards)."""
+def measure(args, net, model: str, size: str, weights: str, card: str, reference=None) -> tuple[dict, object]:
+    """One card size for one video on ``net`` (on the host; it is back on the host afterwards).
+
+    Returns the row and the output (on the host); ``reference``: the resident output to compare with."""
     import torch
 
     from wan22duo.engine.memory import activation_bytes
-    from wan22duo.engine.streaming import Budget, CountingLink, place, streamer_of, tensor_bytes, to_host
+    from wan22duo.engine.stream_sim import DeferredCuda
+    from wan22duo.engine.streaming import Budget, CudaLink, place, streamer_of, tensor_bytes, to_host
 
     frames, h, w = latent_shape(model, size)
     cfg = net.config
@@ -127,21 +134,20 @@ def measure(args, net, model: str, size: str, weights: str, card: str) -> dict:
     scale = weight_bytes / (14.3 * GIB) if args.tiny else 1.0  # tiny: cards scaled like an fp8 A14B
     row = {"model": model, "size": size, "card": card, "weights": weights, "weight_gib": weight_bytes / GIB,
            "activation_estimate_gib": acts / GIB, "tokens": frames * (h // 2) * (w // 2)}
-    link = None
+    # --tiny: the CUDA link itself, its CUDA calls played on CPU
+    tiny_link = (lambda d, b: CudaLink(d, b, api=DeferredCuda())) if args.tiny else None
     if card == "resident":
-        budget = None if not args.tiny else Budget(None, link=lambda d, b: CountingLink())
+        budget = None if not args.tiny else Budget(None, link=tiny_link)
     else:
         limit = float(card) * GIB * scale - (acts if not args.tiny else 0)
         row["weight_budget_gib"] = limit / GIB / scale
         if limit <= 0:
-            return {**row, "fits": False, "why": "activations alone exceed the card"}
-        if args.tiny:
-            link = CountingLink(asynchronous=True)
-        budget = Budget(limit / GIB, link=(lambda d, b: link) if link else None)
+            return {**row, "fits": False, "why": "activations alone exceed the card"}, None
+        budget = Budget(limit / GIB, link=tiny_link)
     try:
         place(net, device, budget)
     except ValueError as err:  # BudgetError: smaller than streaming needs
-        return {**row, "fits": False, "why": str(err)}
+        return {**row, "fits": False, "why": str(err)}, None
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1, cfg.in_dim, frames, h, w, generator=g).to(device)
     t = torch.tensor([900.0], device=device)
@@ -161,31 +167,36 @@ def measure(args, net, model: str, size: str, weights: str, card: str) -> dict:
     # On CPU (--tiny) the "device" is the counting link: its peak weight bytes stand in.
     peak = torch.cuda.max_memory_allocated() if device.type == "cuda" else (
         streamer.peak_bytes if streamer else weight_bytes)
+    out = out.cpu()
     row.update(fits=True, finite=bool(torch.isfinite(out).all()), seconds_per_step=2 * seconds,
                peak_gib=peak / GIB / (scale if args.tiny else 1.0),
                streamed_blocks=len(streamer.plan.streamed_blocks) if streamer else 0, blocks=cfg.num_layers)
-    del x, ctx, out, streamer
+    if reference is not None:
+        row["identical"] = bool(torch.equal(out, reference))
+    del x, ctx, streamer
     to_host(net, torch.device("cpu"))
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return row
+    return row, out
 
 
 def table(rows: list[dict]) -> str:
     lines = ["| model | video | card GB | weight budget GiB | blocks streamed | peak allocated GiB | s / step "
-             "| vs resident |", "|---|---|---|---|---|---|---|---|"]
+             "| vs resident | output |", "|---|---|---|---|---|---|---|---|---|"]
     resident = {(r["model"], r["size"]): r["seconds_per_step"] for r in rows
                 if r["card"] == "resident" and r.get("fits")}
     for r in rows:
         if not r.get("fits"):
             lines.append(f"| {r['model']} | {r['size']} | {r['card']} | {r.get('weight_budget_gib', 0):.1f} | "
-                         f"does not fit: {r['why'][:120]} | | | |")
+                         f"does not fit: {r['why'][:120]} | | | | |")
             continue
         base = resident.get((r["model"], r["size"]))
         ratio = f"{r['seconds_per_step'] / base:.2f}x" if base else "-"
         budget = f"{r['weight_budget_gib']:.1f}" if "weight_budget_gib" in r else "-"
+        same = {True: "= resident", False: "DIFFERS", None: "-"}[r.get("identical")] if r["card"] != "resident" \
+            else "reference"
         lines.append(f"| {r['model']} | {r['size']} | {r['card']} | {budget} | {r['streamed_blocks']} of "
-                     f"{r['blocks']} | {r['peak_gib']:.2f} | {r['seconds_per_step']:.2f} | {ratio} |")
+                     f"{r['blocks']} | {r['peak_gib']:.2f} | {r['seconds_per_step']:.2f} | {ratio} | {same} |")
     return "\n".join(lines)
 
 
@@ -217,10 +228,14 @@ def main(argv=None) -> list[dict]:
             start = time.perf_counter()
             built[(model, weights)] = random_model(model, weights, args.tiny)
             print(f"built {model} ({weights}) in {time.perf_counter() - start:.1f} s", flush=True)
-        for card in args.cards:
-            row = measure(args, built[(model, weights)], model, size, weights, card)
-            rows.append(row)
+        reference, done = None, {}
+        for card in sorted(args.cards, key=lambda c: c != "resident"):  # resident first: the reference output
+            row, out = measure(args, built[(model, weights)], model, size, weights, card, reference)
+            if card == "resident":
+                reference = out
+            done[card] = row
             print(json.dumps(row), flush=True)
+        rows += [done[card] for card in args.cards]
     text = table(rows)
     print(text)
     if args.out:

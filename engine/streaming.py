@@ -229,8 +229,42 @@ class CountingLink(Link):
         return self.free_bytes
 
 
+class CudaApi:
+    """The CUDA calls :class:`CudaLink` makes, one line each, so that its logic (buffer turns,
+    fences, waits) can also run on CPU against ``engine.stream_sim.DeferredCuda``, a stand-in
+    that runs the side stream's work as late as CUDA allows. Streams and events are used
+    through their own methods (``wait_event``, ``record``, ``synchronize``)."""
+
+    def stream(self, device: torch.device):
+        return torch.cuda.Stream(device)
+
+    def current_stream(self, device: torch.device):
+        return torch.cuda.current_stream(device)
+
+    def event(self):
+        return torch.cuda.Event()
+
+    def pinned(self, nbytes: int) -> torch.Tensor:
+        return torch.empty(nbytes, dtype=torch.uint8, pin_memory=True)
+
+    def copy_on(self, side, compute, stage: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A device copy of the pinned ``stage``, allocated and copied on ``side``. Marked as used by
+        ``compute``, so the caching allocator reuses its memory only after the compute that reads it."""
+        with torch.cuda.stream(side):
+            out = torch.empty_like(stage, device=device)
+            out.copy_(stage, non_blocking=True)
+        out.record_stream(compute)
+        return out
+
+    def total(self, device: torch.device) -> Optional[int]:
+        return device_total(device)
+
+    def free(self, device: torch.device) -> Optional[int]:
+        return device_free(device)
+
+
 class CudaLink(Link):
-    """Copies on a side stream through two pinned staging buffers (CUDA only).
+    """Copies on a side stream through two pinned staging buffers (CUDA, or its CPU stand-in).
 
     The host tensors are views of the mapped file (pageable memory), which CUDA can only
     copy synchronously; so each block is first copied by the CPU into a pinned staging
@@ -238,24 +272,25 @@ class CudaLink(Link):
     runs the current block. Two buffers alternate; before a buffer is refilled, the CPU
     waits for the copy that last read it. Device tensors are allocated on the side stream
     and marked as used by the compute stream, so the caching allocator frees them only
-    after the compute that reads them.
+    after the compute that reads them. ``api``: :class:`CudaApi` (the default) or a stand-in.
     """
 
     asynchronous = True
 
-    def __init__(self, device: torch.device, block_bytes: int):
+    def __init__(self, device: torch.device, block_bytes: int, api: Optional[CudaApi] = None):
         super().__init__(device)
+        self.api = api or CudaApi()
         self.block_bytes = block_bytes
-        self.stream: Optional[torch.cuda.Stream] = None
+        self.stream: Any = None
         self.buffers: list[torch.Tensor] = []  # made on first use: a fully resident expert needs none
-        self.fences: list[Optional[torch.cuda.Event]] = [None, None]
+        self.fences: list[Any] = [None, None]
         self._turn, self._offset = 1, 0
 
     def begin(self, nbytes: int) -> None:
         if not self.buffers:
-            self.stream = torch.cuda.Stream(self.device)
+            self.stream = self.api.stream(self.device)
             size = self.block_bytes + 64 * 1024  # room for 64-byte alignment of every tensor
-            self.buffers = [torch.empty(size, dtype=torch.uint8, pin_memory=True) for _ in range(2)]
+            self.buffers = [self.api.pinned(size) for _ in range(2)]
         self._turn ^= 1
         self._offset = 0
         fence = self.fences[self._turn]
@@ -266,25 +301,29 @@ class CudaLink(Link):
         if not _plain(t) or not t.is_contiguous():
             return t.to(self.device)  # a tensor subclass (a quantised form) moves its own way, synchronously
         start = -(-self._offset // 64) * 64
+        if start + t.nbytes > self.buffers[self._turn].numel():
+            raise RuntimeError(f"streamed block larger than its staging buffer ({self.block_bytes} bytes); "
+                               f"the link was made for a smaller block")
         stage = self.buffers[self._turn][start:start + t.nbytes].view(t.dtype).view(t.shape)
         self._offset = start + t.nbytes
         stage.copy_(t)
-        compute = torch.cuda.current_stream(self.device)
-        with torch.cuda.stream(self.stream):
-            out = torch.empty_like(t, device=self.device)
-            out.copy_(stage, non_blocking=True)
-        out.record_stream(compute)
-        return out
+        return self.api.copy_on(self.stream, self.api.current_stream(self.device), stage, self.device)
 
     def end(self) -> Any:
-        event = torch.cuda.Event()
+        event = self.api.event()
         event.record(self.stream)
         self.fences[self._turn] = event
         return event
 
     def wait(self, ticket: Any) -> None:
         if ticket is not None:
-            torch.cuda.current_stream(self.device).wait_event(ticket)
+            self.api.current_stream(self.device).wait_event(ticket)
+
+    def total(self) -> Optional[int]:
+        return self.api.total(self.device)
+
+    def free(self) -> Optional[int]:
+        return self.api.free(self.device)
 
 
 def _plain(t: torch.Tensor) -> bool:

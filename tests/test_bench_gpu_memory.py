@@ -1,8 +1,8 @@
 """The GPU streaming benchmark runs end to end at tiny shapes on CPU (its --tiny mode).
 
 On a GPU session the same script measures real A14B / TI2V-5B shapes; here its code
-runs with the GPU replaced by a counting link, so a broken script is caught before a
-GPU session is spent on it.
+runs with the CUDA link's calls played on CPU (engine.stream_sim), so a broken script is
+caught before a GPU session is spent on it.
 """
 import sys
 from pathlib import Path
@@ -25,7 +25,10 @@ def test_tiny_run_streams_within_the_scaled_cards(tmp_path):
     assert by_card["8"]["streamed_blocks"] > 0 and by_card["resident"]["streamed_blocks"] == 0
     assert by_card["8"]["peak_gib"] <= 8.0 + 1e-6  # the streamer's device-side peak, scaled to the card
     assert by_card["16"]["peak_gib"] <= 16.0 + 1e-6
-    assert "| a14b | 96x64x13 | 8 |" in out.read_text()
+    assert by_card["8"]["identical"] and by_card["16"]["identical"]  # streamed = resident, bit for bit
+    assert [r["card"] for r in rows] == ["8", "16", "resident"]  # the order asked for (resident ran first)
+    text = out.read_text()
+    assert "| a14b | 96x64x13 | 8 |" in text and "= resident |" in text and "DIFFERS" not in text
 
 
 def test_tiny_run_reports_a_card_too_small():
