@@ -369,3 +369,28 @@ def test_handles_of_other_kinds_get_no_budget():
     budgets = expert_budgets("auto", {"high": duck, "low": real}, (1, 16, 2, 8, 8), (4.0, 3.0))
     assert list(budgets) == ["low"] and budgets["low"].spec == "auto"
     assert Residency("offload_cpu", {"high": duck}, budgets=budgets).use("high") == "module"
+
+
+def test_streaming_composes_with_compiled_blocks(files):
+    """Compiled blocks (engine.fast, inductor on CPU) streamed through the CUDA link's logic
+    (engine.stream_sim): same output as the compiled resident model, bit for bit, and swapping
+    a block's weights in and out compiles nothing new."""
+    from wan22duo.engine import fast
+    from wan22duo.engine.stream_sim import DeferredCuda
+    from wan22duo.engine.streaming import CudaLink
+
+    model = load_dit(files["bf16"], compute_dtype=torch.bfloat16)
+    before = fast.compile_count()
+    fast.apply_fast_options(model, compile="inductor")
+    expected = forward(model)
+    assert fast.compile_failure("inductor") is None
+    compiled = fast.compile_count()
+    assert compiled > before  # the blocks did run compiled
+    api = DeferredCuda()
+    budget = Budget(tensor_bytes(model) * 0.45 / GIB, link=lambda device, block: CudaLink(device, block, api=api))
+    place(model, torch.device("cpu"), budget)
+    assert len(streamer_of(model).plan.streamed_blocks) >= 2
+    assert torch.equal(forward(model), expected) and torch.equal(forward(model), expected)
+    assert api.copies > 0
+    assert fast.compile_count() == compiled  # new weight tensors of the same shapes: no recompile
+    fast.apply_fast_options(model, compile="off")
