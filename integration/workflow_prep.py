@@ -291,7 +291,10 @@ def expected_frames(api: dict, node_id: str, seen: Optional[frozenset] = None) -
     inputs = node["inputs"]
     if node["class_type"] == "Wan22DuoJoinClips":
         first, second = expected_frames(api, inputs["first"][0], seen), expected_frames(api, inputs["second"][0], seen)
-        return None if first is None or second is None else first + second - int(inputs["overlap"])
+        overlap = inputs["overlap"]
+        if is_link(overlap):  # the extend node's overlap output passes its overlap input through
+            overlap = api[overlap[0]]["inputs"]["overlap"]
+        return None if first is None or second is None else first + second - int(overlap)
     if node["class_type"] != CONDITIONING_NODE and isinstance(inputs.get("length"), int):
         return inputs["length"]
     preferred = ("video", "images", "samples", "latent", "latent_image")

@@ -260,6 +260,10 @@ def overlap_keyframe(previous: torch.Tensor, overlap: int, length: int) -> Keyfr
     return Keyframe(0, tail(previous, overlap), f"the overlap (last {overlap} frames of the previous clip)")
 
 
+_OVERLAP_TIP = ("The overlap this clip was made with: link it to Wan22DuoJoinClips' overlap, so the join always "
+                "drops exactly the reused frames.")
+
+
 def _extend_inputs(default_length: int, family_step: int, overlap_step: int) -> tuple[dict, dict]:
     required = {
         "vae": ("WAN22DUO_VAE", {"tooltip": "The model's VAE (also decodes previous_latent)."}),
@@ -288,11 +292,13 @@ class Wan22DuoI2VExtend:
     DESCRIPTION = (
         "Continues a clip with I2V-A14B: the last `overlap` frames of the previous clip become the first frames of "
         "a new clip of the same size (known frames in the I2V mask), optionally with an end image or keyframes. "
-        "Sample it, decode it and join it to the previous clip with Wan22DuoJoinClips (same overlap). Chain as "
-        "often as you like."
+        "Sample it, decode it and join it to the previous clip with Wan22DuoJoinClips (link the overlap output to "
+        "its overlap). Chain as often as you like."
     )
     FUNCTION = "extend"
-    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = _I2V_TYPES, _I2V_NAMES, _I2V_TIPS
+    RETURN_TYPES = _I2V_TYPES + ("INT",)
+    RETURN_NAMES = _I2V_NAMES + ("overlap",)
+    OUTPUT_TOOLTIPS = _I2V_TIPS + (_OVERLAP_TIP,)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -308,7 +314,7 @@ class Wan22DuoI2VExtend:
         shape = geometry.latent_shape("a14b", length, height, width, 1)
         keys = keyframe_list(None, end_image, keyframes, first=overlap_keyframe(previous, overlap, length))
         values = i2v_keyframe_values(vae, keys, width, height, length, node)
-        return set_values(positive, values), set_values(negative, values), {"samples": _zeros(shape)}
+        return set_values(positive, values), set_values(negative, values), {"samples": _zeros(shape)}, overlap
 
 
 class Wan22DuoTI2VExtend:
@@ -316,10 +322,11 @@ class Wan22DuoTI2VExtend:
     DESCRIPTION = (
         "Continues a clip with TI2V-5B: the last `overlap` frames (1 + 4m) of the previous clip are encoded as the "
         "first latent frames of a new clip of the same size and kept (noise_mask 0), as the start image is. The "
-        "new clip's first frames decode to the VAE round trip of those frames. Join with Wan22DuoJoinClips."
+        "new clip's first frames decode to the VAE round trip of those frames. Join with Wan22DuoJoinClips (link "
+        "the overlap output to its overlap)."
     )
     FUNCTION = "extend"
-    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = ("LATENT",), ("latent",), _TI2V_TIPS
+    RETURN_TYPES, RETURN_NAMES, OUTPUT_TOOLTIPS = ("LATENT", "INT"), ("latent", "overlap"), _TI2V_TIPS + (_OVERLAP_TIP,)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -339,7 +346,7 @@ class Wan22DuoTI2VExtend:
         previous = previous_clip(vae, previous_images, previous_latent, node)
         height, width = previous_size(previous, "ti2v_5b", node)
         keys = keyframe_list(None, end_image, keyframes, first=overlap_keyframe(previous, overlap, length))
-        return (ti2v_keyframe_latent(vae, keys, width, height, length, 1, node),)
+        return ti2v_keyframe_latent(vae, keys, width, height, length, 1, node), overlap
 
 
 class Wan22DuoJoinClips:
@@ -363,7 +370,8 @@ class Wan22DuoJoinClips:
                                                 "Wan22DuoTI2VExtend, decoded)."}),
                 "overlap": ("INT", {"default": 5, "min": 0, "max": MAX_LENGTH,
                                     "tooltip": "The overlap the second clip was made with; its first `overlap` "
-                                               "frames are dropped. 0 joins end to end."}),
+                                               "frames are dropped. 0 joins end to end. Link the extend node's "
+                                               "overlap output here so the two cannot disagree."}),
             }
         }
 

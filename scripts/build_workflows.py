@@ -688,7 +688,8 @@ def _i2v_extend(official: dict) -> Workflow:
     w.add(Node(63, "Wan22DuoVAEDecode", (1340, 60 + dy), (300, 110), decode,
                {"vae": (30, "vae"), "samples": (51, "latent")}))
     w.add(Node(64, "Wan22DuoJoinClips", (1340, 220 + dy), (300, 110), {"overlap": EXTEND_OVERLAP},
-               {"first": (60, "images"), "second": (63, "images")}, title="Join (drop the overlap)"))
+               {"first": (60, "images"), "second": (63, "images"), "overlap": (41, "overlap")},
+               title="Join (drop the overlap)"))
     w.node(61).links = {"images": (64, "images")}
     w.groups.append(("Clip 2: extend, sample, decode, join", [41, 51, 63, 64]))
     _replace_note(w, 2, w.node(2).widgets["text"] + "\n\n" + _extend_note(81, EXTEND_OVERLAP, 16.0))
@@ -702,7 +703,7 @@ def _extend_note(length: int, overlap: int, fps: float) -> str:
         f"Clip 1 is a plain I2V run. **Wan 2.2 Duo I2V Extend Clip** takes its last `overlap` = {overlap} decoded "
         f"frames as the known first frames of clip 2 ({length} frames, same size), clip 2 is sampled like clip 1, and "
         f"**Wan 2.2 Duo Join Clips** appends it without repeating the overlap: {length} + {length} − {overlap} = "
-        f"**{total} frames** ({total / fps:.1f} s at {fps:g} fps). Keep the two `overlap` values equal. Chain more "
+        f"**{total} frames** ({total / fps:.1f} s at {fps:g} fps). The join takes its `overlap` from the extend node (a link), so the two always agree. Chain more "
         "extend → sample → decode → join groups for longer videos; each adds "
         f"{length - overlap} frames.\n\n"
         f"**What the overlap costs:** each extension samples {length} frames and keeps {length - overlap} new ones, so "
@@ -778,6 +779,17 @@ def to_ui(w: Workflow, schemas: dict) -> dict:
                 if spec.optional:
                     item["shape"] = 7  # the editor draws optional sockets hollow
                 entry["inputs"].append(item)
+            for spec in schema.inputs:  # a widget fed by a link: an input slot that names its widget
+                if spec.is_widget and spec.name in node.links:
+                    source, out_name = node.links[spec.name]
+                    src_schema = schemas[w.node(source).type]
+                    src_slot = src_schema.output_index(out_name)
+                    link_id = len(links) + 1
+                    links.append([link_id, source, src_slot, node.id, len(entry["inputs"]),
+                                  src_schema.outputs[src_slot][1]])
+                    out_links.setdefault((source, src_slot), []).append(link_id)
+                    entry["inputs"].append({"name": spec.name, "type": spec.type, "widget": {"name": spec.name},
+                                            "link": link_id})
             entry["outputs"] = [{"name": n, "type": t, "slot_index": i, "links": None}
                                 for i, (n, t) in enumerate(schema.outputs)]
             if node.title:

@@ -267,7 +267,8 @@ def test_i2v_extend_gives_the_tail_as_known_first_frames(files):
     v = vae(files, "vae21")
     pos, neg = prompts()
     previous = images(9, 32, 48, seed=5)
-    ext_pos, _, latent = Wan22DuoI2VExtend().extend(pos, neg, v, 13, 5, previous_images=previous)
+    ext_pos, _, latent, overlap = Wan22DuoI2VExtend().extend(pos, neg, v, 13, 5, previous_images=previous)
+    assert overlap == 5  # passed through for the join
     image_latent, mask = _values(ext_pos)
     assert latent["samples"].shape == (1, 16, 4, 4, 6)
     assert torch.equal(mask, comfy_flf_mask(13, (4, 6), start=5))  # latent frames 0 and 1 fully known
@@ -285,7 +286,8 @@ def test_i2v_extend_gives_the_tail_as_known_first_frames(files):
 def test_ti2v_extend_keeps_the_encoded_tail(files):
     v = vae(files, "vae22")
     previous = images(9, 32, 64, seed=7)
-    (latent,) = Wan22DuoTI2VExtend().extend(v, 13, 5, previous_images=previous)
+    latent, overlap = Wan22DuoTI2VExtend().extend(v, 13, 5, previous_images=previous)
+    assert overlap == 5
     kept = latent["noise_mask"][0, 0, :, 0, 0] == 0
     assert kept.tolist() == [True, True, False, False]
     reference = load_vae(files["vae22"]).encode(as_video(previous[4:]))  # 5 frames -> 2 latent frames
@@ -309,7 +311,7 @@ def test_extensions_chain_and_join(files):
     video = decode(Wan22DuoSampler().sample(model, pos, neg, latent, 0, steps=2, cfg_high=1.0)["result"][0])
     clips = [video]
     for seed in (1, 2):
-        (latent,) = Wan22DuoTI2VExtend().extend(v, 9, 5, previous_images=clips[-1])
+        latent, _ = Wan22DuoTI2VExtend().extend(v, 9, 5, previous_images=clips[-1])
         clips.append(decode(Wan22DuoSampler().sample(model, pos, neg, latent, seed, steps=2,
                                                      cfg_high=1.0)["result"][0]))
         (video,) = Wan22DuoJoinClips().join(video, clips[-1], 5)

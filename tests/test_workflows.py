@@ -208,7 +208,7 @@ def _check_value(where, spec, value):
 def test_widget_values_are_within_the_schema(path):
     for node_id, node in api_form(path).items():
         for spec in schema(node["class_type"])["inputs"]:
-            if spec["widget"] and spec["name"] in node["inputs"]:
+            if spec["widget"] and spec["name"] in node["inputs"] and not isinstance(node["inputs"][spec["name"]], list):
                 where = f"{path.name}: node {node_id} ({node['class_type']}) {spec['name']}"
                 _check_value(where, spec, node["inputs"][spec["name"]])
 
@@ -444,7 +444,10 @@ def test_extend_workflow_joins_the_second_clip_to_the_first():
     api = load(API_DIR / "i2v_a14b_extend.json")
     (extend,) = _by_class(api, "Wan22DuoI2VExtend")
     (join,) = _by_class(api, "Wan22DuoJoinClips")
-    assert extend["overlap"] == join["overlap"] == 5 and extend["length"] == 81
+    assert extend["overlap"] == 5 and extend["length"] == 81
+    # the join takes the overlap from the extend node (its "overlap" output), so the two cannot disagree
+    extend_id = next(k for k, n in api.items() if n["class_type"] == "Wan22DuoI2VExtend")
+    assert join["overlap"] == [extend_id, 3]
     first_decode, second_decode = _node(api, join["first"]), _node(api, join["second"])
     assert join["first"] == extend["previous_images"]  # clip 1's frames feed both the extension and the join
     samplers = {k: n["inputs"] for k, n in api.items() if n["class_type"] == "Wan22DuoSampler"}
