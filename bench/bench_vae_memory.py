@@ -54,6 +54,9 @@ MATRIX = (
     + [("2.1", "bfloat16", 5, s, s) for s in (64, 128, 192)]
     + [("2.2", "bfloat16", 5, s, s) for s in (64, 128, 192)]
     + [("2.2", "float32", 5, 256, 128)]
+    # added after the first pass: larger frames (does glibc's retention level off?), 384 px fp32 with 2 runs
+    + [("2.1", "float32", 5, 384, 384), ("2.1", "bfloat16", 5, 256, 256), ("2.1", "bfloat16", 5, 384, 384),
+       ("2.2", "bfloat16", 5, 256, 256)]
     # tiled: 2 x 2 tiles of 128 px with 64 px overlap (the tile's own decode plus the blending)
     + [("2.1", "float32", 5, 192, 192, 128, 64), ("2.2", "float32", 5, 192, 192, 128, 64)]
 )
