@@ -165,8 +165,8 @@ def report(runs: list[dict]) -> str:
     for r in runs:
         points.setdefault(_key(r), []).append(r)
     rows = ["| VAE | dtype | frames | H x W | tile | default malloc: peak MiB (max of n) | n | spread MiB "
-            "| live tensors MiB | estimate MiB | estimate / peak | estimate / live |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "| live tensors MiB | estimate MiB | estimate / peak | estimate / live | old estimate / peak |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for key, rs in points.items():
         version, dtype, frames, height, width, tile, overlap, _ = key
         default = [max(r["anon_mib"], r["hwm_mib"]) for r in rs if r["malloc"] == "default"]
@@ -174,11 +174,14 @@ def report(runs: list[dict]) -> str:
         config = VAEConfig(version, *REAL_DIMS[version])
         th, tw = (min(tile, height), min(tile, width)) if tile else (height, width)
         est = vae_decode_bytes(config, th, tw, getattr(torch, dtype)) / MIB
+        # the estimate before this fit: pixels of the last stage x dec_dim x itemsize x 80, no fixed term
+        old = (th * tw if version == "2.1" else th * tw // 4) * REAL_DIMS[version][1] * (4 if dtype == "float32" else 2)
+        old = old * 80 / MIB
         peak = max(default) if default else float("nan")
         live_v = max(live) if live else float("nan")
         rows.append(f"| {version} | {dtype} | {frames} | {height} x {width} | {f'{tile}/{overlap}' if tile else '-'} "
                     f"| {peak:.1f} | {len(default)} | {max(default) - min(default) if default else 0:.1f} "
-                    f"| {live_v:.1f} | {est:.1f} | {est / peak:.2f} | {est / live_v:.2f} |")
+                    f"| {live_v:.1f} | {est:.1f} | {est / peak:.2f} | {est / live_v:.2f} | {old / peak:.2f} |")
     return "\n".join(rows)
 
 

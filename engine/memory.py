@@ -136,9 +136,9 @@ def activation_bytes(config, frames: int, height: int, width: int, compute_dtype
 # Peak bytes of one decode (a tile or whole frames) = fixed + per pixel, per VAE version and
 # compute itemsize, for the released decoder widths (dec_dim 96 for Wan 2.1, 256 for Wan 2.2).
 # Decoding runs one latent frame (4 video frames) at a time, so neither term depends on the
-# video length (measured: 5 and 13 frames peak within 2 MiB of each other). The per-pixel
+# video length (measured: 5 and 13 frames peak within 5 MiB of each other). The per-pixel
 # term is the full-resolution end of the decoder: the causal caches (2 frames per 3x3x3
-# conv: 9.5 KB of Wan 2.1's 20-21 KB per fp32 pixel, 7.1 KB of Wan 2.2's 19-20 KB), the
+# conv: 9,458 of the ~21,300 bytes per fp32 pixel of Wan 2.1, 7,138 of Wan 2.2's ~20,100), the
 # residual block in flight (its input, the norm output, the 6-frame padded input of the conv
 # and its output), the upsampler's nearest-2x copy and the convolution's scratch. In 2-byte
 # dtypes RMSNorm still works in float32, so they need a little more than half of fp32.
