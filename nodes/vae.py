@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from . import _comfy
+from ..engine.geometry import pixel_frames
 from ..engine.latents import check_latent
 
 MAX_TILE = 8192
@@ -58,19 +59,24 @@ def acquire(vae, frames_hw: tuple[int, int]):
     return vae.acquire()
 
 
-def auto_tile_size_for(vae, pixels_hw: tuple[int, int], overlap: int, stride: int) -> int:
+def auto_tile_size_for(vae, pixels_hw: tuple[int, int], overlap: int, stride: int, output_bytes: int = 0) -> int:
     """auto_tile: 0 (whole frames) when their decode fits in what the VAE's device has free
-    after its weights, else the largest tile that fits (``engine.memory.auto_tile_size``)."""
-    from ..engine.memory import auto_tile_size
+    after its weights, else the largest tile that fits (``engine.memory.auto_tile_size``).
+
+    ``output_bytes``: the decoded video's size when it is assembled on the VAE's device
+    (ComfyUI's ``--gpu-only``); it is alive through the whole decode, so it is not free."""
+    from ..engine.memory import auto_tile_size, vae_decode_bytes
     from ..engine.streaming import device_free
 
     device = vae.device
     if device.type != "cuda":
         return 0  # CPU: RAM, not a GPU, bounds it, and tiling only approximates
-    _comfy.free_memory(_working_bytes(vae, pixels_hw), device)
+    config, weights = vae.info["config"], int(vae.info.get("weight_bytes", 0))
+    # Ask ComfyUI for room for a whole-frame decode first: what it unloads is then free for us.
+    _comfy.free_memory(weights + vae_decode_bytes(config, *pixels_hw, vae.compute_dtype) + output_bytes, device)
     loaded_here = vae.location == device
-    free = device_free(device) + (0 if loaded_here else -int(vae.info.get("weight_bytes", 0)))
-    size = auto_tile_size(vae.info["config"], *pixels_hw, max(0, free), vae.compute_dtype, stride, overlap)
+    free = device_free(device) - (0 if loaded_here else weights) - output_bytes
+    size = auto_tile_size(config, *pixels_hw, max(0, free), vae.compute_dtype, stride, overlap)
     if size:
         _comfy.log.info("Wan22Duo VAE decode: %dx%d frames do not fit in %.1f GB free; decoding %d px tiles",
                         pixels_hw[1], pixels_hw[0], free / 1024 ** 3, size)
@@ -158,7 +164,10 @@ class Wan22DuoVAEDecode:
         stride = 8 if vae_version(vae) == "2.1" else 16
         pixels_hw = (latent.shape[3] * stride, latent.shape[4] * stride)
         if auto_tile:
-            tile_size = auto_tile_size_for(vae, pixels_hw, tile_overlap, stride)
+            out_device = torch.device(_comfy.intermediate_device())
+            on_vae = out_device.type == vae.device.type != "cpu"
+            output_bytes = latent.shape[0] * 3 * pixel_frames(latent.shape[2]) * pixels_hw[0] * pixels_hw[1] * 4  # float32
+            tile_size = auto_tile_size_for(vae, pixels_hw, tile_overlap, stride, output_bytes if on_vae else 0)
         tiling = Tiling(tile_size, tile_overlap) if tile_size > 0 else None
         frame_hw = (tile_size, tile_size) if tiling else pixels_hw
         progress = _comfy.Progress(latent.shape[2])
