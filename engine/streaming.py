@@ -24,7 +24,9 @@ bytes travel is a :class:`Link`:
 * :class:`SyncLink`: plain ``Tensor.to`` (CPU devices; no overlap machinery);
 * :class:`CudaLink`: a side stream and two pinned staging buffers, so the next streamed
   block's copy overlaps the current block's compute (double buffering: a budget must hold
-  two streamed blocks at once);
+  two streamed blocks at once). Its CUDA calls are :class:`CudaApi`'s; tests and the
+  ``--tiny`` bench run it against ``engine.stream_sim.DeferredCuda``, which defers the
+  side stream's work until a wait forces it, so a missing wait shows on CPU;
 * :class:`CountingLink`: a synchronous link that really copies even from CPU to CPU, so
   tests and ``bench/bench_memory.py`` can count device-side bytes on a machine without
   a GPU; ``asynchronous=True`` makes it defer each copy until it is waited for, which
