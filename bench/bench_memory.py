@@ -81,8 +81,8 @@ class AnonPeak:
     copies exist but the ledger does not count them yet) samples are skipped.
     """
 
-    def __init__(self, minus=lambda: 0):
-        self.minus, self.peak, self._stop = minus, 0, threading.Event()
+    def __init__(self, minus=lambda: 0, interval: float = 0.002):
+        self.minus, self.interval, self.peak, self._stop = minus, interval, 0, threading.Event()
         self.paused = threading.Event()
 
     def __enter__(self):
@@ -94,7 +94,7 @@ class AnonPeak:
     def _run(self):
         while not self._stop.is_set():
             self.sample()
-            time.sleep(0.002)
+            time.sleep(self.interval)
 
     def sample(self):
         if self.paused.is_set():

@@ -35,12 +35,14 @@ import math
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
+
+from bench_memory import AnonPeak, status_kib  # noqa: E402  (the same RssAnon poller and /proc reader)
+
 REAL_DIMS = {"2.1": (96, 96, 16), "2.2": (160, 256, 48)}  # as bench_vae.py
 MIB = 2 ** 20
 
@@ -60,37 +62,6 @@ MATRIX = (
     # tiled: 2 x 2 tiles of 128 px with 64 px overlap (the tile's own decode plus the blending)
     + [("2.1", "float32", 5, 192, 192, 128, 64), ("2.2", "float32", 5, 192, 192, 128, 64)]
 )
-
-
-def status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-class AnonPeak:
-    """Polls ``RssAnon`` on a thread and keeps the peak above the value at start."""
-
-    def __init__(self, interval: float = 0.0005):
-        self.interval, self.peak, self._stop = interval, 0, threading.Event()
-        self.base = status_kib("RssAnon") * 1024
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, status_kib("RssAnon") * 1024 - self.base)
-            time.sleep(self.interval)
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self.thread.join()
-        self.peak = max(self.peak, status_kib("RssAnon") * 1024 - self.base)
 
 
 def worker(version: str, dtype_name: str, frames: int, height: int, width: int, tile: int, overlap: int,
@@ -118,7 +89,7 @@ def worker(version: str, dtype_name: str, frames: int, height: int, width: int, 
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM := current VmRSS
     base_rss, base_file = status_kib("VmRSS"), status_kib("RssFile")
     start = time.perf_counter()
-    with AnonPeak() as anon:
+    with AnonPeak(interval=0.0005) as anon:
         video = model.decode(latent, tiling=tiling, output_device=output)
     seconds = time.perf_counter() - start
     hwm = status_kib("VmHWM")
