@@ -763,16 +763,21 @@ def to_ui(w: Workflow, schemas: dict) -> dict:
         else:
             schema = schemas[node.type]
             _check_widgets(w, node, schema)
+            def link_into(name: str, slot: int) -> int:
+                """Record the link from ``node.links[name]`` into this node's input ``slot``; its id."""
+                source, out_name = node.links[name]
+                src_schema = schemas[w.node(source).type]
+                src_slot = src_schema.output_index(out_name)
+                link_id = len(links) + 1
+                links.append([link_id, source, src_slot, node.id, slot, src_schema.outputs[src_slot][1]])
+                out_links.setdefault((source, src_slot), []).append(link_id)
+                return link_id
+
             sockets = [s for s in schema.inputs if not s.is_widget]
             for slot, spec in enumerate(sockets):
                 link_id = None
                 if spec.name in node.links:
-                    source, out_name = node.links[spec.name]
-                    src_schema = schemas[w.node(source).type]
-                    src_slot = src_schema.output_index(out_name)
-                    link_id = len(links) + 1
-                    links.append([link_id, source, src_slot, node.id, slot, src_schema.outputs[src_slot][1]])
-                    out_links.setdefault((source, src_slot), []).append(link_id)
+                    link_id = link_into(spec.name, slot)
                 elif not spec.optional:
                     raise ValueError(f"{w.name}: node {node.id} ({node.type}) input {spec.name!r} is not linked")
                 item = {"name": spec.name, "type": spec.type, "link": link_id}
@@ -781,13 +786,7 @@ def to_ui(w: Workflow, schemas: dict) -> dict:
                 entry["inputs"].append(item)
             for spec in schema.inputs:  # a widget fed by a link: an input slot that names its widget
                 if spec.is_widget and spec.name in node.links:
-                    source, out_name = node.links[spec.name]
-                    src_schema = schemas[w.node(source).type]
-                    src_slot = src_schema.output_index(out_name)
-                    link_id = len(links) + 1
-                    links.append([link_id, source, src_slot, node.id, len(entry["inputs"]),
-                                  src_schema.outputs[src_slot][1]])
-                    out_links.setdefault((source, src_slot), []).append(link_id)
+                    link_id = link_into(spec.name, len(entry["inputs"]))
                     entry["inputs"].append({"name": spec.name, "type": spec.type, "widget": {"name": spec.name},
                                             "link": link_id})
             entry["outputs"] = [{"name": n, "type": t, "slot_index": i, "links": None}
