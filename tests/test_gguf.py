@@ -142,8 +142,14 @@ def test_quantized_patch_embedding_is_decoded_by_the_conv(tmp_path):
     conv = model.patch_embedding
     assert conv.weight.dtype == torch.uint8 and conv.weight_format.shape == (256, 16, 1, 2, 2)
     dense = tmp_path / "dequantized.safetensors"
-    save_file(reference_state_dict(path), str(dense))
-    assert torch.equal(forward(model), forward(load_dit(dense)))
+    ref = reference_state_dict(path)
+    save_file(ref, str(dense))
+    # Exact: the decode itself (bit for bit the reference decoder's values).
+    assert torch.equal(conv.weight_format.dequantize(conv.weight, torch.float32), ref["patch_embedding.weight"])
+    # Not exact: the CPU's conv kernel may take another path (layout, alignment, instruction set) for the
+    # freshly decoded weight than for the mapped file's, so sums run in another order (seen on AMD EPYC).
+    # fp32 reordering of this tiny model's sums moves outputs of magnitude ~3 by a few ulps: 1e-5 bounds it.
+    torch.testing.assert_close(forward(model), forward(load_dit(dense)), rtol=1e-5, atol=1e-5)
     lora = {"patch_embedding.lora_down.weight": torch.ones(2, 16, 1, 2, 2),
             "patch_embedding.lora_up.weight": torch.ones(256, 2, 1, 1, 1)}
     with pytest.raises(LoraError, match="patch_embedding.weight.*weight_dtype"):
