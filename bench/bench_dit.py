@@ -1,7 +1,7 @@
 """One DiT forward step: our WanModel against diffusers' WanTransformer3DModel (CPU, fp32).
 
 Not a test. Both models get the same random weights (a mid-size Wan config written by
-``engine.tiny``), the same latents, timestep and 512-row context.
+``engine.testing.tiny``), the same latents, timestep and 512-row context.
 
 * Time: both models live in this process; after one warm-up each, forwards alternate
   (ours, diffusers, ours, ...) ``--repeats`` times. Process CPU time and wall time are
@@ -79,7 +79,7 @@ def build(which: str, weights: Path):
     from packpath import load_pack
 
     load_pack()
-    from wan22duo.engine import checkpoint
+    from wan22duo.engine.weights import checkpoint
 
     ours = checkpoint.load_dit(weights)
     if which == "ours":
@@ -201,7 +201,7 @@ def main(argv=None) -> None:
     from packpath import load_pack
 
     load_pack()
-    from wan22duo.engine import tiny
+    from wan22duo.engine.testing import tiny
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = tiny.write_tiny_dit(Path(tmp) / "dit.safetensors", args.variant, dim=args.dim, ffn_dim=args.ffn,

@@ -2,12 +2,12 @@
 
 Not a test. The model is ``bench/bench_sampling.py``'s expert (dim 1024, 8 layers,
 ffn 4096, random weights, fp32) at its latent (1x16x5x16x16, 320 tokens) with 512-row
-contexts; one step is ``engine.sampling.guided_velocity`` at cfg 5 (conditional and
+contexts; one step is ``engine.sampling.loop.guided_velocity`` at cfg 5 (conditional and
 unconditional pass). Configurations:
 
 * ``eager, two passes``: the two passes one after the other (the behaviour before batched guidance);
-* ``eager, batched``: one forward of batch 2 (``engine.guidance``, the default now);
-* ``compile, batched``: the same with the blocks compiled by inductor (``engine.fast``).
+* ``eager, batched``: one forward of batch 2 (``engine.sampling.guidance``, the default now);
+* ``compile, batched``: the same with the blocks compiled by inductor (``engine.sampling.fast``).
 
 Method: one warm-up step per configuration (the compile row's includes compiling,
 unless inductor's on-disk cache already holds the graph from an earlier run), then ``--rounds`` rounds that run every configuration once, in turn, so
@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gpu_suite  # noqa: E402  (imports the pack)
 import torch  # noqa: E402
 
-from wan22duo.engine import fast, guidance  # noqa: E402
-from wan22duo.engine.sampling import guided_velocity  # noqa: E402
+from wan22duo.engine.sampling import fast, guidance  # noqa: E402
+from wan22duo.engine.sampling.loop import guided_velocity  # noqa: E402
 
 CONFIGS = [("eager, two passes", "off", False), ("eager, batched", "off", True),
            ("compile (inductor), batched", "inductor", True)]
@@ -53,7 +53,7 @@ def step(model, data, compile_mode, batched):
 
 
 def fp8_matmul_micro(n: int = 256) -> tuple[float, float]:
-    from wan22duo.engine.ops import fp8_matmul, quantize_fp8
+    from wan22duo.engine.model.ops import fp8_matmul, quantize_fp8
 
     x = torch.randn(n, n)
     w, s = quantize_fp8(torch.randn(n, n) / n ** 0.5, torch.float8_e4m3fn)

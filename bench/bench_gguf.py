@@ -1,8 +1,8 @@
 """GGUF experts on CPU: forward time of Q8_0 and Q4_K against fp16 weights, and resident memory.
 
-Not a test. One mid-size Wan expert (random weights from ``engine.tiny``, dim 1024, ffn 4096,
+Not a test. One mid-size Wan expert (random weights from ``engine.testing.tiny``, dim 1024, ffn 4096,
 4 layers, text_dim 4096 by default) is written three times: fp16 safetensors
-(``engine.tiny.write_tiny_dit``), Q8_0 GGUF and Q4_K GGUF (``engine.tiny_gguf``, city96's
+(``engine.testing.tiny.write_tiny_dit``), Q8_0 GGUF and Q4_K GGUF (``engine.testing.tiny_gguf``, city96's
 layout; Q4_K with random valid blocks, as ``gguf`` cannot quantize K types). Every model
 computes in fp32 (the CPU default), so each Linear upcasts (fp16) or decodes (GGUF) its
 weight at every call.
@@ -81,7 +81,7 @@ def load_pack():
 
 def write_models(folder: Path, args) -> dict[str, Path]:
     load_pack()
-    from wan22duo.engine import tiny, tiny_gguf
+    from wan22duo.engine.testing import tiny, tiny_gguf
 
     sizes = dict(dim=args.dim, ffn_dim=args.ffn, num_layers=args.layers)
     return {"fp16": tiny.write_tiny_dit(folder / "expert_fp16.safetensors", storage="fp16", **sizes),
@@ -109,7 +109,7 @@ def measure(path: Path) -> dict:
     import torch
 
     load_pack()
-    from wan22duo.engine.checkpoint import load_dit
+    from wan22duo.engine.weights.checkpoint import load_dit
 
     torch.set_num_threads(1)
     anon_before = status_kib("RssAnon")
@@ -127,7 +127,7 @@ def time_forwards(paths: dict[str, Path], args) -> dict:
     import torch
 
     load_pack()
-    from wan22duo.engine.checkpoint import load_dit
+    from wan22duo.engine.weights.checkpoint import load_dit
 
     torch.set_num_threads(args.threads)
     models = {name: load_dit(path) for name, path in paths.items()}
@@ -155,7 +155,8 @@ def decode_speed() -> dict:
     import torch
 
     load_pack()
-    from wan22duo.engine import ggml, tiny_gguf
+    from wan22duo.engine.weights import ggml
+    from wan22duo.engine.testing import tiny_gguf
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)
@@ -177,7 +178,7 @@ def _timed(fn) -> float:
 def report(args, paths, mem, timing, decode) -> str:
     import torch
 
-    lines = ["## GGUF experts (engine/gguf.py, engine/ggml.py) against fp16 weights", ""]
+    lines = ["## GGUF experts (engine/weights/gguf.py, engine/weights/ggml.py) against fp16 weights", ""]
     lines.append(f"CPU fp32 compute, torch {torch.__version__}, {args.threads} thread(s), 2 shared cores "
                  f"(load average {os.getloadavg()[0]:.1f}). Expert: t2v_a14b layout, dim {args.dim}, ffn {args.ffn}, "
                  f"{args.layers} layers, text_dim 4096, random weights; context 512 rows. Command: "

@@ -7,8 +7,8 @@ layers; TI2V-5B: dim 3072, 30 layers) with random weights on the host in the sto
 ``--cards`` (GB):
 
 * the weight budget is what ``auto`` would give on an empty card of that size: the card
-  minus ``engine.memory.activation_bytes`` for this latent (bf16 compute, cfg != 1);
-* ``engine.streaming.place`` puts the expert on the GPU within it (blocks that do not fit
+  minus ``engine.memory.estimates.activation_bytes`` for this latent (bf16 compute, cfg != 1);
+* ``engine.memory.streaming.place`` puts the expert on the GPU within it (blocks that do not fit
   stream through the CUDA link: side stream, pinned staging buffers);
 * one warm-up forward, then ``--forwards`` timed forwards; reported: seconds per step
   (two forwards: CFG runs conditional and unconditional passes one after the other),
@@ -21,7 +21,7 @@ Each streamed output is compared with the resident one for the same input (``ide
 bit for bit, as streaming promises), so a GPU run also checks the CUDA link's waits.
 
 ``--tiny`` runs the same code on CPU at tiny shapes: the same ``streaming.CudaLink``, its
-CUDA calls played by ``engine.stream_sim.DeferredCuda`` (copies deferred until waited for,
+CUDA calls played by ``engine.testing.stream_sim.DeferredCuda`` (copies deferred until waited for,
 staging-buffer refills checked), card sizes scaled to the tiny model. It is what the test
 suite runs (tests/test_bench_gpu_memory.py), so the script is known to work before a GPU
 session uses it.
@@ -75,8 +75,8 @@ def random_model(model: str, weights: str, tiny: bool):
     """The DiT with random weights on the host, in the stored form."""
     import torch
 
-    from wan22duo.engine.dit import WanConfig, WanModel
-    from wan22duo.engine.ops import CASTING_LAYERS
+    from wan22duo.engine.model.dit import WanConfig, WanModel
+    from wan22duo.engine.model.ops import CASTING_LAYERS
 
     config = WanConfig(**(TINY if tiny else CONFIGS)[model])
     with torch.device("meta"):
@@ -122,9 +122,9 @@ def measure(args, net, model: str, size: str, weights: str, card: str, reference
     Returns the row and the output (on the host); ``reference``: the resident output to compare with."""
     import torch
 
-    from wan22duo.engine.memory import activation_bytes
-    from wan22duo.engine.stream_sim import DeferredCuda
-    from wan22duo.engine.streaming import Budget, CudaLink, place, streamer_of, tensor_bytes, to_host
+    from wan22duo.engine.memory.estimates import activation_bytes
+    from wan22duo.engine.testing.stream_sim import DeferredCuda
+    from wan22duo.engine.memory.streaming import Budget, CudaLink, place, streamer_of, tensor_bytes, to_host
 
     frames, h, w = latent_shape(model, size)
     cfg = net.config

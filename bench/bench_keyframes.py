@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     load_pack()
     import torch
 
-    from wan22duo.engine.vae.tiny import write_tiny_vae
+    from wan22duo.engine.testing.tiny_vae import write_tiny_vae
     from wan22duo.nodes.keyframes import Wan22DuoI2VExtend, Wan22DuoTI2VExtend, Wan22DuoTI2VKeyframes
     from wan22duo.nodes.loaders import Wan22DuoVAELoader
 

@@ -4,7 +4,7 @@ Three parts, each number from a fresh Python process (``--worker``):
 
 ``anon``: peak **anonymous** RSS (``RssAnon`` in ``/proc/self/status``: memory the
 process owns, excluding the file-backed page cache that holds the memory-mapped
-weights) of a two-expert ``engine.sampling.sample`` run under ``offload_cpu``, for
+weights) of a two-expert ``engine.sampling.loop.sample`` run under ``offload_cpu``, for
 mid-size experts written to disk in their stored form and loaded lazily as the loader
 node does. A polling thread reads ``RssAnon`` every 2 ms; the peak is over the run,
 minus the value just before it (so the Python/torch baseline does not count).
@@ -30,7 +30,7 @@ of the copies themselves, not of a PCIe transfer. Outputs are checked bit-identi
 the resident run.
 
 ``estimate``: the forward's peak memory above resident (``VmHWM`` after
-``clear_refs``), against ``engine.memory.activation_bytes`` at two latent sizes (fp32).
+``clear_refs``), against ``engine.memory.estimates.activation_bytes`` at two latent sizes (fp32).
 
 Usage (repository root)::
 
@@ -119,13 +119,13 @@ def anon_worker(args) -> dict:
     _pack()
     import torch
 
-    from wan22duo.engine.checkpoint import detect_dit, load_dit
-    from wan22duo.engine.lora import apply_loras
-    from wan22duo.engine.residency import ModelHandle, free_cached_memory
-    from wan22duo.engine.sampling import sample
+    from wan22duo.engine.weights.checkpoint import detect_dit, load_dit
+    from wan22duo.engine.weights.lora import apply_loras
+    from wan22duo.engine.memory.residency import ModelHandle, free_cached_memory
+    from wan22duo.engine.sampling.loop import sample
 
     if args.mode == "emulated":  # (imported only here, so the cpu mode also runs against older code)
-        from wan22duo.engine.streaming import Budget, CountingLink, streamer_of, to_host
+        from wan22duo.engine.memory.streaming import Budget, CountingLink, streamer_of, to_host
     else:
         def streamer_of(model):
             return None
@@ -221,8 +221,8 @@ def stream_worker(args) -> dict:
     _pack()
     import torch
 
-    from wan22duo.engine.checkpoint import load_dit
-    from wan22duo.engine.streaming import Budget, CountingLink, place, streamer_of, tensor_bytes
+    from wan22duo.engine.weights.checkpoint import load_dit
+    from wan22duo.engine.memory.streaming import Budget, CountingLink, place, streamer_of, tensor_bytes
 
     torch.set_num_threads(args.threads)
     model = load_dit(args.high, compute_dtype=torch.float32)
@@ -252,8 +252,8 @@ def estimate_worker(args) -> dict:
     _pack()
     import torch
 
-    from wan22duo.engine.checkpoint import load_dit
-    from wan22duo.engine.memory import activation_bytes
+    from wan22duo.engine.weights.checkpoint import load_dit
+    from wan22duo.engine.memory.estimates import activation_bytes
 
     torch.set_num_threads(args.threads)
     model = load_dit(args.high, compute_dtype=torch.float32)
@@ -289,8 +289,8 @@ def mib(n: float) -> str:
 
 def write_experts(args, folder: Path) -> dict:
     _pack()
-    from wan22duo.engine.lora_tiny import write_tiny_lora
-    from wan22duo.engine.tiny import write_tiny_dit
+    from wan22duo.engine.testing.tiny_lora import write_tiny_lora
+    from wan22duo.engine.testing.tiny import write_tiny_dit
 
     dims = {"dim": args.dim, "ffn_dim": args.ffn, "num_layers": args.layers}
     files = {}

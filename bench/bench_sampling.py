@@ -1,6 +1,6 @@
 """Peak host memory of a two-expert run under each memory policy, on CPU.
 
-What it measures: the peak resident set (Linux ``VmHWM``) of ``engine.sampling.sample``
+What it measures: the peak resident set (Linux ``VmHWM``) of ``engine.sampling.loop.sample``
 alone, in a fresh Python process per configuration, for mid-size random experts
 written to disk and loaded lazily with ``load_dit`` (as the loader node does):
 
@@ -69,9 +69,9 @@ def worker(args: argparse.Namespace) -> dict:
     load_pack()
     import torch
 
-    from wan22duo.engine.checkpoint import detect_dit, load_dit
-    from wan22duo.engine.residency import ModelHandle
-    from wan22duo.engine.sampling import sample
+    from wan22duo.engine.weights.checkpoint import detect_dit, load_dit
+    from wan22duo.engine.memory.residency import ModelHandle
+    from wan22duo.engine.sampling.loop import sample
 
     torch.set_num_threads(args.threads)
 
@@ -108,7 +108,7 @@ def write_experts(args: argparse.Namespace, folder: Path) -> tuple[Path, Path, i
     from packpath import load_pack
 
     load_pack()
-    from wan22duo.engine.tiny import write_tiny_dit
+    from wan22duo.engine.testing.tiny import write_tiny_dit
 
     dims = {"dim": args.dim, "ffn_dim": args.ffn, "num_layers": args.layers}
     high = write_tiny_dit(folder / "high.safetensors", "t2v_a14b", seed=1, **dims)

@@ -2,7 +2,7 @@
 
 Every measurement runs in a fresh subprocess that builds one implementation with
 real channel widths and random weights (the same seeded weights for both, order-1
-activations as in ``engine/vae/tiny.py``), creates a random latent, then:
+activations as in ``engine/testing/tiny_vae.py``), creates a random latent, then:
 
 * returns freed heap to the OS (``malloc_trim(0)``) and resets the kernel's peak-RSS
   counter (``echo 5 > /proc/self/clear_refs``) so model construction does not count,
@@ -61,9 +61,9 @@ def _random_state(version: str) -> dict:
     from packpath import load_pack
 
     load_pack()
-    from wan22duo.engine.vae.loading import build_vae
-    from wan22duo.engine.vae.model import VAEConfig
-    from wan22duo.engine.vae.tiny import _init
+    from wan22duo.engine.weights.vae_checkpoint import build_vae
+    from wan22duo.engine.model.vae.model import VAEConfig
+    from wan22duo.engine.testing.tiny_vae import _init
 
     base, dec, z = REAL_DIMS[version]
     shapes = {k: tuple(v.shape) for k, v in build_vae(VAEConfig(version, base, dec, z)).state_dict().items()}
@@ -77,7 +77,7 @@ def _build(impl: str, version: str, state_config=None):
 
     state, config = state_config or _random_state(version)
     if impl == "ours":
-        from wan22duo.engine.vae.loading import build_vae
+        from wan22duo.engine.weights.vae_checkpoint import build_vae
 
         model = build_vae(config)
         model.load_state_dict(state, strict=True, assign=True)

@@ -1,4 +1,4 @@
-"""Peak working memory of one VAE decode, the data ``engine.memory.vae_decode_bytes`` is fitted to.
+"""Peak working memory of one VAE decode, the data ``engine.memory.estimates.vae_decode_bytes`` is fitted to.
 
 Each measurement runs in a fresh subprocess that builds the Wan 2.1 or 2.2 VAE at its
 real widths with random weights (``bench_vae._random_state``: seeded, order-1
@@ -69,8 +69,8 @@ def worker(version: str, dtype_name: str, frames: int, height: int, width: int, 
     import torch
 
     from bench_vae import _random_state
-    from wan22duo.engine.vae import Tiling
-    from wan22duo.engine.vae.loading import build_vae
+    from wan22duo.engine.model.vae.tiling import Tiling
+    from wan22duo.engine.weights.vae_checkpoint import build_vae
 
     torch.set_num_threads(threads)
     dtype = getattr(torch, dtype_name)
@@ -129,8 +129,8 @@ def report(runs: list[dict]) -> str:
     """Markdown table: per point the largest default-malloc peak, the live-tensor peak, the estimate."""
     import torch
 
-    from wan22duo.engine.memory import vae_decode_bytes
-    from wan22duo.engine.vae.model import VAEConfig
+    from wan22duo.engine.memory.estimates import vae_decode_bytes
+    from wan22duo.engine.model.vae.model import VAEConfig
 
     points: dict = {}
     for r in runs:
@@ -173,7 +173,7 @@ def _points(runs: list[dict]) -> dict:
 
 
 def fit(runs: list[dict], margin: float = 1.05) -> dict:
-    """``engine.memory._VAE_DECODE_FIT`` from the runs: per pixel, ``margin`` x the least-squares
+    """``engine.memory.estimates._VAE_DECODE_FIT`` from the runs: per pixel, ``margin`` x the least-squares
     slope of the live-tensor peaks (what grows with the frame); fixed, the least that makes
     ``fixed + per_pixel * pixels >= margin * peak`` at every point (peak: the largest of any run)."""
     result = {}
@@ -204,7 +204,7 @@ def main() -> None:
     ap.add_argument("--jsonl", type=Path, default=ROOT / "bench" / "results_vae_memory.jsonl",
                     help="--matrix appends every run here; --report reads it")
     ap.add_argument("--report", action="store_true", help="print the markdown table of --jsonl")
-    ap.add_argument("--fit", action="store_true", help="print engine.memory._VAE_DECODE_FIT fitted to --jsonl")
+    ap.add_argument("--fit", action="store_true", help="print engine.memory.estimates._VAE_DECODE_FIT fitted to --jsonl")
     args = ap.parse_args()
     if args.worker:
         version, dtype, frames, height, width = args.worker

@@ -2,18 +2,18 @@
 
 Not a test. With random weights (nothing is downloaded) it builds each model at its
 real size directly on the device, in the compute dtype (bf16 on GPU, fp32 on CPU), and
-times one *sampling step with CFG on*: ``engine.sampling.guided_velocity`` with
+times one *sampling step with CFG on*: ``engine.sampling.loop.guided_velocity`` with
 cfg 5, i.e. the conditional and unconditional passes (one batch-2 forward by default,
-``engine.guidance``). Cases (GPU, ``--size real``):
+``engine.sampling.guidance``). Cases (GPU, ``--size real``):
 
 * T2V-A14B (dim 5120, 40 layers) at 832x480x81 and 1280x720x81 (32,760 / 75,600 tokens);
 * TI2V-5B (dim 3072, 30 layers) at 1280x704x121 (27,280 tokens).
 
 Per case, one row per configuration: each attention kernel that is available and
-passes its check (``engine.attention``; SDPA at least), with and without
+passes its check (``engine.model.attention``; SDPA at least), with and without
 ``torch.compile`` of the blocks (inductor), and SDPA with the two passes run one after
 the other; then (``--fp8``, default on a GPU only) the blocks' weights quantised to
-e4m3fn, once upcast per matmul and once with fp8 matmul (``engine.fp8``). Columns: seconds per step (best of ``--repeats`` after one warm-up step;
+e4m3fn, once upcast per matmul and once with fp8 matmul (``engine.weights.fp8``). Columns: seconds per step (best of ``--repeats`` after one warm-up step;
 a compile row's warm-up includes compiling, reported apart), peak memory of the step
 above what was allocated before it (CUDA allocator peak; on CPU the kernel's resident
 high-water mark), and the bf16 roofline ratio: matmul FLOPs of the step (counted from
@@ -58,12 +58,12 @@ from packpath import load_pack  # noqa: E402
 load_pack()
 import torch  # noqa: E402
 
-from wan22duo.engine import attention as attn  # noqa: E402
-from wan22duo.engine import fast, guidance  # noqa: E402
-from wan22duo.engine.dit import WanConfig, WanModel  # noqa: E402
-from wan22duo.engine.fp8 import check_fp8_matmul as fp8_check  # noqa: E402
-from wan22duo.engine.ops import CastLinear, quantize_fp8  # noqa: E402
-from wan22duo.engine.sampling import guided_velocity  # noqa: E402
+from wan22duo.engine.model import attention as attn  # noqa: E402
+from wan22duo.engine.sampling import fast, guidance  # noqa: E402
+from wan22duo.engine.model.dit import WanConfig, WanModel  # noqa: E402
+from wan22duo.engine.weights.fp8 import check_fp8_matmul as fp8_check  # noqa: E402
+from wan22duo.engine.model.ops import CastLinear, quantize_fp8  # noqa: E402
+from wan22duo.engine.sampling.loop import guided_velocity  # noqa: E402
 
 CFG = 5.0
 TEXT_LEN = 512

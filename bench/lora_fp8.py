@@ -1,6 +1,6 @@
 """LoRAs on fp8 weights: merged and re-quantized (the old way) against run beside the weight (now).
 
-engine/lora.py no longer merges a LoRA into an fp8 Linear: ``CastLinear.lora_branches``
+engine/weights/lora.py no longer merges a LoRA into an fp8 Linear: ``CastLinear.lora_branches``
 adds ``s * (x @ down.T) @ up.T`` at call time, in the compute dtype, and the fp8 weight is
 never touched. This script measures what that buys and what it costs.
 
@@ -9,7 +9,7 @@ never touched. This script measures what that buys and what it costs.
    The error is that of the LoRA's effect on the layer output, relative to the effect
    ``x @ delta.T`` (1.0: the effect is as wrong as it is large).
    a) the merged weight alone, in exact arithmetic: re-quantized to fp8 with a fresh
-      scale by round-to-nearest (what engine.lora did, via ops.quantize_fp8) or by
+      scale by round-to-nearest (what engine.weights.lora did, via ops.quantize_fp8) or by
       stochastic rounding (what ComfyUI does), or kept in bf16 (for reference);
    b) the layer output in the compute dtype against float64 ``x @ (W + delta).T + b``:
       the runtime branch, the fp8 merge run through the same layer, and ("floor") the
@@ -40,7 +40,7 @@ Results (AMD EPYC, 2 shared cores, torch 2.13 CPU, seed 0):
 
 Reading: in fp32 the branch is exact to fp32 rounding. In bf16 its error equals the floor,
 the rounding every bf16 layer has with or without a LoRA (at a 0.5 % change it is half as
-large as the change itself), because the output is rounded once (engine.ops.CastLinear
+large as the change itself), because the output is rounded once (engine.model.ops.CastLinear
 adds the branch into the buffer the main product then accumulates into); a merged fp8
 weight adds the fp8 rounding on top. The fp32 time cost matches the extra work,
 r * (in + out) / (in * out); this CPU has no native bf16 matmul, so its bf16 numbers say
@@ -58,7 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
 from packpath import load_pack  # noqa: E402
 
 load_pack()
-from wan22duo.engine.ops import CastLinear, LoraBranch, quantize_fp8  # noqa: E402
+from wan22duo.engine.model.ops import CastLinear, LoraBranch, quantize_fp8  # noqa: E402
 
 FP8 = torch.float8_e4m3fn
 FRACTIONS = (0.005, 0.02, 0.1, 0.3)

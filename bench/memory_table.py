@@ -3,7 +3,7 @@
 For each model, stored form and video size: the weight bytes of the real architecture
 (counted from the model built on the meta device, fp8 files holding their Linear weights
 in fp8 and the rest in 16 bits), the activation estimate of one bf16 forward with CFG
-batched into one forward (``engine.guidance``'s default; ``--two-pass`` for two passes),
+batched into one forward (``engine.sampling.guidance``'s default; ``--two-pass`` for two passes),
 and per card the weight budget ``auto`` would give on an otherwise empty card (card -
 0.5 GiB for the CUDA context - activations). The expert streams the blocks that do not
 fit; when the batched activations leave too little, ``auto`` counts two passes instead
@@ -41,7 +41,7 @@ CONFIGS = {
 
 def weight_bytes(model, stored: str) -> tuple[int, int, int]:
     """(total, largest block, outside the blocks) bytes in the stored form."""
-    from wan22duo.engine.ops import CASTING_LAYERS
+    from wan22duo.engine.model.ops import CASTING_LAYERS
 
     def size(module) -> int:
         total = 0
@@ -57,15 +57,15 @@ def weight_bytes(model, stored: str) -> tuple[int, int, int]:
 
 
 def rows(passes: int = 2) -> list[dict]:
-    """``passes``: guidance passes per forward (2: engine.guidance's batched CFG, the default; 1: one after
+    """``passes``: guidance passes per forward (2: engine.sampling.guidance's batched CFG, the default; 1: one after
     the other, as with ``set_batched_guidance(False)`` or contexts that cannot share a batch)."""
     from packpath import load_pack
 
     load_pack()
     import torch
 
-    from wan22duo.engine.dit import WanConfig, WanModel
-    from wan22duo.engine.memory import activation_bytes
+    from wan22duo.engine.model.dit import WanConfig, WanModel
+    from wan22duo.engine.memory.estimates import activation_bytes
 
     out = []
     for name, stored, (w, h, f) in ROWS:

@@ -3,7 +3,7 @@
 ComfyUI records a failed node's ``exception_type`` as ``module.QualName`` (history, the
 websocket's ``execution_error``, the UI's error dialog). The module of a pack class is
 whatever name ComfyUI imported the pack's folder under, a path-derived name such as
-``custom_nodes.ComfyUI-Wan22Duo.engine.sampling``, which says nothing to a user and
+``custom_nodes.ComfyUI-Wan22Duo.engine.sampling.loop``, which says nothing to a user and
 changes with the install folder. Every exception the pack raises on purpose is
 therefore shown under the package name instead: ``wan22duo.SamplingError``.
 """

@@ -17,7 +17,7 @@ Fixtures:
 
 * ``comfy_tree``: the copied tree (paths only; nothing imported). Server tests start ``main.py`` in it.
 * ``comfy``: ComfyUI imported *in this process* from that tree, on the CPU, with every custom node
-  loaded as ComfyUI loads them. ``comfy.node(name)`` is a node class; ``comfy.pack_module("engine.tiny")``
+  loaded as ComfyUI loads them. ``comfy.node(name)`` is a node class; ``comfy.pack_module("engine.testing.tiny")``
   imports a module of the pack *as ComfyUI loaded it* (so class identities agree with the nodes').
 """
 from __future__ import annotations
@@ -140,7 +140,7 @@ class InProcessComfy:
                            "See the log above for 'Cannot import'") from None
 
     def pack_module(self, name: str):
-        """``engine.tiny`` -> the pack's module of that name, as loaded by ComfyUI."""
+        """``engine.testing.tiny`` -> the pack's module of that name, as loaded by ComfyUI."""
         return importlib.import_module(f"{self.pack.__name__}.{name}")
 
     def run(self, name: str, *args, **kwargs):

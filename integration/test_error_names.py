@@ -1,7 +1,7 @@
 """A failing Wan22Duo node, run by ComfyUI's own executor: the error carries the pack's public type name.
 
 ComfyUI writes ``exception_type`` as ``module.QualName``; for a pack installed under a hyphenated folder
-the module was a path-derived name (``..._x_...ComfyUI-Wan22Duo.engine.sampling``). It must read
+the module was a path-derived name (``..._x_...ComfyUI-Wan22Duo.engine.sampling.loop``). It must read
 ``wan22duo.SamplingError`` however the pack was installed.
 """
 
@@ -24,7 +24,7 @@ def _executor(comfy):
 
 
 def test_a_sampler_error_is_reported_as_wan22duo_sampling_error(comfy):
-    tiny = comfy.pack_module("engine.tiny")
+    tiny = comfy.pack_module("engine.testing.tiny")
     name = "wan2.2_t2v_high_noise_14B_tiny.safetensors"
     tiny.write_tiny_dit(comfy.tree.model_path("diffusion_models", name), "t2v_a14b", dim=128, ffn_dim=256,
                         num_layers=1)

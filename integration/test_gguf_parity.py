@@ -1,6 +1,6 @@
 """One GGUF file, two loaders: ComfyUI-GGUF's UnetLoaderGGUF and ours give the same DiT output.
 
-The tiny experts are written by the pack's ``engine.tiny_gguf`` (city96's layout) into the copied
+The tiny experts are written by the pack's ``engine.testing.tiny_gguf`` (city96's layout) into the copied
 ComfyUI's ``models/unet`` folder, the legacy folder ComfyUI-GGUF users keep them in. ComfyUI-GGUF
 decodes with ``dequant_dtype`` float32 here (UnetLoaderGGUFAdvanced): its default decodes the
 float16 block scales in float16 arithmetic, so its weights differ from the exact values (and from
@@ -30,7 +30,7 @@ def inputs(variant: str):
 
 
 def both_outputs(comfy, variant: str, qtype: str):
-    tiny_gguf = comfy.pack_module("engine.tiny_gguf")
+    tiny_gguf = comfy.pack_module("engine.testing.tiny_gguf")
     name = f"wan22duo-parity-{variant}-{qtype}-high_noise.gguf"
     tiny_gguf.write_tiny_gguf(comfy.tree.model_path("unet", name), variant, qtype, seed=11, **SIZES)
     (patcher,) = comfy.run("UnetLoaderGGUFAdvanced", unet_name=name, dequant_dtype="float32",
@@ -52,7 +52,7 @@ def both_outputs(comfy, variant: str, qtype: str):
 
 def assert_same_weights(comfy, ours, theirs):
     """Each casting layer's weight as our layer decodes it equals ComfyUI-GGUF's decoding, bit for bit."""
-    ops = comfy.pack_module("engine.ops")
+    ops = comfy.pack_module("engine.model.ops")
     checked = 0
     for name, layer in ours.named_modules():
         if not isinstance(layer, ops.CASTING_LAYERS):

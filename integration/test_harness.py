@@ -7,7 +7,7 @@ def test_pack_and_gguf_load_in_comfyui(comfy):
     assert "UnetLoaderGGUF" in comfy.nodes.NODE_CLASS_MAPPINGS
     assert comfy.model_management.get_torch_device() == torch.device("cpu")
     # The pack's engine resolves to the very modules ComfyUI's nodes use.
-    tiny = comfy.pack_module("engine.tiny")
+    tiny = comfy.pack_module("engine.testing.tiny")
     assert tiny.__name__.startswith(comfy.pack.__name__)
     # Model folders point into the copy, never into the read-only source tree.
     for folder in ("diffusion_models", "vae", "loras"):

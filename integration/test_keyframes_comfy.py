@@ -14,8 +14,8 @@ LENGTH, WIDTH, HEIGHT = 13, 48, 32
 
 @pytest.fixture(scope="module")
 def setup(comfy):
-    tiny_vae = comfy.pack_module("engine.vae.tiny")
-    tiny_dit = comfy.pack_module("engine.tiny")
+    tiny_vae = comfy.pack_module("engine.testing.tiny_vae")
+    tiny_dit = comfy.pack_module("engine.testing.tiny")
     vae_file = comfy.tree.model_path("vae", "keyframes_tiny_wan_2.1_vae.safetensors")
     tiny_vae.write_tiny_vae(vae_file, "2.1", seed=3)
     experts = {}
@@ -87,7 +87,7 @@ def test_our_sampler_gives_the_same_video_from_either_node(comfy, setup):
 @pytest.fixture(scope="module")
 def comfy_dits(comfy):
     """Tiny DiTs at the harness's default widths (ComfyUI's UNETLoader detects them as Wan 2.2)."""
-    tiny_dit, tiny_vae = comfy.pack_module("engine.tiny"), comfy.pack_module("engine.vae.tiny")
+    tiny_dit, tiny_vae = comfy.pack_module("engine.testing.tiny"), comfy.pack_module("engine.testing.tiny_vae")
     names = {}
     for seed, (variant, role) in enumerate([("i2v_a14b", "high_noise"), ("i2v_a14b", "low_noise"),
                                             ("ti2v_5b", "single")]):

@@ -1,6 +1,6 @@
 """Wan22DuoModelSampler in a real ComfyUI: the MODEL path against the engine path, memory, GGUF.
 
-The same tiny checkpoints (``engine.tiny``: dim 256, text_dim 4096, real key names, so
+The same tiny checkpoints (``engine.testing.tiny``: dim 256, text_dim 4096, real key names, so
 ComfyUI detects them as Wan 2.2) go through ComfyUI's UNETLoader -> LoraLoaderModelOnly ->
 Wan22DuoModelSampler and through Wan22DuoExpertLoader -> Wan22DuoLoraLoader ->
 Wan22DuoSampler, with the same seed and settings, in fp32 on the CPU.
@@ -31,7 +31,7 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.fixture(scope="module")
 def files(comfy):
     """Tiny experts and one LoRA per expert, written under ComfyUI's model folders."""
-    tiny, lora_tiny = comfy.pack_module("engine.tiny"), comfy.pack_module("engine.lora_tiny")
+    tiny, lora_tiny = comfy.pack_module("engine.testing.tiny"), comfy.pack_module("engine.testing.tiny_lora")
     names = {}
     for seed, (variant, role) in enumerate([("t2v_a14b", "high"), ("t2v_a14b", "low"), ("i2v_a14b", "high"),
                                             ("i2v_a14b", "low"), ("ti2v_5b", "single")]):
@@ -135,7 +135,7 @@ def test_one_model_call_matches_the_engine_dit(comfy, files, variant):
     """ComfyExpert(x_in, t, context): the velocity of ComfyUI's model equals our DiT's, I2V channels and
     TI2V per-token timesteps included."""
     adapter = comfy.pack_module("nodes.comfy_model")
-    conditioning_module = comfy.pack_module("engine.conditioning")
+    conditioning_module = comfy.pack_module("engine.model.conditioning")
     (engine_handle,) = engine_models(comfy, files, variant, 0.8)[:1]
     (patcher,) = comfy_models(comfy, files, variant, 0.8)[:1]
     expert = adapter.ComfyExpert(patcher, "high_noise", "high_noise_model")
@@ -193,7 +193,7 @@ def test_the_model_sees_the_official_integer_timesteps(comfy, files):
 
     model = model.clone()
     model.set_model_unet_function_wrapper(wrapper)
-    expected = comfy.pack_module("engine.schedule").make_schedule("wan", STEPS, 12.0).timesteps.float()
+    expected = comfy.pack_module("engine.sampling.schedule").make_schedule("wan", STEPS, 12.0).timesteps.float()
     run_sampler(comfy, "Wan22DuoModelSampler", [model], "t2v_a14b", "wan", switch_step=STEPS)
     # cond and uncond go in one batch (both padded to 512 rows), so each step makes one call of batch 2
     assert [len(s) for s in seen] == [2] * STEPS
@@ -203,9 +203,9 @@ def test_the_model_sees_the_official_integer_timesteps(comfy, files):
 
 def test_after_the_switch_only_the_low_noise_expert_is_loaded(comfy, files):
     mm = comfy.model_management
-    sampling = comfy.pack_module("engine.sampling")
+    sampling = comfy.pack_module("engine.sampling.loop")
     adapter = comfy.pack_module("nodes.comfy_model")
-    schedule = comfy.pack_module("engine.schedule")
+    schedule = comfy.pack_module("engine.sampling.schedule")
     pos, neg, latent = conditioning(comfy, "t2v_a14b", LATENT["t2v_a14b"])
     for memory in ("offload_cpu", "release", "keep_both"):
         mm.unload_all_models()
@@ -364,7 +364,7 @@ def test_committed_gguf_schema_is_the_live_node(comfy):
 # ---------------------------------------------------------------- a tiny Q8_0 GGUF, city96's layout
 
 def write_q8_gguf(comfy, path, state_dict: dict) -> dict:
-    """Write ``state_dict`` as a Q8_0 GGUF in city96's layout (the pack's ``engine.tiny_gguf`` rules); return
+    """Write ``state_dict`` as a Q8_0 GGUF in city96's layout (the pack's ``engine.testing.tiny_gguf`` rules); return
     what each tensor decodes to by ``gguf``'s own numpy reference.
 
     The 5-D patch embedding is flattened to 2-D and kept in F32 with its real shape in
@@ -373,7 +373,7 @@ def write_q8_gguf(comfy, path, state_dict: dict) -> dict:
     import gguf
     import numpy as np
 
-    tiny_gguf = comfy.pack_module("engine.tiny_gguf")
+    tiny_gguf = comfy.pack_module("engine.testing.tiny_gguf")
     tensors, shapes, decoded = {}, {}, {}
     for key, tensor in state_dict.items():
         data = tensor.float().numpy()

@@ -19,7 +19,7 @@ by its PID when the session ends, whatever the tests did. Each workflow in ``wor
 Checks per workflow: the prompt validates and its /history status is success; every saved video is
 on disk and decodes to 96 x 64 frames, as many as the graph makes (5 a clip; joined clips less the
 overlap); each Duo sampler's ``ui.wan22duo_switch`` report equals
-``engine.sampling.plan_switch`` for the settings queued (switch step, steps, boundary, sigmas,
+``engine.sampling.loop.plan_switch`` for the settings queued (switch step, steps, boundary, sigmas,
 timesteps), and for A14B the switch falls inside the run. The graphs of :mod:`native_graphs`
 (ComfyUI's own loaders and samplers only) run the same way, checked for success and the video.
 """
@@ -60,7 +60,7 @@ def _queue_client_module():
 
 @pytest.fixture(scope="session")
 def engine_sampling():
-    return tiny_models.pack_module("engine.sampling")
+    return tiny_models.pack_module("engine.sampling.loop")
 
 
 @pytest.fixture(scope="session")

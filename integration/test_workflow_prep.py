@@ -14,7 +14,7 @@ WORKFLOWS = sorted((REPO / "workflows" / "api").glob("*.json"))
 
 @pytest.fixture(scope="module")
 def sampling():
-    return tiny_models.pack_module("engine.sampling")
+    return tiny_models.pack_module("engine.sampling.loop")
 
 
 def _specs(api):

@@ -1,7 +1,7 @@
 """Tiny random-weight model files for the real-ComfyUI suite, written with the pack's own writers.
 
 Every function writes one file and returns its path; none needs ComfyUI. The writers are the pack's
-(``engine/tiny.py``, ``engine/vae/tiny.py``, ``engine/lora_tiny.py``), imported from this clone as the
+(``engine/testing/tiny.py``, ``engine/testing/tiny_vae.py``, ``engine/testing/tiny_lora.py``), imported from this clone as the
 package ``wan22duo`` (see ``scripts/packpath.py``), so these files are what the unit tests use too.
 
 What ComfyUI's own loaders need from them (facts from ComfyUI 0.3.76, not choices of ours):
@@ -12,7 +12,7 @@ What ComfyUI's own loaders need from them (facts from ComfyUI 0.3.76, not choice
   loads; it builds the Wan 2.2 VAE at its full size (dim 160, decoder 256) whatever the file holds
   and a smaller file fails with a size mismatch. ``write_vae(..., full_size=True)`` writes a random
   2.2 VAE at the real widths for it (1.4 GB in bf16, about 8 s to write; 6 GB of RAM to decode).
-* GGUF files come from ``engine/tiny_gguf.py`` (issue 12); until the pack has it,
+* GGUF files come from ``engine/testing/tiny_gguf.py`` (issue 12); until the pack has it,
   :func:`write_gguf_dit` raises :class:`NoWriterError` naming the file.
 """
 from __future__ import annotations
@@ -46,7 +46,7 @@ def pack():
 
 
 def pack_module(name: str):
-    """``"engine.tiny"`` -> that module of this clone (``wan22duo.engine.tiny``)."""
+    """``"engine.testing.tiny"`` -> that module of this clone (``wan22duo.engine.testing.tiny``)."""
     return importlib.import_module(f"{pack().__name__}.{name}")
 
 
@@ -65,7 +65,7 @@ def variant_from_name(name: str) -> str | None:
 
 
 def storage_from_name(name: str) -> str:
-    """The ``engine.tiny`` storage a file name promises (``..._fp8_scaled`` -> ``"fp8_scaled"``), else fp16."""
+    """The ``engine.testing.tiny`` storage a file name promises (``..._fp8_scaled`` -> ``"fp8_scaled"``), else fp16."""
     lowered = name.lower()
     for storage, pattern in _STORAGE_PATTERNS:
         if re.search(pattern, lowered):
@@ -81,12 +81,12 @@ def vae_version_from_name(name: str) -> str | None:
 
 def write_dit(path: Path, variant: str, storage: str = "fp16", prefix: str = "", seed: int = 0) -> Path:
     """A tiny random DiT of ``variant`` (dim 256, 2 layers, the real key names) in ``storage``."""
-    return pack_module("engine.tiny").write_tiny_dit(path, variant=variant, storage=storage, prefix=prefix, seed=seed)
+    return pack_module("engine.testing.tiny").write_tiny_dit(path, variant=variant, storage=storage, prefix=prefix, seed=seed)
 
 
 def write_vae(path: Path, version: str, full_size: bool = False, seed: int = 0) -> Path:
     """A random Wan ``version`` VAE: tiny widths, or the real ones (``full_size``, stored in bf16)."""
-    tiny = pack_module("engine.vae.tiny")
+    tiny = pack_module("engine.testing.tiny_vae")
     if not full_size:
         return tiny.write_tiny_vae(path, version=version, seed=seed)
     widths = {"2.1": (96, 96), "2.2": (160, 256)}[version]
@@ -96,7 +96,7 @@ def write_vae(path: Path, version: str, full_size: bool = False, seed: int = 0) 
 
 def write_lora(path: Path, dit_path: Path, seed: int = 0) -> Path:
     """A rank-4 LoRA (``diffusion_model.<layer>.lora_up/down`` keys) for every Linear layer of ``dit_path``."""
-    pack_module("engine.lora_tiny").write_tiny_lora(path, dit_path, seed=seed)
+    pack_module("engine.testing.tiny_lora").write_tiny_lora(path, dit_path, seed=seed)
     return Path(path)
 
 
@@ -105,18 +105,18 @@ class NoWriterError(RuntimeError):
 
 
 def write_gguf_dit(path: Path, variant: str, quant: str = "Q8_0", seed: int = 0) -> Path:
-    """A tiny GGUF DiT in city96's layout, with the pack's GGUF writer (``engine.tiny_gguf``, issue 12).
+    """A tiny GGUF DiT in city96's layout, with the pack's GGUF writer (``engine.testing.tiny_gguf``, issue 12).
 
     Raises :class:`NoWriterError` naming the file while the pack has no such writer.
     """
-    module = f"{pack().__name__}.engine.tiny_gguf"
+    module = f"{pack().__name__}.engine.testing.tiny_gguf"
     try:
         writer = importlib.import_module(module)
     except ModuleNotFoundError as exc:
         if exc.name != module:
             raise
         raise NoWriterError(
-            f"no tiny GGUF writer in the pack yet (engine/tiny_gguf.py, issue 12), so {Path(path).name} "
+            f"no tiny GGUF writer in the pack yet (engine/testing/tiny_gguf.py, issue 12), so {Path(path).name} "
             f"({variant}, {quant}) cannot be written") from None
     return writer.write_tiny_gguf(path, variant=variant, qtype=quant, seed=seed)
 

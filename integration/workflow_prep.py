@@ -60,7 +60,7 @@ class FileSpec:
     name: str  # the file name exactly as the workflow gives it
     kind: str  # dit | gguf | vae | lora | image
     variant: Optional[str] = None  # DiT, GGUF and LoRA: the Wan 2.2 variant it is for
-    storage: Optional[str] = None  # DiT: engine.tiny storage; GGUF: quantization
+    storage: Optional[str] = None  # DiT: engine.testing.tiny storage; GGUF: quantization
     version: Optional[str] = None  # VAE: "2.1" | "2.2"
     full_size: bool = False  # VAE: real widths (ComfyUI's VAELoader builds the 2.2 VAE at full size)
 
@@ -199,7 +199,7 @@ def sampler_models(api: dict, node_id: str) -> tuple[list, Optional[list]]:
 
 
 def plan_for(engine_sampling, variant: str, has_low: bool, inputs: dict, steps: int, shift: float):
-    """``engine.sampling.plan_switch`` for a Duo sampler's widget values (boundary < 0: the official one)."""
+    """``engine.sampling.loop.plan_switch`` for a Duo sampler's widget values (boundary < 0: the official one)."""
     boundary = inputs["boundary"]
     return engine_sampling.plan_switch(variant, object() if has_low else None, steps, float(shift),
                                        None if boundary < 0 else float(boundary), int(inputs["switch_step"]),
@@ -242,7 +242,7 @@ def _shrunk_steps(engine_sampling, variant: str, has_low: bool, inputs: dict, sh
 
 
 def shrink(api: dict, engine_sampling) -> dict:
-    """The rewritten copy of ``api`` (module doc); ``engine_sampling`` is the pack's engine.sampling."""
+    """The rewritten copy of ``api`` (module doc); ``engine_sampling`` is the pack's engine.sampling.loop."""
     api = copy.deepcopy(api)
     dropped = {node_id for node_id, node in api.items() if node["class_type"] in TEXT_ENCODER_LOADERS}
     for node_id, node in api.items():
@@ -313,12 +313,12 @@ class SwitchExpectation:
     node_id: str
     variant: str
     has_low: bool  # a low-noise expert is connected
-    plan: object  # engine.sampling.SwitchPlan for the settings queued
+    plan: object  # engine.sampling.loop.SwitchPlan for the settings queued
     shift: float  # the shift it runs with (run_shift)
 
 
 def expected_switches(api: dict, engine_sampling) -> list[SwitchExpectation]:
-    """For each Duo sampler of a (shrunk) workflow: the plan engine.sampling makes for its settings."""
+    """For each Duo sampler of a (shrunk) workflow: the plan engine.sampling.loop makes for its settings."""
     out = []
     for node_id, node in api.items():
         if is_duo_sampler(node):

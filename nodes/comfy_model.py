@@ -1,7 +1,7 @@
 """A ComfyUI ``MODEL`` (a ModelPatcher from any loader, through any patch chain) as an engine model handle.
 
-The engine's one loop (``engine.sampling.sample``) asks a model handle for its config,
-its device, and a model it can call; ``engine.residency.Residency`` asks it to load,
+The engine's one loop (``engine.sampling.loop.sample``) asks a model handle for its config,
+its device, and a model it can call; ``engine.memory.residency.Residency`` asks it to load,
 offload or release. :class:`ComfyExpert` answers all of that for a ModelPatcher:
 
 * **the model call** goes through ComfyUI's own path, ``comfy.samplers.sampling_function``
@@ -48,8 +48,8 @@ class ComfyModelError(ValueError):
 
 
 def wan_config(patcher: Any, input_name: str):
-    """The ``engine.dit.WanConfig`` of the Wan 2.2 DiT inside a ModelPatcher (shapes only, nothing loaded)."""
-    from ..engine.dit import WanConfig
+    """The ``engine.model.dit.WanConfig`` of the Wan 2.2 DiT inside a ModelPatcher (shapes only, nothing loaded)."""
+    from ..engine.model.dit import WanConfig
 
     model = getattr(patcher, "model", None)
     dm = getattr(model, "diffusion_model", None)
@@ -171,7 +171,7 @@ def velocity(x: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor) -> torch.Te
 
 
 class ComfyExpert:
-    """One expert as a ModelPatcher, behaving as an ``engine.residency.ModelHandle`` and as its model.
+    """One expert as a ModelPatcher, behaving as an ``engine.memory.residency.ModelHandle`` and as its model.
 
     ``acquire()`` returns the handle itself: it is callable as ``model(x_in, t, context)``
     (one conditional pass) and has ``guided_velocity(x_in, t, positive, negative, cfg)``,
@@ -204,7 +204,7 @@ class ComfyExpert:
 
     @property
     def device(self) -> torch.device:
-        from ..engine.residency import canonical_device
+        from ..engine.memory.residency import canonical_device
 
         return canonical_device(self.patcher.load_device)
 

@@ -8,7 +8,7 @@ is 0 on known video frames in the official layout (channel j of latent frame k i
 
 TI2V-5B (``Wan22DuoTI2VKeyframes``, ``Wan22DuoTI2VExtend``) keeps whole latent frames through a
 LATENT ``noise_mask`` (0 = keep), as ``Wan22DuoTI2VLatent`` keeps its start frame; see
-``engine/keyframes.py`` for which frames can be kept and how the conditioning video is filled.
+``engine/model/keyframes.py`` for which frames can be kept and how the conditioning video is filled.
 
 ``Wan22DuoJoinClips`` concatenates two decoded clips without repeating the overlap.
 """
@@ -19,8 +19,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..engine import geometry
-from ..engine.keyframes import (
+from ..engine.model import geometry
+from ..engine.model.keyframes import (
     Keyframe, KeyframeError, check_images, check_overlap, join_clips, known_flags, place, tail, ti2v_fill,
     ti2v_hold_single, ti2v_keep,
 )
@@ -95,7 +95,7 @@ def fit_i2v(images: torch.Tensor, width: int, height: int) -> torch.Tensor:
 
 def i2v_keyframe_values(vae, keys: list, width: int, height: int, length: int, node: str) -> dict:
     """``concat_latent_image`` / ``concat_mask`` (ComfyUI convention, 0 = known) for the keyframes."""
-    from ..engine.conditioning import official_i2v_mask
+    from ..engine.model.conditioning import official_i2v_mask
 
     require_version(vae, "2.1", node, "I2V-A14B")
     shape = geometry.latent_shape("a14b", length, height, width, 1)

@@ -2,7 +2,7 @@
 
 Loaders read only the file header when they run (so a wrong file fails at once, with
 a message naming the right node or file) and return a lazy ``ModelHandle``
-(``engine.residency``): the weights are read when the sampler first needs them, and
+(``engine.memory.residency``): the weights are read when the sampler first needs them, and
 the sampler's memory policy can move or drop them. ComfyUI's node cache therefore
 holds two small handles, not two 14B experts' weights.
 """
@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from . import _comfy
-from ..engine.residency import ModelHandle
+from ..engine.memory.residency import ModelHandle
 
 DIFFUSION_FOLDER = "diffusion_models"  # also models/unet, ComfyUI's legacy name for it
 GGUF_EXTENSIONS = (".gguf",)
@@ -99,8 +99,8 @@ def weight_bytes(path: str, weight_dtype: Optional[torch.dtype] = None) -> int:
     (scale tensors and norms are counted at ``weight_dtype`` too). A GGUF file counts its
     tensor data as stored (quantized), or decoded to ``weight_dtype``.
     """
-    from ..engine.gguf import gguf_weight_bytes, is_gguf
-    from ..engine.safetensors_header import ST_DTYPES, read_header
+    from ..engine.weights.gguf import gguf_weight_bytes, is_gguf
+    from ..engine.weights.safetensors_header import ST_DTYPES, read_header
 
     if is_gguf(path):
         return gguf_weight_bytes(path, weight_dtype)
@@ -128,8 +128,8 @@ def _dit_handle(path: str, weight_dtype: str, compute_dtype: str, device: str, i
     ``attention`` / ``compile`` None (an API prompt that leaves the optional inputs out)
     means their defaults, ``auto`` and ``off``.
     """
-    from ..engine.checkpoint import load_dit
-    from ..engine.fast import COMPILE_CHOICES, apply_fast_options
+    from ..engine.weights.checkpoint import load_dit
+    from ..engine.sampling.fast import COMPILE_CHOICES, apply_fast_options
 
     target = _comfy.resolve_device(device)
     stored = _pick(WEIGHT_DTYPES, weight_dtype, "weight_dtype")
@@ -150,13 +150,13 @@ def _dit_handle(path: str, weight_dtype: str, compute_dtype: str, device: str, i
 
 
 def attention_choices() -> list:
-    from ..engine.attention import backend_names
+    from ..engine.model.attention import backend_names
 
     return list(backend_names())
 
 
 def _speed_inputs() -> dict:
-    from ..engine.fast import COMPILE_CHOICES
+    from ..engine.sampling.fast import COMPILE_CHOICES
 
     return {
         "attention": (attention_choices(), {"default": "auto", "tooltip": _ATTENTION_TIP}),
@@ -165,7 +165,7 @@ def _speed_inputs() -> dict:
 
 
 def _detect(path: str):
-    from ..engine.checkpoint import detect_dit
+    from ..engine.weights.checkpoint import detect_dit
 
     return detect_dit(path)
 
@@ -319,7 +319,7 @@ class Wan22DuoVAELoader:
         }
 
     def load(self, vae_name: str, dtype: str = "fp32", device: str = "auto"):
-        from ..engine.vae import detect_vae, load_vae
+        from ..engine.weights.vae_checkpoint import detect_vae, load_vae
 
         path = _comfy.resolve_path(VAE_FOLDER, vae_name)
         config = detect_vae(path)

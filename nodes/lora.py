@@ -1,7 +1,7 @@
 """LoRA node: one LoRA file on one Wan 2.2 expert (or the TI2V-5B model), chainable."""
 from __future__ import annotations
 
-from ..engine.lora import with_lora
+from ..engine.weights.lora import with_lora
 from ._comfy import list_files, resolve_path
 
 

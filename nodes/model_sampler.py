@@ -7,7 +7,7 @@ loader node caches), the shift may come from a ``ModelSamplingSD3`` on the MODEL
 (``shift`` -1), and the web plot must follow MODEL patch chains. Existing workflows
 with ``WAN22DUO_MODEL`` keep their node and meaning untouched.
 
-Both nodes run the same loop, ``engine.sampling.sample``; only the model handle differs
+Both nodes run the same loop, ``engine.sampling.loop.sample``; only the model handle differs
 (``nodes.comfy_model.ComfyExpert``). The CONDITIONING/LATENT translation, progress bar,
 previews and Cancel are the helpers of ``nodes.samplers``.
 """
@@ -62,8 +62,8 @@ class Wan22DuoModelSampler:
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = -1.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
                low_noise_model=None):
-        from ..engine.sampling import sample
-        from ..engine.schedule import make_schedule
+        from ..engine.sampling.loop import sample
+        from ..engine.sampling.schedule import make_schedule
 
         pos, pos_options = text_context(positive, "positive")
         neg, neg_options = text_context(negative, "negative")

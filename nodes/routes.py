@@ -8,7 +8,7 @@ no switch). The browser only knows the loader's ``unet_name``, so it asks
     -> {"variant": "t2v_a14b" | "i2v_a14b" | "ti2v_5b", "role": ..., "boundary": ..., ...}
     (or {"variant": null, "error": ..., "guess": <same shape from the file name, or null>})
 
-The answer comes from the checkpoint header (``engine.checkpoint.detect_dit``), never from
+The answer comes from the checkpoint header (``engine.weights.checkpoint.detect_dit``), never from
 loading weights. Everything except :func:`register_routes` is plain Python and testable without
 ComfyUI; ComfyUI modules are imported inside functions only.
 """
@@ -72,7 +72,7 @@ def describe(variant: str, name: str, source: str) -> dict:
 @lru_cache(maxsize=64)
 def _variant_from_header(path: str, mtime_ns: int, size: int) -> str:
     # mtime and size are part of the key so a replaced file is read again.
-    from ..engine.checkpoint import detect_dit
+    from ..engine.weights.checkpoint import detect_dit
 
     variant = detect_dit(path).variant
     if variant not in VARIANTS:

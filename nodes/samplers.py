@@ -1,7 +1,7 @@
 """The dual-expert sampler node and the latent/conditioning nodes that feed it.
 
 ``Wan22DuoSampler`` translates ComfyUI's CONDITIONING and LATENT into
-``engine.sampling.sample``: the text contexts, the I2V image conditioning
+``engine.sampling.loop.sample``: the text contexts, the I2V image conditioning
 (``concat_latent_image`` / ``concat_mask``, as our I2V node or ComfyUI's
 WanImageToVideo store them) and a TI2V ``noise_mask`` (as our TI2V node or ComfyUI's
 Wan22ImageToVideoLatent make it). Inside ComfyUI it drives one progress bar with
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from . import _comfy
 from .vae import encode_video, require_version
-from ..engine import geometry
+from ..engine.model import geometry
 
 MAX_RESOLUTION = 16384  # ComfyUI's nodes.MAX_RESOLUTION; RoPE allows 1024 tokens per axis
 MAX_LENGTH = 4093  # 4n+1 with at most 1024 latent frames (RoPE table size)
@@ -55,7 +55,7 @@ def text_context(conditioning, name: str) -> tuple[torch.Tensor, dict]:
 
 def i2v_conditioning(positive_options: dict, negative_options: dict):
     """``I2VConditioning`` from ``concat_latent_image``/``concat_mask`` (positive first), or None."""
-    from ..engine.conditioning import I2VConditioning
+    from ..engine.model.conditioning import I2VConditioning
 
     for options in (positive_options, negative_options):
         image = options.get("concat_latent_image")
@@ -133,9 +133,9 @@ SAMPLER_TIPS = {
 def sampler_inputs(model_type: str, tips: dict, shift: dict) -> dict:
     """The input table both sampler nodes share (names and order are public API): ``model_type`` is the
     experts' socket type, ``tips`` the tooltips by input name, ``shift`` the shift widget's default and min."""
-    from ..engine.residency import MEMORY_POLICIES
-    from ..engine.schedule import SCHEDULES
-    from ..engine.solvers import SOLVERS
+    from ..engine.memory.residency import MEMORY_POLICIES
+    from ..engine.sampling.schedule import SCHEDULES
+    from ..engine.sampling.solvers import SOLVERS
 
     def opt(name: str, **options) -> dict:
         return {**options, "tooltip": tips[name]}
@@ -191,7 +191,7 @@ class Wan22DuoSampler:
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = 12.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
                low_noise_model=None, gpu_budget: Optional[str] = None):
-        from ..engine.sampling import sample
+        from ..engine.sampling.loop import sample
 
         pos, pos_options = text_context(positive, "positive")
         neg, neg_options = text_context(negative, "negative")
@@ -330,7 +330,7 @@ class Wan22DuoI2VConditioning:
 
     def encode(self, positive, negative, vae, start_image: torch.Tensor, width: int = 1280, height: int = 720,
                length: int = 81, batch_size: int = 1):
-        from ..engine.conditioning import official_i2v_mask
+        from ..engine.model.conditioning import official_i2v_mask
 
         shape = geometry.latent_shape("a14b", length, height, width, batch_size)
         require_version(vae, "2.1", "Wan22DuoI2VConditioning", "I2V-A14B")

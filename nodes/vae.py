@@ -16,8 +16,8 @@ from typing import Optional
 import torch
 
 from . import _comfy
-from ..engine.geometry import pixel_frames
-from ..engine.latents import check_latent
+from ..engine.model.geometry import pixel_frames
+from ..engine.model.latents import check_latent
 
 MAX_TILE = 8192
 
@@ -61,12 +61,12 @@ def acquire(vae, frames_hw: tuple[int, int]):
 
 def auto_tile_size_for(vae, pixels_hw: tuple[int, int], overlap: int, stride: int, output_bytes: int = 0) -> int:
     """auto_tile: 0 (whole frames) when their decode fits in what the VAE's device has free
-    after its weights, else the largest tile that fits (``engine.memory.auto_tile_size``).
+    after its weights, else the largest tile that fits (``engine.memory.estimates.auto_tile_size``).
 
     ``output_bytes``: the decoded video's size when it is assembled on the VAE's device
     (ComfyUI's ``--gpu-only``); it is alive through the whole decode, so it is not free."""
-    from ..engine.memory import auto_tile_size, vae_decode_bytes
-    from ..engine.streaming import device_free
+    from ..engine.memory.estimates import auto_tile_size, vae_decode_bytes
+    from ..engine.memory.streaming import device_free
 
     device = vae.device
     if device.type != "cuda":
@@ -156,7 +156,7 @@ class Wan22DuoVAEDecode:
         }
 
     def decode(self, vae, samples: dict, tile_size: int = 0, tile_overlap: int = 64, auto_tile: Optional[bool] = None):
-        from ..engine.vae import Tiling
+        from ..engine.model.vae.tiling import Tiling
 
         latent = samples["samples"]
         # Check against the header info first, so a wrong VAE fails before loading anything.

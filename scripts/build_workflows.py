@@ -228,7 +228,7 @@ def _switch_split(steps: int, shift: float, boundary: float, scheduler: str) -> 
     from packpath import load_pack
 
     load_pack()
-    from wan22duo.engine.schedule import boundary_switch_step, make_schedule
+    from wan22duo.engine.sampling.schedule import boundary_switch_step, make_schedule
 
     return boundary_switch_step(make_schedule(scheduler, steps, shift).timesteps, boundary)
 

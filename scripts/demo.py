@@ -59,8 +59,8 @@ def save_video(images, path: Path, fps: int = FPS) -> Path:
 
 
 def write_models(folder: Path) -> dict:
-    from wan22duo.engine.tiny import write_tiny_dit
-    from wan22duo.engine.vae.tiny import write_tiny_vae
+    from wan22duo.engine.testing.tiny import write_tiny_dit
+    from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 
     return {
         "high": write_tiny_dit(folder / "tiny_t2v_high_noise.safetensors", "t2v_a14b", seed=1),

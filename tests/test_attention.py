@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wan22duo.engine import attention as attn
-from wan22duo.engine import fast, tiny
-from wan22duo.engine.dit import WanModel
+from wan22duo.engine.model import attention as attn
+from wan22duo.engine.sampling import fast
+from wan22duo.engine.testing import tiny
+from wan22duo.engine.model.dit import WanModel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU, F32 = torch.device("cpu"), torch.float32
@@ -80,7 +81,7 @@ def test_the_check_rejects_a_wrong_kernel_and_says_why(name, caplog):
         assert err > 0.2  # the margin CHECK_TOLERANCE's comment claims
     except RuntimeError:
         pass  # shape errors count as wrong too
-    with caplog.at_level(logging.WARNING, logger="wan22duo.engine.attention"):
+    with caplog.at_level(logging.WARNING, logger="wan22duo.engine.model.attention"):
         why = attn.check_kernel(name, CPU, F32)
     assert why is not None
     assert f"attention kernel {name} is not used on cpu torch.float32" in caplog.text and why in caplog.text

@@ -1,7 +1,7 @@
 """The GPU streaming benchmark runs end to end at tiny shapes on CPU (its --tiny mode).
 
 On a GPU session the same script measures real A14B / TI2V-5B shapes; here its code
-runs with the CUDA link's calls played on CPU (engine.stream_sim), so a broken script is
+runs with the CUDA link's calls played on CPU (engine.testing.stream_sim), so a broken script is
 caught before a GPU session is spent on it.
 """
 import sys

@@ -5,9 +5,9 @@ The adapter itself runs inside a real ComfyUI in integration/test_model_sampler.
 import pytest
 import torch
 
-from wan22duo.engine.conditioning import token_timesteps
-from wan22duo.engine.schedule import make_schedule
-from wan22duo.engine.sampling import guided_velocity
+from wan22duo.engine.model.conditioning import token_timesteps
+from wan22duo.engine.sampling.schedule import make_schedule
+from wan22duo.engine.sampling.loop import guided_velocity
 from wan22duo.nodes.comfy_model import (ComfyModelError, model_shift, model_sigma, pad_context, resolve_shift,
                                         shift_conflicts, token_mask, velocity, wan_config)
 

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from wan22duo.engine.conditioning import (
+from wan22duo.engine.model.conditioning import (
     ConditioningError,
     I2VConditioning,
     hold,
@@ -10,7 +10,7 @@ from wan22duo.engine.conditioning import (
     official_i2v_mask,
     token_timesteps,
 )
-from wan22duo.engine.latents import WAN21_MEAN, WAN21_STD
+from wan22duo.engine.model.latents import WAN21_MEAN, WAN21_STD
 
 
 def test_official_mask_single_start_image():

@@ -1,5 +1,5 @@
 """``streaming.CudaLink`` (side stream, two pinned staging buffers, events) run on CPU against
-``engine.stream_sim.DeferredCuda``, which runs the side stream's copies only when a wait forces
+``engine.testing.stream_sim.DeferredCuda``, which runs the side stream's copies only when a wait forces
 them and poisons device tensors until then (see its module doc).
 
 What this checks is CudaLink's own logic: which buffer a block is staged in, when the host
@@ -10,14 +10,14 @@ and that the next block's copy is in flight while the current one computes. The 
 import pytest
 import torch
 
-from wan22duo.engine.checkpoint import load_dit
-from wan22duo.engine.lora import apply_loras
-from wan22duo.engine.lora_tiny import write_tiny_lora
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.sampling import sample
-from wan22duo.engine.stream_sim import DeferredCuda, SimEvent, SimStream, StagingHazard
-from wan22duo.engine.streaming import Budget, CudaLink, place, streamer_of, tensor_bytes, to_host
-from wan22duo.engine.tiny import write_tiny_dit
+from wan22duo.engine.weights.checkpoint import load_dit
+from wan22duo.engine.weights.lora import apply_loras
+from wan22duo.engine.testing.tiny_lora import write_tiny_lora
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.sampling.loop import sample
+from wan22duo.engine.testing.stream_sim import DeferredCuda, SimEvent, SimStream, StagingHazard
+from wan22duo.engine.memory.streaming import Budget, CudaLink, place, streamer_of, tensor_bytes, to_host
+from wan22duo.engine.testing.tiny import write_tiny_dit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -87,8 +87,8 @@ def test_cuda_link_streams_lora_branches(files, tmp_path, storage):
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K"])
 def test_cuda_link_streams_gguf_bytes(tmp_path, qtype):
     pytest.importorskip("gguf")
-    from wan22duo.engine.gguf import load_gguf_dit
-    from wan22duo.engine.tiny_gguf import write_tiny_gguf
+    from wan22duo.engine.weights.gguf import load_gguf_dit
+    from wan22duo.engine.testing.tiny_gguf import write_tiny_gguf
 
     path = write_tiny_gguf(tmp_path / f"e_{qtype}.gguf", qtype=qtype, seed=4, dim=256, ffn_dim=512,
                            num_layers=LAYERS, text_dim=256)  # K-quants need rows of 256

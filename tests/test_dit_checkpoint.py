@@ -6,8 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from wan22duo.engine import checkpoint, tiny
-from wan22duo.engine.checkpoint import CheckpointError, describe_file, detect_dit, load_dit
+from wan22duo.engine.weights import checkpoint
+from wan22duo.engine.testing import tiny
+from wan22duo.engine.weights.checkpoint import CheckpointError, describe_file, detect_dit, load_dit
 
 SMALL = dict(dim=128, ffn_dim=256, num_layers=2, text_dim=64)  # fast; the real head dim of 128
 PREFIXES = ["", "model.diffusion_model.", "diffusion_model."]

@@ -2,9 +2,11 @@
 import pytest
 import torch
 
-from wan22duo.engine import attention, checkpoint, tiny
-from wan22duo.engine.dit import WanConfig
-from wan22duo.engine.ops import CastLinear, quantize_fp8
+from wan22duo.engine.model import attention
+from wan22duo.engine.weights import checkpoint
+from wan22duo.engine.testing import tiny
+from wan22duo.engine.model.dit import WanConfig
+from wan22duo.engine.model.ops import CastLinear, quantize_fp8
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

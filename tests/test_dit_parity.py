@@ -11,7 +11,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from wan22duo.engine import checkpoint, dit, tiny
+from wan22duo.engine.weights import checkpoint
+from wan22duo.engine.model import dit
+from wan22duo.engine.testing import tiny
 
 from _deps import require
 

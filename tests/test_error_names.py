@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from wan22duo.engine.checkpoint import CheckpointError
-from wan22duo.engine.conditioning import ConditioningError
-from wan22duo.engine.keyframes import KeyframeError
-from wan22duo.engine.latents import LatentMismatchError
-from wan22duo.engine.lora import LoraError
-from wan22duo.engine.memory import BudgetError
-from wan22duo.engine.sampling import SamplingCancelled, SamplingError
-from wan22duo.engine.vae import NonFiniteError, VAEFileError
+from wan22duo.engine.weights.checkpoint import CheckpointError
+from wan22duo.engine.model.conditioning import ConditioningError
+from wan22duo.engine.model.keyframes import KeyframeError
+from wan22duo.engine.model.latents import LatentMismatchError
+from wan22duo.engine.weights.lora import LoraError
+from wan22duo.engine.memory.estimates import BudgetError
+from wan22duo.engine.sampling.loop import SamplingCancelled, SamplingError
+from wan22duo.engine.model.vae.model import NonFiniteError
+from wan22duo.engine.weights.vae_checkpoint import VAEFileError
 
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = [CheckpointError, ConditioningError, LatentMismatchError, LoraError, SamplingCancelled, SamplingError,
@@ -37,7 +38,7 @@ def test_the_name_does_not_depend_on_the_install_folder():
         f"spec = importlib.util.spec_from_file_location(name, {str(ROOT / '__init__.py')!r})\n"
         "module = importlib.util.module_from_spec(spec); sys.modules[name] = module\n"
         "spec.loader.exec_module(module)\n"
-        "error = importlib.import_module(name + '.engine.sampling').SamplingError\n"
+        "error = importlib.import_module(name + '.engine.sampling.loop').SamplingError\n"
         "print(error.__module__ + '.' + error.__qualname__)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -2,10 +2,11 @@
 import pytest
 import torch
 
-from wan22duo.engine import fast, guidance, tiny
-from wan22duo.engine.dit import WanModel
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.sampling import guided_velocity, sample
+from wan22duo.engine.sampling import fast, guidance
+from wan22duo.engine.testing import tiny
+from wan22duo.engine.model.dit import WanModel
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.sampling.loop import guided_velocity, sample
 
 from test_sampling_fixtures import contexts
 

@@ -6,15 +6,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from wan22duo.engine import checkpoint, lora
-from wan22duo.engine.checkpoint import CheckpointError, detect_dit, load_dit
-from wan22duo.engine.lora import LoraError, plan_lora, with_lora
-from wan22duo.engine.lora_tiny import write_tiny_lora
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.safetensors_header import quote
-from wan22duo.engine.tiny import write_tiny_dit
-from wan22duo.engine.vae import VAEFileError, detect_vae, load_vae
-from wan22duo.engine.vae.tiny import write_tiny_vae
+from wan22duo.engine.weights import checkpoint, lora
+from wan22duo.engine.weights.checkpoint import CheckpointError, detect_dit, load_dit
+from wan22duo.engine.weights.lora import LoraError, plan_lora, with_lora
+from wan22duo.engine.testing.tiny_lora import write_tiny_lora
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.weights.safetensors_header import quote
+from wan22duo.engine.testing.tiny import write_tiny_dit
+from wan22duo.engine.weights.vae_checkpoint import VAEFileError, detect_vae, load_vae
+from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 from wan22duo.nodes.loaders import weight_bytes
 
 SMALL = dict(dim=128, ffn_dim=256, num_layers=1, text_dim=64)

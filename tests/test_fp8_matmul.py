@@ -5,8 +5,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from wan22duo.engine import checkpoint, fast, fp8, tiny
-from wan22duo.engine.ops import CastLinear, LoraBranch, cast_weight, fp8_matmul, quantize_fp8
+from wan22duo.engine.weights import checkpoint, fp8
+from wan22duo.engine.sampling import fast
+from wan22duo.engine.testing import tiny
+from wan22duo.engine.model.ops import CastLinear, LoraBranch, cast_weight, fp8_matmul, quantize_fp8
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 CPU = torch.device("cpu")
@@ -82,7 +84,7 @@ def test_check_passes_on_cpu_once_and_rejects_a_wrong_product(monkeypatch, caplo
                                 scale_b=scale, out_dtype=x2.dtype) * 0 + real(x2, weight, scale) * 100
 
     monkeypatch.setattr(fp8, "fp8_matmul", no_activation_scale)
-    with caplog.at_level(logging.WARNING, logger="wan22duo.engine.fp8"):
+    with caplog.at_level(logging.WARNING, logger="wan22duo.engine.weights.fp8"):
         why = fp8.check_fp8_matmul(CPU, torch.float32)
     assert why is not None and "above the bound" in why and "fp8 matmul is not used on cpu" in caplog.text
     fp8._checked.clear()

@@ -1,7 +1,7 @@
 """Frame counts, sizes and latent shapes of the two Wan 2.2 model families (spec §1.2)."""
 import pytest
 
-from wan22duo.engine import geometry as g
+from wan22duo.engine.model import geometry as g
 
 
 def test_frame_counts_map_to_latent_frames_both_ways():

@@ -2,7 +2,7 @@
 
 Reference values come from the ``gguf`` package (``GGUFReader`` + ``gguf.quants.dequantize``),
 never from the code under test; the tiny files are written with gguf's writer
-(``engine.tiny_gguf``).
+(``engine.testing.tiny_gguf``).
 """
 import gguf
 import numpy as np
@@ -10,12 +10,13 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from wan22duo.engine import ggml, tiny_gguf
-from wan22duo.engine.checkpoint import CheckpointError, describe_file, detect_dit, load_dit
-from wan22duo.engine.gguf import GGUFError, UnsupportedQuantization, gguf_weight_bytes, is_gguf
-from wan22duo.engine.lora import LoraError, apply_loras, remove_loras
-from wan22duo.engine.lora_tiny import make_tiny_lora
-from wan22duo.engine.ops import CastLinear
+from wan22duo.engine.weights import ggml
+from wan22duo.engine.testing import tiny_gguf
+from wan22duo.engine.weights.checkpoint import CheckpointError, describe_file, detect_dit, load_dit
+from wan22duo.engine.weights.gguf import GGUFError, UnsupportedQuantization, gguf_weight_bytes, is_gguf
+from wan22duo.engine.weights.lora import LoraError, apply_loras, remove_loras
+from wan22duo.engine.testing.tiny_lora import make_tiny_lora
+from wan22duo.engine.model.ops import CastLinear
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -404,7 +405,7 @@ def test_malformed_metadata_is_named(tmp_path):
 
 
 def test_missing_file(tmp_path):
-    from wan22duo.engine.gguf import read_gguf_header
+    from wan22duo.engine.weights.gguf import read_gguf_header
 
     with pytest.raises(GGUFError, match="no such file"):
         read_gguf_header(tmp_path / "gone.gguf")
@@ -412,7 +413,7 @@ def test_missing_file(tmp_path):
 
 
 def test_format_comes_from_the_bytes_not_the_name(tmp_path):
-    from wan22duo.engine.tiny import write_tiny_dit
+    from wan22duo.engine.testing.tiny import write_tiny_dit
 
     disguised = tmp_path / "expert_fp16.safetensors"
     disguised.write_bytes(write(tmp_path, qtype="Q4_K").read_bytes())

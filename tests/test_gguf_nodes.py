@@ -7,9 +7,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from wan22duo.engine import tiny_gguf
-from wan22duo.engine.lora_tiny import make_tiny_lora
-from wan22duo.engine.sampling import sample
+from wan22duo.engine.testing import tiny_gguf
+from wan22duo.engine.testing.tiny_lora import make_tiny_lora
+from wan22duo.engine.sampling.loop import sample
 from wan22duo.nodes import loaders
 from wan22duo.nodes.loaders import Wan22DuoExpertLoader, Wan22DuoTI2VLoader
 from wan22duo.nodes.lora import Wan22DuoLoraLoader

@@ -10,7 +10,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
 import gpu_suite  # noqa: E402
 
-from wan22duo.engine import attention as attn  # noqa: E402
+from wan22duo.engine.model import attention as attn  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,16 +6,16 @@ same images and VAE) is in integration/test_keyframes_comfy.py.
 import pytest
 import torch
 
-from wan22duo.engine.conditioning import I2VConditioning
-from wan22duo.engine.keyframes import (
+from wan22duo.engine.model.conditioning import I2VConditioning
+from wan22duo.engine.model.keyframes import (
     Keyframe, KeyframeError, join_clips, known_flags, place, ti2v_fill, ti2v_hold_single, ti2v_keep,
     ti2v_latent_span,
 )
-from wan22duo.engine.latents import normalize
-from wan22duo.engine.sampling import SamplingError
-from wan22duo.engine.tiny import write_tiny_dit
-from wan22duo.engine.vae import load_vae
-from wan22duo.engine.vae.tiny import write_tiny_vae
+from wan22duo.engine.model.latents import normalize
+from wan22duo.engine.sampling.loop import SamplingError
+from wan22duo.engine.testing.tiny import write_tiny_dit
+from wan22duo.engine.weights.vae_checkpoint import load_vae
+from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 from wan22duo.nodes.keyframes import (
     Wan22DuoI2VExtend, Wan22DuoI2VKeyframes, Wan22DuoJoinClips, Wan22DuoKeyframe, Wan22DuoTI2VExtend,
     Wan22DuoTI2VKeyframes,

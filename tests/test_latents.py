@@ -4,7 +4,7 @@ import types
 import pytest
 import torch
 
-from wan22duo.engine import latents as L
+from wan22duo.engine.model import latents as L
 
 
 def test_tables_have_the_published_values():

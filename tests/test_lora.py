@@ -1,7 +1,7 @@
 """LoRA key formats, the patch formula, exact unpatching, LoRAs on fp8 weights and bad files.
 
 The expected weights and outputs are computed here by hand from the tensors the test
-writes, with the layer names spelled out per format, independently of engine/lora.py's key
+writes, with the layer names spelled out per format, independently of engine/weights/lora.py's key
 mapping. fp8 Linears of the real DiT run LoRAs beside the weight (runtime branches); fp8
 weights in other layers (the toy's plain Linears here) are merged and re-quantized.
 """
@@ -13,17 +13,17 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from wan22duo.engine.checkpoint import load_dit
-from wan22duo.engine.lora import LoraError, apply_loras, remove_loras
-from wan22duo.engine.lora_tiny import write_tiny_lora
-from wan22duo.engine.ops import CastLinear
-from wan22duo.engine.tiny import write_tiny_dit
+from wan22duo.engine.weights.checkpoint import load_dit
+from wan22duo.engine.weights.lora import LoraError, apply_loras, remove_loras
+from wan22duo.engine.testing.tiny_lora import write_tiny_lora
+from wan22duo.engine.model.ops import CastLinear
+from wan22duo.engine.testing.tiny import write_tiny_dit
 
 D, FFN, R = 8, 16, 4
 
 
 class ScaledLinear(nn.Linear):
-    """A Linear that stores ``scale_weight`` beside its weight, like engine/ops.py's layers."""
+    """A Linear that stores ``scale_weight`` beside its weight, like engine/model/ops.py's layers."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -425,7 +425,7 @@ def test_branches_follow_the_layer_when_it_moves(fp8_dit, tmp_path):
 def test_branches_in_bf16_without_bias_on_3d_inputs():
     """CastLinear's branch path alone: no bias, [B, L, in] input, low- and full-rank branches, bf16
     compute. Its error may be bf16 rounding only: no larger than the unpatched layer's own."""
-    from wan22duo.engine.ops import LoraBranch, quantize_fp8
+    from wan22duo.engine.model.ops import LoraBranch, quantize_fp8
 
     g = torch.Generator().manual_seed(12)
     layer = CastLinear(64, 48, bias=False)

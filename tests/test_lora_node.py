@@ -4,12 +4,12 @@ import logging
 import pytest
 import torch
 
-from wan22duo.engine.checkpoint import detect_dit, load_dit
-from wan22duo.engine.lora import LoraError
-from wan22duo.engine.lora_tiny import FORMATS, write_tiny_lora
-from wan22duo.engine.ops import CastLinear
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.tiny import write_tiny_dit
+from wan22duo.engine.weights.checkpoint import detect_dit, load_dit
+from wan22duo.engine.weights.lora import LoraError
+from wan22duo.engine.testing.tiny_lora import FORMATS, write_tiny_lora
+from wan22duo.engine.model.ops import CastLinear
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.testing.tiny import write_tiny_dit
 from wan22duo.nodes.lora import NODE_CLASS_MAPPINGS, Wan22DuoLoraLoader
 
 Q = "blocks.0.self_attn.q"

@@ -1,14 +1,14 @@
-"""The activation estimate, the VAE decode estimate and the automatic decode tile (engine.memory)."""
+"""The activation estimate, the VAE decode estimate and the automatic decode tile (engine.memory.estimates)."""
 import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from wan22duo.engine.dit import WanConfig
-from wan22duo.engine.memory import (activation_bytes, auto_tile_size, ffn_chunk_tokens, vae_decode_bytes)
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.vae.model import VAEConfig
+from wan22duo.engine.model.dit import WanConfig
+from wan22duo.engine.memory.estimates import (activation_bytes, auto_tile_size, ffn_chunk_tokens, vae_decode_bytes)
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.model.vae.model import VAEConfig
 from wan22duo.nodes import vae as vae_nodes
 
 A14B = WanConfig(dim=5120, ffn_dim=13824, num_layers=40, in_dim=16, out_dim=16)
@@ -110,7 +110,7 @@ def test_decode_node_auto_tile(monkeypatch):
     assert vae_nodes.auto_tile_size_for(vae, (720, 1280), 64, 8) == 0
     gpu = ModelHandle(lambda d: None, "cuda:0", torch.float32, {"config": VAE21, "weight_bytes": 10 ** 8})
     whole = vae_decode_bytes(VAE21, 720, 1280)
-    import wan22duo.engine.streaming as streaming
+    import wan22duo.engine.memory.streaming as streaming
 
     monkeypatch.setattr(streaming, "device_free", lambda device: whole + 10 ** 8)
     assert vae_nodes.auto_tile_size_for(gpu, (720, 1280), 64, 8) == 0

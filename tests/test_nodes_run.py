@@ -5,10 +5,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from wan22duo.engine.latents import LatentMismatchError
-from wan22duo.engine.tiny import write_tiny_dit
-from wan22duo.engine.vae import load_vae
-from wan22duo.engine.vae.tiny import write_tiny_vae
+from wan22duo.engine.model.latents import LatentMismatchError
+from wan22duo.engine.testing.tiny import write_tiny_dit
+from wan22duo.engine.weights.vae_checkpoint import load_vae
+from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 from wan22duo.nodes.loaders import Wan22DuoExpertLoader, Wan22DuoTI2VLoader, Wan22DuoVAELoader, guess_role
 from wan22duo.nodes.samplers import (
     Wan22DuoEmptyLatent, Wan22DuoI2VConditioning, Wan22DuoTI2VLatent, i2v_video, ti2v_frame,

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from wan22duo.engine.sampling import SamplingError
-from wan22duo.engine.tiny import write_tiny_dit
-from wan22duo.engine.vae.tiny import write_tiny_vae
+from wan22duo.engine.sampling.loop import SamplingError
+from wan22duo.engine.testing.tiny import write_tiny_dit
+from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 from wan22duo.nodes import _comfy
 from wan22duo.nodes.loaders import Wan22DuoExpertLoader, Wan22DuoTI2VLoader, Wan22DuoVAELoader
 from wan22duo.nodes.samplers import (
@@ -244,7 +244,7 @@ def test_gpu_budget_on_cpu_changes_nothing(models, budget):
 
 @pytest.mark.parametrize("budget", ["-4", "nan", "lots", "0"])
 def test_bad_gpu_budget_is_named(models, budget):
-    from wan22duo.engine.memory import BudgetError
+    from wan22duo.engine.memory.estimates import BudgetError
 
     with pytest.raises(BudgetError, match="budget"):
         run(expert(models, "t2v_high"), small_t2v_latent(), expert(models, "t2v_low"), gpu_budget=budget, steps=2)

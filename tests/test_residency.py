@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from wan22duo.engine.residency import ModelHandle, Residency
+from wan22duo.engine.memory.residency import ModelHandle, Residency
 
 
 class FakeAccelModule(nn.Module):

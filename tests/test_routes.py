@@ -51,7 +51,7 @@ def test_lookup_of_a_missing_file_answers_with_the_guess():
 
 @pytest.mark.parametrize("variant", ["t2v_a14b", "i2v_a14b", "ti2v_5b"])
 def test_lookup_reads_the_variant_from_the_header(tmp_path, variant):
-    from wan22duo.engine.tiny import write_tiny_dit
+    from wan22duo.engine.testing.tiny import write_tiny_dit
 
     # A misleading name: the header must win over it.
     path = write_tiny_dit(tmp_path / "wan2.2_t2v_high_noise.safetensors", variant=variant, storage="bf16")
@@ -125,7 +125,7 @@ def test_route_answers_through_comfyui_server(monkeypatch):
 
 
 def test_route_reads_a_listed_file(monkeypatch, tmp_path):
-    from wan22duo.engine.tiny import write_tiny_dit
+    from wan22duo.engine.testing.tiny import write_tiny_dit
 
     path = write_tiny_dit(tmp_path / "a.safetensors", variant="i2v_a14b", storage="bf16")
     fake = _install_fake_comfy(monkeypatch, listed=["a.safetensors"], full_paths={"a.safetensors": str(path)})

@@ -4,9 +4,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.sampling import SamplingCancelled, SamplingError, make_noise, sample
-from wan22duo.engine.schedule import make_schedule
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.sampling.loop import SamplingCancelled, SamplingError, make_noise, sample
+from wan22duo.engine.sampling.schedule import make_schedule
 
 from test_sampling_fixtures import comfy_noise
 
@@ -69,7 +69,7 @@ def test_t2v_official_routing_26_of_40():
 def test_i2v_default_boundary_routes_15_of_40():
     i2v_cfg = SimpleNamespace(variant="i2v_a14b", in_dim=36, out_dim=16, text_dim=4096)
     high, low, calls = pair(i2v_cfg)
-    from wan22duo.engine.conditioning import I2VConditioning
+    from wan22duo.engine.model.conditioning import I2VConditioning
 
     image = torch.randn(SHAPE, generator=torch.Generator().manual_seed(5))
     cond = I2VConditioning.from_comfy(image)
@@ -126,7 +126,7 @@ def test_cfg_per_expert_on_the_velocity():
     total = sum(float(sig[i + 1] - sig[i]) * (0.2 + cfg_high * 0.8) for i in range(6))
     total += sum(float(sig[i + 1] - sig[i]) * (0.1 + cfg_low * -0.6) for i in range(6, steps))
     expected = make_noise(3, SHAPE) + total
-    from wan22duo.engine.latents import normalize
+    from wan22duo.engine.model.latents import normalize
 
     assert torch.allclose(normalize(result.latent), expected, atol=1e-5)
 

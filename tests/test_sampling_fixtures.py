@@ -1,9 +1,9 @@
 """Shared helpers for the sampling tests (no tests here): tiny experts, contexts, ComfyUI-style noise."""
 import torch
 
-from wan22duo.engine.checkpoint import detect_dit, load_dit
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.tiny import write_tiny_dit
+from wan22duo.engine.weights.checkpoint import detect_dit, load_dit
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.testing.tiny import write_tiny_dit
 
 
 def tiny_expert(tmp_path, variant: str, seed: int, role: str = "", **dims) -> ModelHandle:

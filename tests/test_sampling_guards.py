@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from test_sampling_fixtures import contexts, tiny_expert
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.sampling import SamplingError, describe_plan, plan_switch, sample
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.sampling.loop import SamplingError, describe_plan, plan_switch, sample
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_one_file_under_different_loras_in_both_inputs_warns(caplog):
     a = fake("x", None, calls, path="/models/x.safetensors")
     b = fake("x + l.safetensors@1", None, calls, path="/models/x.safetensors")
     b.info["loras"] = (("/loras/l.safetensors", 1.0),)
-    with caplog.at_level("WARNING", logger="wan22duo.engine.sampling"):
+    with caplog.at_level("WARNING", logger="wan22duo.engine.sampling.loop"):
         assert _fake_run(a, b).switch_step == 2  # runs: a deliberate setup is possible
     assert "load the same file with different LoRAs" in caplog.text
     b.info["loras"] = a.info["loras"] = (("/loras/l.safetensors", 1.0),)  # the same chain: the same model

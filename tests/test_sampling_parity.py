@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler, WanTransformer3DModel
 
-from wan22duo.engine.sampling import sample
-from wan22duo.engine.schedule import OFFICIAL_SIGMA_MAX, boundary_switch_step, make_schedule
-from wan22duo.engine.latents import denormalize, normalize
+from wan22duo.engine.sampling.loop import sample
+from wan22duo.engine.sampling.schedule import OFFICIAL_SIGMA_MAX, boundary_switch_step, make_schedule
+from wan22duo.engine.model.latents import denormalize, normalize
 
 from test_sampling_fixtures import comfy_noise, contexts, tiny_expert
 

@@ -3,10 +3,10 @@ from types import SimpleNamespace
 
 import torch
 
-from wan22duo.engine.conditioning import I2VConditioning
-from wan22duo.engine.latents import normalize
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.sampling import sample
+from wan22duo.engine.model.conditioning import I2VConditioning
+from wan22duo.engine.model.latents import normalize
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.sampling.loop import sample
 
 from test_sampling_fixtures import comfy_noise, contexts, tiny_expert
 

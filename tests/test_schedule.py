@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from wan22duo.engine.schedule import boundary_switch_step, make_schedule, resolve_switch_step
+from wan22duo.engine.sampling.schedule import boundary_switch_step, make_schedule, resolve_switch_step
 
 # Spec §1.3, "timesteps fed to the model", T2V 40 steps at shift 12 (all 40 values).
 T2V_40_SHIFT12 = [

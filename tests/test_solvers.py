@@ -5,8 +5,8 @@ import pytest
 import torch
 from diffusers import DPMSolverMultistepScheduler, UniPCMultistepScheduler
 
-from wan22duo.engine.schedule import OFFICIAL_SIGMA_MAX, make_schedule
-from wan22duo.engine.solvers import SOLVERS, make_solver
+from wan22duo.engine.sampling.schedule import OFFICIAL_SIGMA_MAX, make_schedule
+from wan22duo.engine.sampling.solvers import SOLVERS, make_solver
 
 SHAPE = (1, 4, 2, 6, 6)
 

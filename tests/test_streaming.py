@@ -1,4 +1,4 @@
-"""Weight streaming under a budget and the file as the host copy (engine.streaming), on CPU.
+"""Weight streaming under a budget and the file as the host copy (engine.memory.streaming), on CPU.
 
 The "device" here is a ``CountingLink``: it really copies every tensor (CPU to CPU), so
 device-side bytes are separate memory that the tests count independently of the
@@ -10,14 +10,14 @@ import math
 import pytest
 import torch
 
-from wan22duo.engine.checkpoint import load_dit
-from wan22duo.engine.lora import apply_loras
-from wan22duo.engine.lora_tiny import write_tiny_lora
-from wan22duo.engine.memory import BudgetError, parse_budget
-from wan22duo.engine.residency import ModelHandle
-from wan22duo.engine.sampling import sample
-from wan22duo.engine.streaming import (Budget, CountingLink, place, streamer_of, tensor_bytes, to_host)
-from wan22duo.engine.tiny import write_tiny_dit
+from wan22duo.engine.weights.checkpoint import load_dit
+from wan22duo.engine.weights.lora import apply_loras
+from wan22duo.engine.testing.tiny_lora import write_tiny_lora
+from wan22duo.engine.memory.estimates import BudgetError, parse_budget
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.sampling.loop import sample
+from wan22duo.engine.memory.streaming import (Budget, CountingLink, place, streamer_of, tensor_bytes, to_host)
+from wan22duo.engine.testing.tiny import write_tiny_dit
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -257,8 +257,8 @@ def test_sample_streams_through_the_residency(files):
 
 def test_needs_streaming_decides_from_free_memory_minus_activations(monkeypatch):
     """The GPU decision without a GPU: device_free / device_total stand in for torch.cuda's."""
-    import wan22duo.engine.streaming as streaming
-    from wan22duo.engine.streaming import needs_streaming
+    import wan22duo.engine.memory.streaming as streaming
+    from wan22duo.engine.memory.streaming import needs_streaming
 
     monkeypatch.setattr(streaming, "device_total", lambda device: 16 * GIB)
     monkeypatch.setattr(streaming, "device_free", lambda device: 15 * GIB)
@@ -289,11 +289,11 @@ def test_streaming_weights_converted_on_load(files):
 
 @pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K"])
 def test_gguf_expert_streams_bit_identical_and_offloads_to_its_mapping(tmp_path, qtype):
-    """GGUF weights (raw quantized bytes decoded per call, engine.gguf) move with _apply, so they stream
+    """GGUF weights (raw quantized bytes decoded per call, engine.weights.gguf) move with _apply, so they stream
     unchanged; the loader records its file views, so offloading keeps only the mapping."""
     pytest.importorskip("gguf")
-    from wan22duo.engine.gguf import load_gguf_dit
-    from wan22duo.engine.tiny_gguf import write_tiny_gguf
+    from wan22duo.engine.weights.gguf import load_gguf_dit
+    from wan22duo.engine.testing.tiny_gguf import write_tiny_gguf
 
     path = write_tiny_gguf(tmp_path / f"e_{qtype}.gguf", qtype=qtype, seed=4, dim=256, ffn_dim=512,
                            num_layers=LAYERS, text_dim=256)  # K-quants need rows of 256
@@ -334,20 +334,20 @@ def test_auto_falls_back_to_two_pass_activations_when_batched_ones_leave_too_lit
 
 
 def test_auto_picks_the_guidance_mode_that_copies_less(files):
-    from wan22duo.engine import guidance
+    from wan22duo.engine.sampling import guidance
 
     total = tensor_bytes(load_dit(files["fp16"]))
     link = CountingLink(free_bytes=int(total * 0.9), total_bytes=4 * total)
     # batched leaves 0.8 of the weights (copies ~0.2 + window per step); two passes leave 0.85 but copy twice
     model = load_dit(files["fp16"])
     place(model, torch.device("cpu"), Budget("auto", activations=int(total * 0.1), fallback=int(total * 0.05),
-                                             link=lambda d, b: link))
+                                             link=lambda d, b: link, on_two_passes=guidance.prefer_two_passes))
     assert streamer_of(model).plan.budget_bytes == int(total * 0.9) - int(total * 0.1)
     assert not guidance._marked(model)
     # batched leaves 0.35 (copies most blocks once); two passes leave 0.85 (copies few blocks twice)
     model = load_dit(files["fp16"])
     place(model, torch.device("cpu"), Budget("auto", activations=int(total * 0.55), fallback=int(total * 0.05),
-                                             link=lambda d, b: link))
+                                             link=lambda d, b: link, on_two_passes=guidance.prefer_two_passes))
     assert streamer_of(model).plan.budget_bytes == int(total * 0.9) - int(total * 0.05)
     assert guidance._marked(model)  # the guidance will not try the batched forward first
 
@@ -355,8 +355,8 @@ def test_auto_picks_the_guidance_mode_that_copies_less(files):
 def test_handles_of_other_kinds_get_no_budget():
     """A handle that is not a ModelHandle (ComfyExpert: ComfyUI places its weights) is acquired as before,
     with one argument, whatever budget the run has."""
-    from wan22duo.engine.residency import Residency
-    from wan22duo.engine.sampling import expert_budgets
+    from wan22duo.engine.memory.residency import Residency
+    from wan22duo.engine.sampling.loop import expert_budgets
 
     class Duck:
         info, device, loaded, location = {}, torch.device("cpu"), False, None
@@ -372,12 +372,12 @@ def test_handles_of_other_kinds_get_no_budget():
 
 
 def test_streaming_composes_with_compiled_blocks(files):
-    """Compiled blocks (engine.fast, inductor on CPU) streamed through the CUDA link's logic
-    (engine.stream_sim): same output as the compiled resident model, bit for bit, and swapping
+    """Compiled blocks (engine.sampling.fast, inductor on CPU) streamed through the CUDA link's logic
+    (engine.testing.stream_sim): same output as the compiled resident model, bit for bit, and swapping
     a block's weights in and out compiles nothing new."""
-    from wan22duo.engine import fast
-    from wan22duo.engine.stream_sim import DeferredCuda
-    from wan22duo.engine.streaming import CudaLink
+    from wan22duo.engine.sampling import fast
+    from wan22duo.engine.testing.stream_sim import DeferredCuda
+    from wan22duo.engine.memory.streaming import CudaLink
 
     model = load_dit(files["bf16"], compute_dtype=torch.bfloat16)
     before = fast.compile_count()

@@ -11,8 +11,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from wan22duo.engine.vae import load_vae
-from wan22duo.engine.vae.tiny import write_tiny_vae
+from wan22duo.engine.weights.vae_checkpoint import load_vae
+from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 
 from _deps import require
 
@@ -132,8 +132,8 @@ def test_batch_of_two_matches_diffusers(pair):
 
 def test_key_map_covers_every_diffusers_parameter():
     """The map is a bijection onto diffusers' names (load_state_dict(strict=True) above also checks this)."""
-    from wan22duo.engine.vae.loading import build_vae
-    from wan22duo.engine.vae.model import VAEConfig
+    from wan22duo.engine.weights.vae_checkpoint import build_vae
+    from wan22duo.engine.model.vae.model import VAEConfig
 
     for version, z in (("2.1", 16), ("2.2", 48)):
         ours = build_vae(VAEConfig(version, 8, 8, z)).state_dict()

@@ -10,10 +10,10 @@
 import pytest
 import torch
 
-from wan22duo.engine.latents import LatentMismatchError
-from wan22duo.engine.vae import load_vae
-from wan22duo.engine.vae.model import decode_chunks, encode_chunks
-from wan22duo.engine.vae.tiny import write_tiny_vae
+from wan22duo.engine.model.latents import LatentMismatchError
+from wan22duo.engine.weights.vae_checkpoint import load_vae
+from wan22duo.engine.model.vae.model import decode_chunks, encode_chunks
+from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 
 SIZES = {"2.1": (16, 24), "2.2": (32, 48)}  # 2x3 latent cells
 

@@ -3,9 +3,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from wan22duo.engine.vae import VAEConfig, VAEFileError, detect_vae, load_vae
-from wan22duo.engine.vae.loading import build_vae
-from wan22duo.engine.vae.tiny import write_tiny_vae
+from wan22duo.engine.model.vae.model import VAEConfig
+from wan22duo.engine.weights.vae_checkpoint import VAEFileError, detect_vae, load_vae
+from wan22duo.engine.weights.vae_checkpoint import build_vae
+from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 
 
 @pytest.fixture(scope="module")

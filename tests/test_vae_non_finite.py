@@ -2,8 +2,9 @@
 import pytest
 import torch
 
-from wan22duo.engine.vae import NonFiniteError, load_vae
-from wan22duo.engine.vae.tiny import write_tiny_vae
+from wan22duo.engine.model.vae.model import NonFiniteError
+from wan22duo.engine.weights.vae_checkpoint import load_vae
+from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 from wan22duo.nodes.loaders import Wan22DuoVAELoader
 from wan22duo.nodes.vae import Wan22DuoVAEDecode, Wan22DuoVAEEncode
 

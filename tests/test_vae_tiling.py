@@ -18,9 +18,10 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from wan22duo.engine.vae import Tiling, load_vae
-from wan22duo.engine.vae.tiling import blend_weights, plan_tiles, spans
-from wan22duo.engine.vae.tiny import write_tiny_vae
+from wan22duo.engine.model.vae.tiling import Tiling
+from wan22duo.engine.weights.vae_checkpoint import load_vae
+from wan22duo.engine.model.vae.tiling import blend_weights, plan_tiles, spans
+from wan22duo.engine.testing.tiny_vae import write_tiny_vae
 
 
 def rel_l2(a, b):

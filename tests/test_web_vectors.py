@@ -1,7 +1,7 @@
 """The committed web test vectors must equal what the Python engine computes now.
 
 web/tests/vectors.json feeds the JavaScript tests (node --test web/tests/) that pin the canvas
-plot's math to engine/schedule.py. If the engine changes, this test fails until the vectors are
+plot's math to engine/sampling/schedule.py. If the engine changes, this test fails until the vectors are
 regenerated with ``python scripts/make_web_vectors.py``.
 """
 import json

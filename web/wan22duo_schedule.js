@@ -1,4 +1,4 @@
-// Wan 2.2 Duo: noise schedules and the expert-switch rule, bit for bit as engine/schedule.py.
+// Wan 2.2 Duo: noise schedules and the expert-switch rule, bit for bit as engine/sampling/schedule.py.
 //
 // Pure math, no DOM and no ComfyUI imports: the browser extension and `node --test` both load it.
 // ComfyUI also imports every .js file in web/ as an extension script, so this module must have

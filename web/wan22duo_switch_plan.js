@@ -1,5 +1,5 @@
 // Wan 2.2 Duo: what the sampler will do with the current widget values, in words and numbers.
-// Mirrors the routing plan in engine/sampling.py (_plan): a negative boundary means the model's
+// Mirrors the routing plan in engine/sampling/loop.py (_plan): a negative boundary means the model's
 // official one; TI2V-5B is a single model (every step on it, no switch); an explicit switch_step
 // overrides the boundary. Pure and side-effect free (auto-loaded by ComfyUI, imported by tests).
 

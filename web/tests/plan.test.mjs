@@ -1,5 +1,5 @@
 // The routing plan and the model-name fallback against vectors from the Python side
-// (engine/sampling.py's plan and nodes/routes.py's name guess), plus caption wording.
+// (engine/sampling/loop.py's plan and nodes/routes.py's name guess), plus caption wording.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";

@@ -1,0 +1,205 @@
+"""Patches a MODEL carries, in Wan22DuoModelSampler and in ComfyUI's own two-KSamplerAdvanced graph.
+
+The same patched MODELs (tiny T2V-A14B experts from ``engine.testing.tiny``, fp32, CPU) run through
+our node and through the graph ComfyUI users build by hand: KSamplerAdvanced on the high-noise
+expert for steps [0, k) with its leftover noise, then KSamplerAdvanced on the low-noise expert for
+[k, steps) without new noise; euler, ComfyUI's ``simple`` schedule and ModelSamplingSD3 on both
+MODELs, so the two runs share one trajectory. Each test fails when the MODEL's wrappers do not
+run in our sampler (they did not before ``ComfyExpert.prepare`` merged them).
+"""
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+
+import pytest
+import torch
+
+STEPS, SWITCH, SHIFT, SEED = 8, 3, 8.0, 7
+CFG_HIGH, CFG_LOW = 4.0, 3.0
+PARITY = 1e-4
+LEVELS = ("outer_sample", "prepare_sampling", "sampler_sample", "predict_noise", "calc_cond_batch",
+          "apply_model", "diffusion_model")
+
+
+def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).norm() / b.double().norm())
+
+
+def result(output):
+    """A node's outputs, V1 tuple or V3 NodeOutput."""
+    return tuple(getattr(output, "result", output))
+
+
+@pytest.fixture(scope="module")
+def experts(comfy):
+    """File names of a tiny high- and low-noise T2V-A14B expert in ComfyUI's diffusion_models."""
+    tiny = comfy.pack_module("engine.testing.tiny")
+    names = []
+    for seed, role in ((31, "high"), (32, "low")):
+        path = comfy.tree.model_path("diffusion_models", f"patches_t2v_a14b_{role}_noise.safetensors")
+        names.append(tiny.write_tiny_dit(path, "t2v_a14b", seed=seed).name)
+    return names
+
+
+def models(comfy, experts):
+    """Fresh ModelPatchers with ModelSamplingSD3 (the graph's sigmas need it; our sampler reads it, shift -1)."""
+    out = []
+    for name in experts:
+        (model,) = result(comfy.run("UNETLoader", unet_name=name, weight_dtype="default"))
+        out.append(result(comfy.run("ModelSamplingSD3", model=model, shift=SHIFT))[0])
+    return out
+
+
+def inputs(comfy, frames: int = 3):
+    """Prompts of 512 rows (as umT5 returns them), so both samplers batch cond and uncond alike."""
+    (pos,) = result(comfy.run("Wan22DuoTestConditioning", text="a red fox running through fresh snow", length=512))
+    (neg,) = result(comfy.run("Wan22DuoTestConditioning", text="blurry, static", length=512))
+    return pos, neg, {"samples": torch.zeros(1, 16, frames, 8, 8)}
+
+
+def ours(comfy, pair, frames: int = 3, steps: int = STEPS):
+    pos, neg, latent = inputs(comfy, frames)
+    out = comfy.run("Wan22DuoModelSampler", high_noise_model=pair[0], low_noise_model=pair[1], positive=pos,
+                    negative=neg, latent=latent, seed=SEED, steps=steps, cfg_high=CFG_HIGH, cfg_low=CFG_LOW,
+                    shift=-1.0, boundary=-1.0, switch_step=SWITCH, sampler="euler", scheduler="simple",
+                    memory="offload_cpu")
+    (samples, switch) = out["result"]
+    assert switch == SWITCH
+    return samples["samples"], out["ui"]["wan22duo_switch"][0]
+
+
+def graph(comfy, pair, frames: int = 3, steps: int = STEPS):
+    """ComfyUI's two-KSamplerAdvanced graph on the same MODELs, switch and seed."""
+    pos, neg, latent = inputs(comfy, frames)
+    common = dict(noise_seed=SEED, steps=steps, sampler_name="euler", scheduler="simple", positive=pos,
+                  negative=neg)
+    (mid,) = result(comfy.run("KSamplerAdvanced", model=pair[0], add_noise="enable", cfg=CFG_HIGH, latent_image=latent,
+                              start_at_step=0, end_at_step=SWITCH, return_with_leftover_noise="enable", **common))
+    (out,) = result(comfy.run("KSamplerAdvanced", model=pair[1], add_noise="disable", cfg=CFG_LOW, latent_image=mid,
+                              start_at_step=SWITCH, end_at_step=10000, return_with_leftover_noise="disable",
+                              **common))
+    return out["samples"]
+
+
+def counting(pair, counts: Counter):
+    """Clones of the experts with a wrapper at every level that counts its calls per expert."""
+    import comfy.patcher_extension
+
+    def counter(tag):
+        def wrapper(executor, *args, **kwargs):
+            counts[tag] += 1
+            return executor(*args, **kwargs)
+        return wrapper
+
+    out = []
+    for role, model in zip(("high", "low"), pair):
+        model = model.clone()
+        for level in LEVELS:
+            model.add_wrapper_with_key(level, "wan22duo_test_count", counter((role, level)))
+        out.append(model)
+    return out
+
+
+def test_a_counting_wrapper_runs_at_every_level_as_in_the_two_sampler_graph(comfy, experts, record_property):
+    want, got = Counter(), Counter()
+    reference = graph(comfy, counting(models(comfy, experts), want))
+    samples, report = ours(comfy, counting(models(comfy, experts), got))
+    per_expert = {role: {level: (got[role, level], want[role, level]) for level in LEVELS} for role in ("high", "low")}
+    record_property("counts_ours_vs_graph", per_expert)
+    print(f"\ncounts per expert and level (ours, graph): {per_expert}")
+    for role, steps in (("high", SWITCH), ("low", STEPS - SWITCH)):
+        for level in LEVELS:
+            once = level in ("outer_sample", "prepare_sampling", "sampler_sample")
+            assert want[role, level] == (1 if once else steps), (role, level)  # the graph, as documented
+            assert got[role, level] == want[role, level], (role, level)
+    assert rel_l2(samples, reference) <= PARITY
+    # Our loop stands in for both samplers, so these two levels wrap the whole run: the report says so.
+    notes = report["patch_notes"]
+    for name in ("high_noise_model", "low_noise_model"):
+        for level in ("OUTER_SAMPLE", "SAMPLER_SAMPLE"):
+            assert any(n.startswith(f"{name}: the {level} wrapper 'wan22duo_test_count'") for n in notes), notes
+
+
+def skipped(records, name: str) -> list[tuple[int, int]]:
+    pattern = re.compile(rf"{name} - skipped (\d+)/(\d+) steps")
+    return [tuple(map(int, m.groups())) for r in records if (m := pattern.search(r.getMessage()))]
+
+
+@pytest.mark.parametrize("node", ["EasyCache", "LazyCache"])
+def test_caches_skip_the_steps_they_skip_in_the_graph(comfy, experts, node, caplog, record_property):
+    caplog.set_level(logging.INFO)
+    steps, threshold = 20, 0.4
+
+    def cached():
+        return [result(comfy.run(node, model=m, reuse_threshold=threshold, start_percent=0.15, end_percent=0.95,
+                                 verbose=False))[0] for m in models(comfy, experts)]
+
+    reference = graph(comfy, cached(), steps=steps)
+    in_graph = skipped(caplog.records, node)
+    caplog.clear()
+    samples, report = ours(comfy, cached(), steps=steps)
+    in_ours = skipped(caplog.records, node)
+    plain, _ = ours(comfy, models(comfy, experts), steps=steps)
+    record_property("skipped_graph_ours", (in_graph, in_ours))
+    print(f"\n{node} skipped (per expert, of the steps it was given): graph {in_graph}, ours {in_ours}; "
+          f"ours vs graph rel L2 {rel_l2(samples, reference):.2e}")
+    assert len(in_graph) == len(in_ours) == 2
+    assert sum(s for s, _ in in_graph) > 0, "the threshold must make the cache skip steps on the tiny model"
+    assert [s for s, _ in in_ours] == [s for s, _ in in_graph]
+    assert rel_l2(samples, reference) <= PARITY
+    assert rel_l2(samples, plain) > 100 * PARITY  # skipping changed the result
+    assert report["patch_notes"] == []  # both caches act here as in the graph: nothing to warn about
+
+
+def test_torch_compile_model_compiles_the_running_experts(comfy, experts):
+    """TorchCompileModel's wrapper (``set_torch_compile_wrapper``) with a counting backend: frames are compiled."""
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    compiled = Counter()
+
+    def backend(tag):
+        def compile_graph(gm, example_inputs):
+            compiled[tag] += 1
+            return gm.forward
+        return compile_graph
+
+    plain, _ = ours(comfy, models(comfy, experts))
+    pair = []
+    for role, model in zip(("high", "low"), models(comfy, experts)):
+        model = model.clone()
+        set_torch_compile_wrapper(model, backend=backend(role))
+        pair.append(model)
+    torch._dynamo.reset()
+    try:
+        samples, report = ours(comfy, pair)
+    finally:
+        torch._dynamo.reset()
+    print(f"\ncompiled graphs per expert: {dict(compiled)}")
+    assert compiled["high"] > 0 and compiled["low"] > 0
+    assert rel_l2(samples, plain) <= PARITY
+    assert report["patch_notes"] == []
+
+
+@pytest.mark.parametrize("freenoise", [False, True])
+def test_context_windows_with_and_without_freenoise_as_in_the_graph(comfy, experts, freenoise, record_property):
+    frames = 8  # latent frames; windows of 5 with overlap 1 (WanContextWindowsManual counts pixel frames)
+
+    def windowed():
+        return [result(comfy.run("WanContextWindowsManual", model=m, context_length=17, context_overlap=4,
+                                 context_schedule="static_standard", context_stride=1, closed_loop=False,
+                                 fuse_method="pyramid", freenoise=freenoise))[0] for m in models(comfy, experts)]
+
+    reference = graph(comfy, windowed(), frames=frames)
+    samples, _ = ours(comfy, windowed(), frames=frames)
+    err = rel_l2(samples, reference)
+    record_property("rel_l2", err)
+    print(f"\ncontext windows, freenoise={freenoise}: ours vs graph rel L2 {err:.2e}")
+    assert err <= PARITY
+    if freenoise:  # FreeNoise changed the run (it did nothing before the SAMPLER_SAMPLE level was honoured)
+        pair = [result(comfy.run("WanContextWindowsManual", model=m, context_length=17, context_overlap=4,
+                                 context_schedule="static_standard", context_stride=1, closed_loop=False,
+                                 fuse_method="pyramid", freenoise=False))[0] for m in models(comfy, experts)]
+        off, _ = ours(comfy, pair, frames=frames)
+        assert rel_l2(samples, off) > 100 * PARITY
