@@ -1,0 +1,195 @@
+"""One video over several processes: sequence parallel and CFG parallel equal the single process.
+
+Real ``torch.distributed`` (gloo) in real spawned workers (``engine.parallel.workers``),
+at 2 and 4 ranks, for T2V-A14B, I2V-A14B and TI2V-5B tiny models of 4 heads, on a
+latent of 27 tokens (divides by neither 2 nor 4, so the padding path runs). Every job
+has a timeout, and a dead or failing worker stops the whole group, so nothing hangs.
+
+Bound: fp32, 1e-5 relative to the largest value. The ranks compute the same sums as the
+single process except that attention runs per head group and the FFN/linears over other
+row counts, which may change the CPU kernels' summation order (seen: under 1e-6).
+"""
+import os
+import signal
+import threading
+
+import pytest
+import torch
+
+from wan22duo.engine.model.conditioning import I2VConditioning
+from wan22duo.engine.memory.residency import ModelHandle
+from wan22duo.engine.parallel import workers
+from wan22duo.engine.parallel.sequence import all_to_all_bytes, gather_bytes, padded_length
+from wan22duo.engine.sampling.loop import guided_velocity, sample
+from wan22duo.engine.testing import parallel_jobs
+from wan22duo.engine.testing.tiny import write_tiny_dit
+from wan22duo.engine.weights.checkpoint import detect_dit, load_dit
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+DIMS = dict(dim=512, ffn_dim=256, num_layers=1, text_dim=64)  # 4 heads: 2 or 1 per rank
+GRID = (3, 6, 6)  # latent T, h, w -> 3 * 3 * 3 = 27 tokens
+TOKENS = 27
+JOB_S = 180
+VARIANTS = ("t2v_a14b", "i2v_a14b", "ti2v_5b")
+CHANNELS = {"t2v_a14b": 16, "i2v_a14b": 16, "ti2v_5b": 48}
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parallel")
+    return {(v, s): str(write_tiny_dit(root / f"{v}_{s}.safetensors", variant=v, seed=s, **DIMS))
+            for v in VARIANTS for s in (1, 2)}
+
+
+@pytest.fixture(scope="module", params=[2, 4], ids=["2ranks", "4ranks"])
+def group(request):
+    g = workers.WorkerGroup(["cpu"] * request.param, threads=1, start_timeout_s=JOB_S)
+    yield g
+    g.close()
+
+
+def inputs(variant: str, seed: int = 3):
+    g = torch.Generator().manual_seed(seed)
+    in_dim = {"t2v_a14b": 16, "i2v_a14b": 36, "ti2v_5b": 48}[variant]
+    x = torch.randn(1, in_dim, *GRID, generator=g)
+    context = torch.randn(1, 7, DIMS["text_dim"], generator=g)
+    if variant == "ti2v_5b":  # frame 0 kept (t = 0), the rest at t: one modulation per frame
+        t = torch.full((1, TOKENS), 700.0)
+        t[:, :9] = 0.0
+    else:
+        t = torch.tensor([700.0])
+    return x, t, context
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_sequence_parallel_forward_equals_one_process(group, files, variant):
+    path = files[(variant, 1)]
+    x, t, context = inputs(variant)
+    with torch.no_grad():
+        expected = load_dit(path, compute_dtype=torch.float32)(x, t, context)
+    got = group.run(parallel_jobs.forward_job, timeout_s=JOB_S, path=path, x=x, t=t, context=context)
+    assert got["velocity"].shape == expected.shape
+    assert rel(got["velocity"], expected) < 1e-5
+
+    # what went through the collectives is what the README's formula says (fp32 here)
+    ranks, cfg = group.world, detect_dit(path)
+    traffic = got["traffic"]
+    assert traffic.calls == 4 * cfg.num_layers
+    assert traffic.all_to_all == all_to_all_bytes(cfg, TOKENS, ranks, element_bytes=4)
+    assert traffic.gather == gather_bytes(cfg, TOKENS, ranks)
+    local = padded_length(TOKENS, ranks) // ranks
+    assert traffic.all_to_all == 4 * local * cfg.dim * 4 * (ranks - 1) // ranks  # 1 layer, by hand
+
+
+def sample_args(variant: str):
+    g = torch.Generator().manual_seed(5)
+    latent = torch.randn(1, CHANNELS[variant], *GRID, generator=g)
+    positive = torch.randn(1, 7, DIMS["text_dim"], generator=g)
+    negative = torch.randn(1, 5, DIMS["text_dim"], generator=g)
+    args = dict(latent=latent, positive=positive, negative=negative, seed=9, steps=2, shift=5.0,
+                cfg_high=3.0, cfg_low=2.0, solver="euler")
+    if variant == "i2v_a14b":
+        image = torch.randn(1, 16, *GRID, generator=g)
+        mask = torch.zeros(1, 4, *GRID)
+        mask[:, :, 0] = 1.0
+        args["i2v"] = I2VConditioning(image, mask)
+    if variant == "ti2v_5b":
+        mask = torch.ones(1, 1, *GRID)
+        mask[:, :, 0] = 0.0  # first latent frame kept: one timestep per frame
+        args["noise_mask"] = mask
+    else:
+        args["switch_step"] = 1  # one step on each expert
+    return args
+
+
+def handle(path: str) -> ModelHandle:
+    return ModelHandle(lambda d: load_dit(path, compute_dtype=torch.float32, device=d), "cpu", torch.float32,
+                       {"config": detect_dit(path), "path": path})
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_whole_run_on_workers_equals_one_process(group, files, variant):
+    high = files[(variant, 1)]
+    low = None if variant == "ti2v_5b" else files[(variant, 2)]
+    args = sample_args(variant)
+    expected = sample(handle(high), None if low is None else handle(low), **args)
+    got = group.run(workers.run_sample, timeout_s=JOB_S, high=high, low=low, **args)
+    assert got.switch_step == expected.switch_step and got.expert_steps == expected.expert_steps
+    assert rel(got.latent, expected.latent) < 1e-5
+    assert not torch.equal(got.latent, args["latent"])
+
+
+def test_cfg_parallel_equals_batched_guidance(group, files):
+    path = files[("t2v_a14b", 1)]
+    x, t, positive = inputs("t2v_a14b")
+    negative = torch.randn(1, 7, DIMS["text_dim"], generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        expected = guided_velocity(load_dit(path, compute_dtype=torch.float32), x, t, positive, negative, 4.0)
+    got = group.run(parallel_jobs.cfg_job, timeout_s=JOB_S, path=path, x=x, t=t, positive=positive,
+                    negative=negative, cfg=4.0)
+    assert rel(got["velocity"], expected) < 1e-5
+    assert got["traffic"].calls == 1  # one all-gather of the two velocities per step
+
+
+def test_cfg_parallel_whole_run(group, files):
+    args = sample_args("t2v_a14b")
+    high, low = files[("t2v_a14b", 1)], files[("t2v_a14b", 2)]
+    expected = sample(handle(high), handle(low), **args)
+    got = group.run(workers.run_sample, timeout_s=JOB_S, high=high, low=low, cfg_parallel=True, **args)
+    assert rel(got.latent, expected.latent) < 1e-5
+
+
+# ---------------------------------------------------------------- failures
+
+
+def test_a_killed_worker_fails_the_job_clearly_and_the_next_job_runs(files):
+    devices = ["cpu", "cpu"]
+    try:
+        first = workers.shared_group(devices)
+        assert workers.shared_group(devices) is first  # kept across jobs
+        args = sample_args("t2v_a14b")
+        high, low = files[("t2v_a14b", 1)], files[("t2v_a14b", 2)]
+        victim = first.pids[1]
+        timer = threading.Timer(2.0, os.kill, (victim, signal.SIGKILL))
+        timer.start()
+        with pytest.raises(workers.WorkerError, match=r"worker rank 1 \(pid \d+, device cpu\) was killed by signal 9"):
+            first.run(workers.run_sample, timeout_s=JOB_S, high=high, low=low,
+                      **{**args, "steps": 40, "callback": parallel_jobs.slow_step})
+        timer.join()
+        assert not first.alive and not any(p.is_alive() for p in first.processes)  # nothing left running
+
+        second = workers.shared_group(devices)
+        assert second is not first and second.alive
+        got = second.run(workers.run_sample, timeout_s=JOB_S, high=high, low=low, **args)
+        expected = sample(handle(high), handle(low), **args)
+        assert rel(got.latent, expected.latent) < 1e-5
+    finally:
+        workers.close_shared_group()
+
+
+def test_an_error_on_a_rank_names_it_and_stops_the_group(files):
+    g = workers.WorkerGroup(["cpu", "cpu"], threads=1, start_timeout_s=JOB_S)
+    try:
+        with pytest.raises(workers.WorkerError, match=r"(?s)worker rank \d \(device cpu\) failed while running "
+                                                      r"forward_job:.*nonexistent"):
+            g.run(parallel_jobs.forward_job, timeout_s=JOB_S, path="/nonexistent/model.safetensors",
+                  x=torch.zeros(1), t=torch.zeros(1), context=torch.zeros(1))
+        assert not g.alive
+        with pytest.raises(workers.WorkerError, match="was shut down"):
+            g.run(parallel_jobs.forward_job, path="x", x=None, t=None, context=None)
+    finally:
+        g.close()
+
+
+def test_bad_device_lists_are_refused():
+    with pytest.raises(ValueError, match="at least one device"):
+        workers.check_devices([])
+    with pytest.raises(ValueError, match="all 'cpu' or all 'cuda:N'"):
+        workers.check_devices(["cpu", "cuda:0"])
+    with pytest.raises(ValueError, match="name a GPU twice"):
+        workers.check_devices(["cuda:0", "cuda:0"])
