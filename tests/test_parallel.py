@@ -193,3 +193,49 @@ def test_bad_device_lists_are_refused():
         workers.check_devices(["cpu", "cuda:0"])
     with pytest.raises(ValueError, match="name a GPU twice"):
         workers.check_devices(["cuda:0", "cuda:0"])
+
+
+# ---------------------------------------------------------------- the ComfyUI node
+
+
+def test_sampler_node_on_parallel_workers_equals_the_plain_node(files):
+    from wan22duo.nodes.loaders import Wan22DuoExpertLoader
+    from wan22duo.nodes.parallel import Wan22DuoParallel
+    from wan22duo.nodes.samplers import Wan22DuoSampler
+
+    loader = Wan22DuoExpertLoader()
+    high = loader.load(files[("t2v_a14b", 1)], "high_noise", "default", "fp32", "cpu")[0]
+    low = loader.load(files[("t2v_a14b", 2)], "low_noise", "default", "fp32", "cpu")[0]
+    g = torch.Generator().manual_seed(4)
+    latent = {"samples": torch.randn(1, 16, *GRID, generator=g)}
+    pos = [[torch.randn(1, 6, DIMS["text_dim"], generator=g), {}]]
+    neg = [[torch.randn(1, 4, DIMS["text_dim"], generator=g), {}]]
+    settings = dict(steps=2, sampler="euler", switch_step=1, low_noise_model=low)
+    plain = Wan22DuoSampler().sample(high, pos, neg, latent, 3, **settings)
+    high = loader.load(files[("t2v_a14b", 1)], "high_noise", "default", "fp32", "cpu")[0]
+    low = settings["low_noise_model"] = loader.load(files[("t2v_a14b", 2)], "low_noise", "default", "fp32", "cpu")[0]
+    groups = []
+    try:
+        for devices in ("cpu, cpu", "cpu,cpu,cpu,cpu"):  # CFG halves of 1 and of 2 sequence ranks
+            (options,) = Wan22DuoParallel().options(devices, cfg_parallel=True)
+            out = Wan22DuoSampler().sample(high, pos, neg, latent, 3, parallel=options, **settings)
+            assert out["ui"] == plain["ui"]
+            assert rel(out["result"][0]["samples"], plain["result"][0]["samples"]) < 1e-5
+            groups.append(workers._shared)
+            assert groups[-1].devices == ["cpu"] * len(devices.split(",")) and groups[-1].alive
+        assert not high.loaded and not low.loaded  # the workers loaded the experts, not this process
+        assert not any(p.is_alive() for p in groups[0].processes)  # the new device list replaced the group
+    finally:
+        workers.close_shared_group()
+    assert not any(p.is_alive() for g in groups for p in g.processes)
+
+
+def test_parallel_node_refuses_bad_settings():
+    from wan22duo.nodes.parallel import Wan22DuoParallel
+
+    with pytest.raises(ValueError, match="lists no device"):
+        Wan22DuoParallel().options(" , ")
+    with pytest.raises(ValueError, match="even number of devices; got 3"):
+        Wan22DuoParallel().options("cpu,cpu,cpu", cfg_parallel=True)
+    with pytest.raises(workers.ParallelError, match="no model file"):
+        workers.ExpertFile.of(ModelHandle.from_module(torch.nn.Linear(2, 2)))

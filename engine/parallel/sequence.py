@@ -74,6 +74,12 @@ def gather_bytes(config: WanConfig, tokens: int, ranks: int, batch: int = 1) -> 
     return batch * local * 4 * config.out_dim * 4 * (ranks - 1)
 
 
+def step_bytes(config: WanConfig, tokens: int, ranks: int, passes: int = 2, batch: int = 1,
+               element_bytes: int = 2) -> int:
+    """Bytes one rank sends in one sampling step: ``passes`` forwards (2 with CFG) of all-to-all and gather."""
+    return passes * (all_to_all_bytes(config, tokens, ranks, batch, element_bytes) + gather_bytes(config, tokens, ranks, batch))
+
+
 class UlyssesSplit:
     """This rank's share of the tokens (``engine.model.dit.SequenceSplit``) over ``group``."""
 

@@ -43,6 +43,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from ..errors import public
+from .sequence import ParallelError
 
 log = logging.getLogger(__name__)
 
@@ -273,46 +274,74 @@ def close_shared_group() -> None:
 # ---------------------------------------------------------------- the video job
 
 
-def parallel_expert(path: str, compute_dtype: torch.dtype, sequence_group: Any, cfg_group: Any):
-    """A ``ModelHandle`` that loads ``path`` on demand and wraps it for sequence / CFG parallel."""
+@dataclass(frozen=True)
+class ExpertFile:
+    """What a worker needs to load one expert itself: its file and the loader's settings (picklable)."""
+
+    path: str
+    compute_dtype: torch.dtype = torch.float32
+    weight_dtype: Optional[str] = None  # None / "default": as stored
+    attention: str = "auto"
+    loras: tuple = ()  # ((path, strength), ...) applied in one pass, as engine.weights.lora.with_lora does
+
+    @classmethod
+    def of(cls, handle: Any) -> "ExpertFile":
+        """The file behind a loader node's ``ModelHandle`` (refused when there is none)."""
+        info = getattr(handle, "info", None)
+        if not isinstance(info, dict) or not info.get("path"):
+            raise ParallelError(f"{getattr(handle, 'name', type(handle).__name__)} has no model file the parallel "
+                                "workers could load (a ComfyUI MODEL, or a model built in memory); load the "
+                                "experts with Wan22DuoExpertLoader / Wan22DuoTI2VLoader to run them in parallel")
+        weight = info.get("weight_dtype")
+        return cls(str(info["path"]), handle.compute_dtype, None if weight in (None, "default") else weight,
+                   info.get("attention") or "auto", tuple(info.get("loras", ())))
+
+
+def parallel_expert(spec: ExpertFile, sequence_group: Any, cfg_group: Any):
+    """A ``ModelHandle`` that loads ``spec`` on demand and wraps it for sequence / CFG parallel."""
     from ..memory.residency import ModelHandle
+    from ..sampling.fast import apply_fast_options
     from ..weights.checkpoint import detect_dit, load_dit
+    from ..weights.lora import apply_loras
     from .cfg import CfgParallel
     from .sequence import SequenceParallel
 
     def load(device: torch.device):
-        model = load_dit(path, compute_dtype=compute_dtype, device=device)
+        model = load_dit(spec.path, compute_dtype=spec.compute_dtype, device=device, weight_dtype=spec.weight_dtype)
+        if spec.loras:
+            apply_loras(model, spec.loras, keep_backup=False)
+        model = apply_fast_options(model, attention=spec.attention)  # compile stays off: collectives inside
         if dist.get_world_size(sequence_group) > 1:
             model = SequenceParallel(model, sequence_group)
         return model if cfg_group is None else CfgParallel(model, cfg_group)
 
-    return ModelHandle(load, "cpu", compute_dtype, {"config": detect_dit(path), "path": path})
+    return ModelHandle(load, "cpu", spec.compute_dtype, {"config": detect_dit(spec.path), "path": spec.path})
 
 
-def run_sample(ctx: Context, high: str, low: Optional[str], compute_dtype: torch.dtype = torch.float32,
-               cfg_parallel: bool = False, **sample_kwargs: Any):
-    """Job: ``engine.sampling.loop.sample`` on every rank with parallel experts loaded from ``high``/``low``.
+def run_sample(ctx: Context, high: Any, low: Any = None, cfg_parallel: bool = False, **sample_kwargs: Any):
+    """Job: ``engine.sampling.loop.sample`` on every rank with parallel experts.
 
-    The experts stay loaded in ``ctx.state`` for the next job with the same files and
+    ``high`` / ``low``: :class:`ExpertFile` (or a plain path: fp32, as stored). The
+    experts stay loaded in ``ctx.state`` for the next job with the same files and
     settings. Returns rank 0's ``SampleResult`` (every rank computes the same one).
     """
     from ..sampling.loop import sample
     from .cfg import split_groups
 
-    key = (high, low, compute_dtype, cfg_parallel)
+    specs = tuple(ExpertFile(p) if isinstance(p, str) else p for p in (high, low))
+    key = (specs, cfg_parallel)
     if ctx.state.get("experts_key") != key:
         ctx.state.pop("experts", None)
         groups = ctx.state.setdefault("groups", {})
         if cfg_parallel not in groups:  # new_group is collective: every rank makes the same groups
             groups[cfg_parallel] = split_groups(cfg_parallel)
         sequence_group, cfg_group = groups[cfg_parallel]
-        ctx.state["experts"] = tuple(None if p is None else parallel_expert(p, compute_dtype, sequence_group, cfg_group)
-                                     for p in (high, low))
+        ctx.state["experts"] = tuple(None if s is None else parallel_expert(s, sequence_group, cfg_group)
+                                     for s in specs)
         ctx.state["experts_key"] = key
     high_handle, low_handle = ctx.state["experts"]
     sample_kwargs.setdefault("memory", "keep_both")
-    result = sample(high_handle, low_handle, placement=(ctx.device, ctx.device), **sample_kwargs)
-    return result
+    return sample(high_handle, low_handle, placement=(ctx.device, ctx.device), **sample_kwargs)
 
 
 def boot(spec: dict) -> None:
