@@ -239,3 +239,43 @@ def test_parallel_node_refuses_bad_settings():
         Wan22DuoParallel().options("cpu,cpu,cpu", cfg_parallel=True)
     with pytest.raises(workers.ParallelError, match="no model file"):
         workers.ExpertFile.of(ModelHandle.from_module(torch.nn.Linear(2, 2)))
+
+
+def test_workers_leave_when_their_driver_is_killed(tmp_path):
+    """A driver killed with SIGKILL runs no atexit: its idle workers notice and exit by themselves."""
+    import subprocess
+    import sys
+    import time
+
+    root = workers.PACK_ROOT
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(root / 'scripts')!r})\n"
+        "from packpath import load_pack\n"
+        "load_pack()\n"
+        "from wan22duo.engine.parallel.workers import WorkerGroup\n"
+        "group = WorkerGroup(['cpu', 'cpu'])\n"
+        "print(*group.pids, flush=True)\n"
+        "time.sleep(600)\n")
+    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in driver.stdout.readline().split()]
+        assert len(pids) == 2
+        driver.kill()
+        driver.wait(10)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_running(p) for p in pids):
+            time.sleep(0.2)
+        assert not any(_running(p) for p in pids), f"workers {pids} outlived their driver"
+    finally:
+        driver.kill()
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (an orphan is reaped by init)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False

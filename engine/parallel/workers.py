@@ -14,7 +14,8 @@ a crash in NCCL) or a job raises on any rank, the driver stops every worker of t
 group (the others may be blocked in a collective waiting for the dead one) and raises
 :class:`WorkerError` naming the rank, its device and exit code or traceback. The group
 is then closed; :func:`shared_group` starts a fresh one for the next job. Groups are
-closed when the process exits (``atexit``) and when the device list changes.
+closed when the process exits (``atexit``) and when the device list changes; a driver
+killed outright (no ``atexit``) is noticed by its idle workers, which then exit.
 
 Spawned children start a fresh interpreter in which the pack's package name (a folder
 name chosen by ComfyUI, or ``wan22duo`` in the tests) is not importable, so the child
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import queue
 import runpy
 import socket
@@ -51,6 +53,7 @@ PACKAGE = __package__.rsplit(".", 2)[0]  # the pack's name here ("wan22duo", or 
 PACK_ROOT = Path(__file__).resolve().parents[2]
 BOOT = Path(__file__).with_name("_boot.py")
 POLL_S = 0.2
+PARENT_CHECK_S = 1.0  # how often an idle worker checks that its driver is still alive
 DEATH_GRACE_S = 2.0  # how long a rank's error waits for a peer's death to show before it is the cause
 
 
@@ -120,10 +123,16 @@ def worker_main(rank: int, world: int, device: str, port: int, inbox: Any, outbo
     dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=timeout_s))
     ctx = Context(rank, world, dev)
+    driver = os.getppid()
     outbox.put((rank, "ready", None))
     try:
         while True:
-            job = inbox.get()
+            try:
+                job = inbox.get(timeout=PARENT_CHECK_S)
+            except queue.Empty:
+                if os.getppid() != driver:  # the driver died without closing us (SIGKILL): leave too
+                    break
+                continue
             if job is None:
                 break
             fn, kwargs = job
