@@ -196,3 +196,24 @@ def test_server_runs_the_copied_tree(server, comfy_tree):
         assert cwd.resolve() == comfy_tree.root.resolve()
     info = server.get_json("/object_info/Wan22DuoSampler")["Wan22DuoSampler"]
     assert info["python_module"] == f"custom_nodes.{comfy_tree.pack.name}"
+
+
+def test_t2v_on_two_parallel_workers_runs_on_the_server(server, client, prepared_files, engine_sampling, comfy_tree):
+    """The bundled T2V graph with Wan22DuoParallel(cpu,cpu) on its sampler, twice.
+
+    The workers are spawned from the server's ``main.py`` process (which they must not re-run)
+    and import the pack under ComfyUI's module name; the second prompt reuses the same group.
+    """
+    name = "workflows/api/t2v_a14b.json"
+    api = json.loads((REPO / name).read_text())
+    sampler = next(k for k, node in api.items() if node["class_type"] == "Wan22DuoSampler")
+    api["9000"] = {"class_type": "Wan22DuoParallel", "inputs": {"devices": "cpu,cpu", "cfg_parallel": False}}
+    api[sampler]["inputs"]["parallel"] = ["9000", 0]
+    reports = []
+    for _ in range(2):
+        queued, entry, _ = _run(name, api, server, client, prepared_files, engine_sampling, comfy_tree)
+        (expected,) = prep.expected_switches(queued, engine_sampling)
+        reports.append(_check_switch(name + " + Wan22DuoParallel", queued, entry, expected))
+    assert reports[0] == reports[1]
+    log = server.log_path.read_text(errors="replace")
+    assert log.count("parallel group of 2 ranks on ['cpu', 'cpu'] started") == 1, server.log_tail()  # kept
