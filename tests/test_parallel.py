@@ -279,3 +279,16 @@ def _running(pid: int) -> bool:
             return f.read().split(") ")[-1][0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_the_readme_table_is_what_the_formula_gives():
+    """The README's bandwidth table is the output of scripts/parallel_traffic.py (the formula tested above)."""
+    import sys
+
+    sys.path.insert(0, str(workers.PACK_ROOT / "scripts"))
+    import parallel_traffic
+
+    readme = (workers.PACK_ROOT / "README.md").read_text()
+    rows = parallel_traffic.rows()
+    assert len(rows) == 2 + 9 and all(row in readme for row in rows)
+    assert "| A14B 720p (1280x720, 81 frames) | 75600 | 8 | 27.1 |" in rows[7]  # 40 x 4 x 9450 x 5120 x 2 B x 7/8 x 2
