@@ -195,7 +195,6 @@ class Wan22DuoSampler:
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
                low_noise_model=None, gpu_budget: Optional[str] = None, parallel: Optional[dict] = None):
         from ..engine.sampling.loop import sample
-        from .parallel import run_parallel
 
         pos, pos_options = text_context(positive, "positive")
         neg, neg_options = text_context(negative, "negative")
@@ -208,6 +207,8 @@ class Wan22DuoSampler:
                         noise_mask=None if noise_mask is None else noise_mask.cpu(),
                         i2v=i2v_conditioning(pos_options, neg_options))
         if parallel is not None:  # the workers load the experts; this process holds none of them
+            from .parallel import run_parallel
+
             result = run_parallel(parallel, high_noise_model, low_noise_model, latent=samples, positive=pos,
                                   negative=neg, **settings)
         else:
