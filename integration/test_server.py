@@ -217,3 +217,48 @@ def test_t2v_on_two_parallel_workers_runs_on_the_server(server, client, prepared
     assert reports[0] == reports[1]
     log = server.log_path.read_text(errors="replace")
     assert log.count("parallel group of 2 ranks on ['cpu', 'cpu'] started") == 1, server.log_tail()  # kept
+
+
+def test_a_batch_spreads_over_two_servers_and_passes_over_a_dead_one(server, client, prepared_files, engine_sampling,
+                                                                      comfy_tree, tmp_path_factory, capsys):
+    """queue_workflow.py with three --server addresses: two real ComfyUI servers and one where nothing listens.
+
+    The job first given to the dead address goes to a live server; all four videos arrive, each in its
+    own folder, and both live servers made some.
+    """
+    from comfy_server import free_port
+
+    name = "workflows/api/t2v_a14b.json"
+    if name in prepared_files:
+        pytest.fail(f"{name}: {prepared_files[name]}")
+    work = tmp_path_factory.mktemp("batch")
+    workflow = work / "t2v.json"
+    workflow.write_text(json.dumps(prep.shrink(json.loads((REPO / name).read_text()), engine_sampling)))
+    second = start_server(comfy_tree.root, work / "second.log", REQUIRED_NODES,
+                          extra_args=("--output-directory", str(work / "second_output")))
+    dead = f"http://127.0.0.1:{free_port()}"
+    try:
+        queue_module, _ = client
+        capsys.readouterr()
+        code = queue_module.main([str(workflow), "--server", dead, "--server", server.url, "--server", second.url,
+                                  "--seeds", "1-4", "--out", str(work / "out"), "--timeout", str(RUN_TIMEOUT_S)])
+        out = capsys.readouterr().out
+    finally:
+        second.stop()
+    assert code == 0, f"{out}\n--- second server log ---\n{second.log_tail()}"
+    lines = out.splitlines()
+    assert any(line.startswith(f"[{dead}] unreachable") and "goes to another server" in line for line in lines), out
+    assert "4 of 4 job(s) done, 0 failed" in lines, out
+    for url in (server.url, second.url):
+        done = [line for line in lines if line.startswith(f"{url}: ")]
+        assert done and not done[0].startswith(f"{url}: 0 job"), out
+    api = json.loads(workflow.read_text())
+    for seed in range(1, 5):
+        folder = work / "out" / f"job{seed:03d}-seed{seed}"
+        videos = [p for p in folder.iterdir() if p.suffix in VIDEO_SUFFIXES]
+        assert len(videos) == 1, (folder, list(folder.iterdir()))
+        _check_video(videos[0], prep.expected_frames(api, _video_node(api)))
+
+
+def _video_node(api: dict) -> str:
+    return next(k for k, node in api.items() if node["class_type"] == "SaveVideo")

@@ -678,6 +678,9 @@ def batch_main(args: argparse.Namespace, api: dict) -> int:
     """
     import threading
 
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # this file may have been loaded by path (the integration suite does)
+        sys.path.insert(0, here)
     import queue_batch
 
     try:
