@@ -55,6 +55,7 @@ BOOT = Path(__file__).with_name("_boot.py")
 POLL_S = 0.2
 PARENT_CHECK_S = 1.0  # how often an idle worker checks that its driver is still alive
 DEATH_GRACE_S = 2.0  # how long a rank's error waits for a peer's death to show before it is the cause
+JOB_TIMEOUT_S: Optional[float] = None  # a job's limit when run() is given none (a long video may take hours)
 
 
 @public
@@ -191,6 +192,7 @@ class WorkerGroup:
         """
         if self.closed:
             raise WorkerError("this parallel group was shut down; start a new one (shared_group does)")
+        timeout_s = JOB_TIMEOUT_S if timeout_s is None else timeout_s
         for inbox in self.inboxes:
             inbox.put((fn, kwargs))
         return self._collect("ok", timeout_s, f"running {getattr(fn, '__name__', fn)}")

@@ -40,3 +40,9 @@ def cfg_job(ctx: Context, path: str, x: torch.Tensor, t: torch.Tensor, positive:
 def slow_step(info: StepInfo) -> None:
     """A sampler callback that makes each step last a while, so a test can kill a worker mid-run."""
     time.sleep(0.25)
+
+
+def sleep_job(ctx: Context, seconds: float) -> int:
+    """A job that takes ``seconds`` (for the driver's timeout)."""
+    time.sleep(seconds)
+    return ctx.rank
