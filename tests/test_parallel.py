@@ -127,6 +127,21 @@ def test_whole_run_on_workers_equals_one_process(group, files, variant):
     assert not torch.equal(got.latent, args["latent"])
 
 
+def test_guidance_batches_both_passes_on_a_sequence_parallel_model(group, files):
+    """Contexts of 7 and 5 rows are padded to 512 and run as one forward of batch 2: one set of all-to-alls."""
+    path = files[("t2v_a14b", 1)]
+    x, t, positive = inputs("t2v_a14b")
+    negative = torch.randn(1, 5, DIMS["text_dim"], generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        expected = guided_velocity(load_dit(path, compute_dtype=torch.float32), x, t, positive, negative, 4.0)
+    got = group.run(parallel_jobs.guided_job, timeout_s=JOB_S, path=path, x=x, t=t, positive=positive,
+                    negative=negative, cfg=4.0)
+    assert rel(got["velocity"], expected) < 1e-5
+    cfg = detect_dit(path)
+    assert got["traffic"].calls == 4 * cfg.num_layers  # two passes would make twice as many
+    assert got["traffic"].all_to_all == all_to_all_bytes(cfg, TOKENS, group.world, batch=2, element_bytes=4)
+
+
 def test_cfg_parallel_equals_batched_guidance(group, files):
     path = files[("t2v_a14b", 1)]
     x, t, positive = inputs("t2v_a14b")

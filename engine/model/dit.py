@@ -297,6 +297,8 @@ class WanModel(nn.Module):
     (at least 512 tokens), 0 disables chunking.
     """
 
+    pads_context = True  # contexts shorter than text_len are padded with zero rows (guidance may batch them)
+
     def __init__(self, config: WanConfig, compute_dtype: torch.dtype = torch.float32,
                  ffn_chunk: Optional[int] = None) -> None:
         super().__init__()

@@ -169,6 +169,8 @@ class SequenceParallel(nn.Module):
     same inputs, in the same order.
     """
 
+    pads_context = True  # as the WanModel it runs: guidance may batch contexts of different lengths
+
     def __init__(self, model: WanModel, group: Any = None) -> None:
         super().__init__()
         if not isinstance(model, WanModel):

@@ -12,7 +12,7 @@ import torch
 from ..parallel.cfg import CfgParallel, split_groups
 from ..parallel.sequence import SequenceParallel
 from ..parallel.workers import Context
-from ..sampling.loop import StepInfo
+from ..sampling.loop import StepInfo, guided_velocity
 from ..weights.checkpoint import load_dit
 
 
@@ -21,6 +21,15 @@ def forward_job(ctx: Context, path: str, x: torch.Tensor, t: torch.Tensor, conte
     model = SequenceParallel(load_dit(path, compute_dtype=torch.float32, device=ctx.device))
     with torch.no_grad():
         velocity = model(x, t, context)
+    return {"velocity": velocity, "traffic": model.traffic}
+
+
+def guided_job(ctx: Context, path: str, x: torch.Tensor, t: torch.Tensor, positive: torch.Tensor,
+               negative: torch.Tensor, cfg: float) -> dict:
+    """The sampler's guidance (``engine.sampling.loop.guided_velocity``) on a sequence-parallel model."""
+    model = SequenceParallel(load_dit(path, compute_dtype=torch.float32, device=ctx.device))
+    with torch.no_grad():
+        velocity = guided_velocity(model, x, t, positive, negative, cfg)
     return {"velocity": velocity, "traffic": model.traffic}
 
 
