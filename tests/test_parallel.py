@@ -7,10 +7,9 @@ has a timeout, and a dead or failing worker stops the whole group, so nothing ha
 
 Bound: fp32, 1e-5 relative to the largest value. The ranks compute the same sums as the
 single process except that attention runs per head group and the linears over other row
-counts, which may change the CPU kernels' summation order; a whole run also differs in
-that the single process batches the two guidance passes and the ranks run them one after
-the other. Seen on the development CPU: forwards equal exactly, whole runs 6.5e-7 to
-1.2e-6, CFG parallel 2.2e-6.
+counts, which may change the CPU kernels' summation order; CFG parallel runs the two
+guidance passes as two forwards where the single process batches them. Seen on the
+development CPU: forwards and whole runs equal exactly, CFG parallel 2.2e-6.
 """
 import os
 import signal
