@@ -77,7 +77,8 @@ def gather_bytes(config: WanConfig, tokens: int, ranks: int, batch: int = 1) -> 
 def step_bytes(config: WanConfig, tokens: int, ranks: int, passes: int = 2, batch: int = 1,
                element_bytes: int = 2) -> int:
     """Bytes one rank sends in one sampling step: ``passes`` forwards (2 with CFG) of all-to-all and gather."""
-    return passes * (all_to_all_bytes(config, tokens, ranks, batch, element_bytes) + gather_bytes(config, tokens, ranks, batch))
+    forward = all_to_all_bytes(config, tokens, ranks, batch, element_bytes) + gather_bytes(config, tokens, ranks, batch)
+    return passes * forward
 
 
 class UlyssesSplit:
