@@ -322,3 +322,14 @@ def test_the_readme_table_is_what_the_formula_gives():
     rows = parallel_traffic.rows()
     assert len(rows) == 2 + 9 and all(row in readme for row in rows)
     assert "| A14B 720p (1280x720, 81 frames) | 75600 | 8 | 27.1 |" in rows[7]  # 40 x 4 x 9450 x 5120 x 2 B x 7/8 x 2
+
+
+def test_starting_workers_hides_the_main_script_only_meanwhile():
+    """Spawn would re-run __main__ (ComfyUI's main.py) in each child; it is hidden while a child starts."""
+    import sys
+
+    main = sys.modules["__main__"]
+    before = (main.__dict__.get("__file__"), main.__dict__.get("__spec__"))
+    with workers.main_script_hidden():
+        assert "__file__" not in main.__dict__ and main.__spec__ is None
+    assert (main.__dict__.get("__file__"), main.__dict__.get("__spec__")) == before
