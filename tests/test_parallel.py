@@ -271,8 +271,10 @@ def test_parallel_node_refuses_bad_settings():
         workers.ExpertFile.of(ModelHandle.from_module(torch.nn.Linear(2, 2)))
 
 
-def test_workers_leave_when_their_driver_is_killed(tmp_path):
-    """A driver killed with SIGKILL runs no atexit: its idle workers notice and exit by themselves."""
+@pytest.mark.parametrize("end", ["exits", "is_killed"])
+def test_workers_leave_with_their_driver(tmp_path, end):
+    """A driver that exits closes its group (atexit); one killed with SIGKILL runs no atexit, and its idle
+    workers notice and exit by themselves."""
     import subprocess
     import sys
     import time
@@ -287,13 +289,19 @@ def test_workers_leave_when_their_driver_is_killed(tmp_path):
         "from wan22duo.engine.parallel.workers import WorkerGroup\n"
         "group = WorkerGroup(['cpu', 'cpu'])\n"
         "print(*group.pids, flush=True)\n"
-        "time.sleep(600)\n")
-    driver = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+        + ("sys.stdin.readline()\n" if end == "exits" else "time.sleep(600)\n"))
+    driver = subprocess.Popen([sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True)
     try:
         pids = [int(p) for p in driver.stdout.readline().split()]
-        assert len(pids) == 2
-        driver.kill()
-        driver.wait(10)
+        assert len(pids) == 2 and all(_running(p) for p in pids)
+        if end == "exits":
+            driver.stdin.write("\n")
+            driver.stdin.flush()
+            assert driver.wait(60) == 0
+        else:
+            driver.kill()
+            driver.wait(10)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and any(_running(p) for p in pids):
             time.sleep(0.2)
