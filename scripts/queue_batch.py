@@ -6,7 +6,8 @@ which queues the workflow there, waits for it and downloads the files), so a fas
 does more jobs. A server that cannot be reached, or stops answering in the middle of a job
 (connection refused or reset, a timeout: an ``OSError``), is taken out of the batch and its job goes
 back on the list for another server, up to ``retries`` times. A job that ComfyUI refuses or fails
-(``failure_types``, e.g. a validation error) is not retried: it would fail on any server. When no
+(``failure_types``, e.g. a validation error), or that raises anything else, is not retried: it
+would fail on any server. When no
 server is left, the jobs still waiting fail with that reason. :func:`summary` gives one line per
 job and one per server.
 """
@@ -131,6 +132,8 @@ def spread(jobs: Sequence[Job], servers: Sequence[str], run_job: Callable[[str, 
             except OSError as exc:
                 dead = True
                 outcome.error = f"server {server} stopped answering: {exc}"
+            except Exception as exc:  # anything else fails this job only; the batch goes on
+                outcome.error = f"failed on {server}: {type(exc).__name__}: {exc}"
             outcome.seconds += time.monotonic() - start
             with lock:
                 state["running"] -= 1

@@ -81,6 +81,17 @@ def test_a_refused_job_is_not_retried_and_no_server_left_fails_the_rest():
     assert qb.summary(outcomes)[-1] == "0 of 4 job(s) done, 4 failed"
 
 
+def test_an_unexpected_error_fails_its_job_only():
+    def run_job(server, job):
+        if job.seed == 1:
+            raise ValueError("not a ComfyUI reply")
+        return ["video.mp4"]
+
+    outcomes = qb.spread(qb.make_jobs(range(3)), ["a"], run_job, log=lambda line: None)
+    assert [o.ok for o in outcomes] == [True, False, True]
+    assert outcomes[1].error == "failed on a: ValueError: not a ComfyUI reply" and outcomes[1].attempts == 1
+
+
 def test_the_client_takes_several_servers_and_a_batch(tmp_path, capsys):
     workflow = ROOT / "workflows" / "api" / "t2v_a14b.json"
     args = qw.parse_args([str(workflow), "--server", "http://a:1", "--server", "http://b:2"])
