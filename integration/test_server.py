@@ -219,13 +219,16 @@ def test_t2v_on_two_parallel_workers_runs_on_the_server(server, client, prepared
     assert log.count("parallel group of 2 ranks on ['cpu', 'cpu'] started") == 1, server.log_tail()  # kept
 
 
-def test_a_batch_spreads_over_two_servers_and_passes_over_a_dead_one(server, client, prepared_files, engine_sampling,
-                                                                      comfy_tree, tmp_path_factory, capsys):
-    """queue_workflow.py with three --server addresses: two real ComfyUI servers and one where nothing listens.
+def test_a_batch_spreads_over_two_servers_and_survives_a_dying_one(server, client, prepared_files, engine_sampling,
+                                                                    comfy_tree, tmp_path_factory, capsys):
+    """queue_workflow.py with three --server addresses: an address where nothing listens and two real
+    ComfyUI servers, the second of which is killed (SIGKILL) while it runs a job.
 
-    The job first given to the dead address goes to a live server; all four videos arrive, each in its
-    own folder, and both live servers made some.
+    Both dead servers' jobs go to the surviving one; all four videos arrive, each in its own folder.
     """
+    import threading
+    import time
+
     from comfy_server import free_port
 
     name = "workflows/api/t2v_a14b.json"
@@ -237,6 +240,22 @@ def test_a_batch_spreads_over_two_servers_and_passes_over_a_dead_one(server, cli
     second = start_server(comfy_tree.root, work / "second.log", REQUIRED_NODES,
                           extra_args=("--output-directory", str(work / "second_output")))
     dead = f"http://127.0.0.1:{free_port()}"
+    killed = threading.Event()
+
+    def kill_second_mid_job() -> None:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if second.get_json("/queue", timeout=5).get("queue_running"):
+                    second.process.kill()
+                    killed.set()
+                    return
+            except OSError:
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_second_mid_job, daemon=True)
+    killer.start()
     try:
         queue_module, _ = client
         capsys.readouterr()
@@ -244,14 +263,15 @@ def test_a_batch_spreads_over_two_servers_and_passes_over_a_dead_one(server, cli
                                   "--seeds", "1-4", "--out", str(work / "out"), "--timeout", str(RUN_TIMEOUT_S)])
         out = capsys.readouterr().out
     finally:
+        killer.join(10)
         second.stop()
+    assert killed.is_set(), f"the second server never ran a job\n{out}"
     assert code == 0, f"{out}\n--- second server log ---\n{second.log_tail()}"
     lines = out.splitlines()
-    assert any(line.startswith(f"[{dead}] unreachable") and "goes to another server" in line for line in lines), out
+    for url in (dead, second.url):
+        assert any(line.startswith(f"[{url}] unreachable") and "goes to another server" in line for line in lines), out
     assert "4 of 4 job(s) done, 0 failed" in lines, out
-    for url in (server.url, second.url):
-        done = [line for line in lines if line.startswith(f"{url}: ")]
-        assert done and not done[0].startswith(f"{url}: 0 job"), out
+    assert f"{server.url}: 4 job(s) done" in out, out
     api = json.loads(workflow.read_text())
     for seed in range(1, 5):
         folder = work / "out" / f"job{seed:03d}-seed{seed}"
