@@ -75,36 +75,48 @@ MEASURE = """
   const coveredAt = (x, y) => {
     if (x < 0 || y < 0 || x >= innerWidth || y >= innerHeight) return "off screen";
     const el = document.elementFromPoint(x, y);
-    if (!el || el === graphCanvas || el.closest?.("[data-node-id]")) return null;
+    if (!el || el === graphCanvas || el.closest?.("[data-node-id], .dom-widget, .comfy-markdown")) return null;
     const id = el.id ? `#${el.id}` : "";
     const cls = typeof el.className === "string" ? el.className.split(/\\s+/).slice(0, 3).join(".") : "";
     return `${el.tagName.toLowerCase()}${id}${cls ? "." + cls : ""}`;
   };
+  // First view: every node's and group's title bar is either in the window and uncovered, or wholly
+  // beyond its right or bottom edge (reachable by panning); none sits under the frontend's panels or
+  // off the left or top edge. The notes' title bars must be in view, and the first note wholly.
   const view = [];
+  const checkPoint = (label, sx, sy, mustSee) => {
+    if (sx >= innerWidth || sy >= innerHeight) {
+      if (mustSee) view.push(`${label} at (${Math.round(sx)}, ${Math.round(sy)}) is off screen`);
+      return;
+    }
+    const what = coveredAt(sx, sy);
+    if (what) view.push(`${label} at (${Math.round(sx)}, ${Math.round(sy)}): ${what}`);
+  };
+  const notes = nodes.filter((n) => n.type === "MarkdownNote" || n.type === "Note");
+  const firstNote = notes.length ? Math.min(...notes.map((n) => n.id)) : null;
   for (const n of nodes) {
     const [x, y, w, h] = n.bounding;
-    for (const [cx, cy] of [[x, y], [x + w, y], [x, y + h], [x + w, y + h]]) {
+    const note = notes.includes(n);
+    const corners = n.id === firstNote ? [[x, y], [x + w, y], [x, y + h], [x + w, y + h]] : [[x, y], [x + w, y]];
+    for (const [cx, cy] of corners) {
       const [sx, sy] = toScreen(cx, cy);
-      const what = coveredAt(Math.min(sx, innerWidth - 1 + 1e-9) - (cx === x + w ? 1 : 0),
-                             sy - (cy === y + h ? 1 : 0));
-      if (what) view.push(`node ${n.id} (${n.title}) corner at (${Math.round(sx)}, ${Math.round(sy)}): ${what}`);
+      checkPoint(`node ${n.id} (${n.title}) corner`, sx - (cx > x ? 1 : -1), sy - (cy > y ? 1 : -1), note);
     }
   }
   for (const g of groups) {
     const [x, y, w] = g.bounding;
-    for (const [cx, cy] of [[x, y], [x + w - 1, y]]) {
+    for (const [cx, cy] of [[x + 1, y + 1], [x + w - 1, y + 1]]) {
       const [sx, sy] = toScreen(cx, cy);
-      const what = coveredAt(sx, sy);
-      if (what) view.push(`group "${g.title}" title corner at (${Math.round(sx)}, ${Math.round(sy)}): ${what}`);
+      checkPoint(`group "${g.title}" title corner`, sx, sy, false);
     }
   }
-  const notes = Array.from(document.querySelectorAll(".comfy-markdown, [data-node-id] .comfy-markdown"))
+  const noteText = Array.from(document.querySelectorAll(".comfy-markdown, [data-node-id] .comfy-markdown"))
     .flatMap((el) => Array.from(el.querySelectorAll("p, li")))
     .map((p) => p.getBoundingClientRect().height > 0 ? parseFloat(getComputedStyle(p).fontSize) *
          (p.getBoundingClientRect().height / (p.offsetHeight || p.getBoundingClientRect().height)) : null)
     .filter((v) => v !== null);
-  return { nodes, groups, missing, view, scale: ds.scale, offset: Array.from(ds.offset),
-           canvasRect: [rect.left, rect.top, rect.width, rect.height], noteFontPx: notes,
+  return { nodes, groups, missing, view, graphCanvas: graphCanvas.__wan22duoId ?? null, scale: ds.scale, offset: Array.from(ds.offset),
+           canvasRect: [rect.left, rect.top, rect.width, rect.height], noteFontPx: noteText,
            vue: !!document.querySelector("[data-node-id]") };
 }
 """
@@ -246,3 +258,82 @@ def overlapping_dom_nodes(measured: dict) -> list:
             if intersects(bar, rect, margin=1.0):
                 problems.append(f"group title {group['title']!r} runs under node {node['id']} ({node['title']})")
     return problems
+
+
+# ---------------------------------------------------------------- rendered sizes for scripts/workflow_layout.py
+
+NATURAL = """
+() => {
+  const ds = app.canvas.ds;
+  return app.graph._nodes.map((n) => {
+    const dom = document.querySelector(`[data-node-id="${n.id}"]`);
+    const r = dom?.getBoundingClientRect();
+    return { id: n.id, type: n.type, classic: n.computeSize ? Array.from(n.computeSize()) : null,
+             dom: r ? [r.width / ds.scale, r.height / ds.scale] : null };
+  });
+}
+"""
+
+
+def natural_sizes(url: str, executable: str, workflows: dict) -> dict:
+    """``{key: [w, h]}`` (see scripts/workflow_layout.py): each node's smallest size in either mode.
+
+    Each workflow is loaded with every node 20 units high, so the frontend grows each one to what
+    its widgets need: ``computeSize()`` in the classic canvas, the DOM box's height in Nodes 2.0
+    (divided by the 1.2 that mode scales a classic layout by, less the title bar it includes; its
+    width is the classic width scaled, so it says nothing).
+    """
+    sizes: dict = {}
+
+    def keep(key, size):
+        old = sizes.get(key, [0, 0])
+        sizes[key] = [max(old[0], round(size[0])), max(old[1], round(size[1]))]
+
+    for vue in (False, True):
+        with browser_page(url, {"Comfy.VueNodes.Enabled": vue}, executable) as page:
+            for name, workflow in sorted(workflows.items()):
+                shrunk = json.loads(json.dumps(workflow))
+                for node in shrunk["nodes"]:
+                    node["size"] = [node["size"][0], 20]
+                page.load(shrunk, settle_ms=2000)
+                for node in page.page.evaluate(NATURAL):
+                    key = f"{name}#{node['id']}" if node["type"] in ("MarkdownNote", "Note") else node["type"]
+                    if vue and node["dom"]:
+                        keep(key, [0, node["dom"][1] / 1.2 - 30])  # its width is the classic one x 1.2
+                    elif not vue and node["classic"]:
+                        keep(key, node["classic"])
+    return sizes
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Measure the bundled workflows' node sizes in a running ComfyUI")
+    parser.add_argument("--measure", metavar="URL", required=True, help="the ComfyUI server, e.g. http://127.0.0.1:8188")
+    parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "workflows" / "schema"
+                        / "frontend-node-sizes.json")
+    args = parser.parse_args(argv)
+    executable = chromium_path()
+    if executable is None:
+        raise SystemExit("no Chromium binary (apt-get install chromium, or set WAN22DUO_CHROMIUM)")
+    folder = Path(__file__).resolve().parent.parent / "example_workflows"
+    workflows = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))}
+    version = json.loads(urllib.request.urlopen(args.measure + "/system_stats", timeout=10).read())["system"]
+    try:
+        from importlib.metadata import version as package_version
+
+        frontend = package_version("comfyui_frontend_package")
+    except Exception:  # measured against a server whose Python is not this one
+        frontend = None
+    sizes = natural_sizes(args.measure, executable, workflows)
+    data = {"about": "Smallest node sizes (canvas units) the ComfyUI frontend renders, classic or Nodes 2.0, "
+                     "measured by integration/browser.py --measure; read by scripts/workflow_layout.py.",
+            "comfyui": version.get("comfyui_version"), "frontend_package": frontend,
+            "sizes": dict(sorted(sizes.items()))}
+    args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    print(f"wrote {args.out} ({len(sizes)} sizes)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

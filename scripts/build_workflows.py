@@ -31,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workflow_layout import arrange, first_view, group_box, layout_problems, load_sizes  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "example_workflows"
 API_DIR = ROOT / "workflows" / "api"
@@ -282,7 +285,7 @@ def _output(w: Workflow, latent_from: int, fps: float, prefix: str) -> None:
     w.add(Node(60, "Wan22DuoVAEDecode", (1340, 60), (300, 110), decode,
                {"vae": (30, "vae"), "samples": (latent_from, "latent")}))
     w.add(Node(61, "CreateVideo", (1340, 220), (300, 80), {"fps": fps}, {"images": (60, "images")}))
-    w.add(Node(62, "SaveVideo", (1680, 60), (640, 620),
+    w.add(Node(62, "SaveVideo", (1340, 380), (400, 420),
                {"filename_prefix": f"video/{prefix}", "format": "auto", "codec": "auto"},
                {"video": (61, "VIDEO")}))
     w.groups.append(("Decode and save", [60, 61, 62]))
@@ -477,8 +480,11 @@ T2V_LOW_GGUF = {"name": "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf", "directory": "un
 
 def _native_loader(node_id: int, entry: dict, title: str, pos: tuple) -> Node:
     if entry["name"].endswith(".gguf"):
-        return Node(node_id, "UnetLoaderGGUF", pos, (340, 90), {"unet_name": entry["name"]}, title=title,
-                    models=[entry])
+        # No properties.models: ComfyUI 0.3.76's Missing Models dialog checks entries against its own
+        # model lists, which never hold .gguf files, and refuses the "unet" folder for downloads, so it
+        # would mark both experts "Invalid directory specified" even when they are installed. The
+        # download links stay in the model note.
+        return Node(node_id, "UnetLoaderGGUF", pos, (340, 90), {"unet_name": entry["name"]}, title=title)
     return Node(node_id, "UNETLoader", pos, (340, 110), {"unet_name": entry["name"], "weight_dtype": "default"},
                 title=title, models=[entry])
 
@@ -486,7 +492,7 @@ def _native_loader(node_id: int, entry: dict, title: str, pos: tuple) -> Node:
 def _native_output(w: Workflow, fps: float, prefix: str) -> None:
     w.add(Node(60, "VAEDecode", (1340, 60), (300, 60), {}, {"samples": (50, "latent"), "vae": (30, "VAE")}))
     w.add(Node(61, "CreateVideo", (1340, 180), (300, 80), {"fps": fps}, {"images": (60, "IMAGE")}))
-    w.add(Node(62, "SaveVideo", (1680, 60), (640, 620),
+    w.add(Node(62, "SaveVideo", (1340, 380), (400, 420),
                {"filename_prefix": f"video/{prefix}", "format": "auto", "codec": "auto"},
                {"video": (61, "VIDEO")}))
     w.groups.append(("Decode and save", [60, 61, 62]))
@@ -822,22 +828,14 @@ def to_ui(w: Workflow, schemas: dict) -> dict:
         "links": links,
         "groups": _groups(w),
         "config": {},
-        "extra": {"ds": {"scale": 0.7, "offset": [560, 320]}},
+        "extra": {"ds": first_view(w)},
         "version": 0.4,
     }
 
 
 def _groups(w: Workflow) -> list:
-    groups = []
-    for i, (title, ids) in enumerate(w.groups, start=1):
-        members = [w.node(n) for n in ids if any(m.id == n for m in w.nodes)]
-        left = min(n.pos[0] for n in members) - 20
-        top = min(n.pos[1] for n in members) - 60
-        right = max(n.pos[0] + n.size[0] for n in members) + 20
-        bottom = max(n.pos[1] + n.size[1] for n in members) + 20
-        groups.append({"id": i, "title": title, "bounding": [left, top, right - left, bottom - top],
-                       "color": "#3f789e", "font_size": 24, "flags": {}})
-    return groups
+    return [{"id": i, "title": title, "bounding": group_box(w, ids), "color": "#3f789e", "font_size": 24, "flags": {}}
+            for i, (title, ids) in enumerate(w.groups, start=1)]
 
 
 def to_api(w: Workflow, schemas: dict) -> dict:
@@ -867,7 +865,12 @@ def render(schemas: Optional[dict] = None) -> dict:
     """``{path: text}`` for every generated file."""
     schemas = schemas if schemas is not None else load_schemas()
     files = {}
+    sizes = load_sizes()
     for w in describe() + describe_native() + describe_keyframes():
+        arrange(w, sizes)
+        problems = layout_problems(w)
+        if problems:
+            raise ValueError("the layout covers nodes:\n" + "\n".join(problems))
         files[UI_DIR / f"{w.name}.json"] = dump(to_ui(w, schemas))
         files[API_DIR / f"{w.name}.json"] = dump(to_api(w, schemas))
     return files

@@ -14,7 +14,7 @@ export const COLORS = Object.freeze({
 });
 const DEFAULT_THEME = { background: "#222", outline: "#666", text: "#ddd", dim: "#999" };
 const MARGIN = 15; // LiteGraph's widget side margin
-const CAPTION_LINES = 2;
+const CAPTION_LINES = 3; // who runs which steps; boundary (or a warning); shift and the last run
 const LINE_HEIGHT = 14;
 const MESSAGE_LINE_HEIGHT = 13;
 const BOTTOM_PAD = 6; // kept free under the plot when it fills the node
@@ -85,6 +85,26 @@ export function wrapText(ctx, str, maxWidth, maxLines) {
 export function plotHeight(nodeHeight, top, isLastWidget) {
   if (!isLastWidget || !Number.isFinite(nodeHeight) || !Number.isFinite(top)) return PLOT_HEIGHT;
   return Math.max(PLOT_HEIGHT, Math.floor(nodeHeight - top - BOTTOM_PAD));
+}
+
+/**
+ * The plot's height for one draw call. Nodes 2.0 gives the widget a canvas of its own, sized to
+ * computeSize, and passes that height: the plot must fit inside it. The classic canvas passes the
+ * row height (LiteGraph.NODE_WIDGET_HEIGHT, meaningless for a tall widget) and lays the plot out
+ * from computeSize, so it gets PLOT_HEIGHT, or down to the node's bottom edge (plotHeight).
+ */
+export function plotBoxHeight({ ownCanvas, given, nodeHeight, top, isLastWidget }) {
+  if (ownCanvas) return Number.isFinite(given) && given > 0 ? given : PLOT_HEIGHT;
+  return plotHeight(nodeHeight, top, isLastWidget);
+}
+
+/** "shift 8 from ModelSamplingSD3", "shift 12 (official, T2V-A14B)", "shift 5": which shift the plan used. */
+export function shiftText(shift) {
+  if (!shift || !Number.isFinite(shift.value)) return null;
+  const value = `shift ${Number(shift.value.toFixed(3))}`;
+  if (shift.source === "ModelSamplingSD3") return `${value} from ModelSamplingSD3`;
+  if (shift.source === "official") return `${value} (official${shift.label ? `, ${shift.label}` : ""}; shift -1)`;
+  return `${value} (sampler)`;
 }
 
 function frame(ctx, x, y, w, h, theme) {
@@ -248,7 +268,8 @@ export function reportedNote(plan, reported) {
 }
 
 /**
- * Draw into box {x, y, width, height}. view = {plan, reported, lowQuality}; theme colors are
+ * Draw into box {x, y, width, height}. view = {plan, reported, lowQuality, shift}; shift is
+ * {value, source, label} (see shiftText) or absent; theme colors are
  * optional. Never throws on odd input: a plan with an error is drawn as its message.
  */
 export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
@@ -291,9 +312,11 @@ export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
   }
   if (!lowQuality) {
     text(ctx, plan.caption, x + 8, captionTop + LINE_HEIGHT - 2, t.text, 12, "left", textWidth);
-    const second = plan.warning ?? (runNote ? `${runNote} · ${plan.note}` : plan.note);
+    const second = plan.warning ?? plan.note;
     const color = plan.warning ? COLORS.warning : t.dim;
     text(ctx, second ?? "", x + 8, captionTop + 2 * LINE_HEIGHT - 2, color, 10, "left", textWidth);
+    const third = [shiftText(view?.shift), runNote].filter(Boolean).join(" · ");
+    if (third) text(ctx, third, x + 8, captionTop + 3 * LINE_HEIGHT - 2, t.dim, 10, "left", textWidth);
   }
   call(ctx, "restore");
 }

@@ -106,3 +106,47 @@ test("the plot fills a taller node and keeps its height otherwise", () => {
   const caption = ctx.texts().find((c) => c[1].startsWith("high-noise steps"));
   assert.ok(caption[3] > 300 + PLOT_HEIGHT, "the caption sits at the bottom of the grown plot");
 });
+
+// Nodes 2.0 (Vue nodes) gives the plot a canvas of its own and passes its height; the plot must
+// stay inside it whatever the node's size, caption and labels included (it used to size itself
+// from the node and was cut mid-curve).
+test("plotBoxHeight: the given height on an own canvas, the node's remaining height on the shared one", async () => {
+  const { plotBoxHeight } = await import("../wan22duo_plot_draw.js");
+  assert.equal(plotBoxHeight({ ownCanvas: true, given: 156, nodeHeight: 780, top: 1, isLastWidget: true }), 156);
+  assert.equal(plotBoxHeight({ ownCanvas: true, given: 90, nodeHeight: 780, top: 1, isLastWidget: true }), 90);
+  assert.equal(plotBoxHeight({ ownCanvas: true, given: undefined, nodeHeight: 780, top: 1, isLastWidget: true }),
+    PLOT_HEIGHT);
+  // Classic: LiteGraph passes the row height (20); the plot fills down to the node's bottom edge.
+  assert.equal(plotBoxHeight({ ownCanvas: false, given: 20, nodeHeight: 700, top: 394, isLastWidget: true }),
+    plotHeight(700, 394, true));
+  assert.ok(plotHeight(700, 394, true) > PLOT_HEIGHT);
+});
+
+test("in a Nodes 2.0 canvas of the given height, every caption line and label is drawn inside it", async () => {
+  const { plotBoxHeight, shiftText } = await import("../wan22duo_plot_draw.js");
+  const plan = planSwitch({ scheduler: "wan", steps: 40, shift: 8, boundary: -1, switchStep: -1, variant: "t2v_a14b" });
+  const shift = { value: 8, source: "ModelSamplingSD3" };
+  for (const width of [220, 300, 420, 800]) {
+    const ctx = recordingContext();
+    const height = plotBoxHeight({ ownCanvas: true, given: PLOT_HEIGHT, nodeHeight: 2000, top: 1, isLastWidget: true });
+    drawSwitchPlot(ctx, { x: 0, y: 1, width, height }, { plan, shift });
+    const texts = ctx.texts();
+    const caption = texts.find((c) => c[1] === plan.caption || c[1].startsWith("high-noise steps"));
+    assert.ok(caption, `width ${width}: no caption in ${texts.map((c) => c[1]).join(" | ")}`);
+    assert.ok(texts.some((c) => c[1].startsWith("shift 8")), texts.map((c) => c[1]).join(" | "));
+    assert.ok(texts.some((c) => c[1].startsWith("switch ")), "the switch label");
+    for (const c of ctx.calls.filter((c) => ["moveTo", "lineTo", "fillText", "fillRect"].includes(c[0]))) {
+      const y = c[0] === "fillText" ? c[3] : c[2];
+      assert.ok(y >= 1 && y <= 1 + height, `width ${width}: ${JSON.stringify(c)} is outside 1..${1 + height}`);
+    }
+  }
+});
+
+test("shiftText says which shift the plot used and where it came from", async () => {
+  const { shiftText } = await import("../wan22duo_plot_draw.js");
+  assert.equal(shiftText({ value: 8, source: "ModelSamplingSD3" }), "shift 8 from ModelSamplingSD3");
+  assert.equal(shiftText({ value: 12, source: "official", label: "T2V-A14B" }), "shift 12 (official, T2V-A14B; shift -1)");
+  assert.equal(shiftText({ value: 5, source: "sampler" }), "shift 5 (sampler)");
+  assert.equal(shiftText(null), null);
+  assert.equal(shiftText({ value: NaN, source: "sampler" }), null);
+});
