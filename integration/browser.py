@@ -173,6 +173,16 @@ class Page:
                            "for (const w of n.widgets ?? []) w.triggerDraw?.(); }")
         self.page.wait_for_timeout(500)
 
+    def focus(self, node_id: int) -> None:
+        """Scroll the canvas (1:1) so node ``node_id`` sits near the top left, and redraw.
+
+        LiteGraph skips nodes outside the window, and draws widgets without text below 0.6x, so a
+        node's drawing is only checked once it is in view at full quality.
+        """
+        self.page.evaluate("""(id) => { const n = app.graph.getNodeById(id); const ds = app.canvas.ds;
+            ds.scale = 1; ds.offset[0] = 400 - n.pos[0]; ds.offset[1] = 200 - n.pos[1]; }""", node_id)
+        self.redraw()
+
     def measure(self, workflow: dict) -> dict:
         return self.page.evaluate(MEASURE, workflow)
 

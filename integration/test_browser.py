@@ -80,7 +80,15 @@ def _views(chromium, url, mode):
             workflow = json.loads(path.read_text(encoding="utf-8"))
             measured = page.load(workflow)
             page.screenshot(ARTIFACTS / f"{mode}-{path.stem}.png")
-            results[path.stem] = (measured, page.texts(), page.pack_errors())
+            texts = page.texts()
+            focused = {}  # classic: each sampler again, scrolled into view at 1:1 (see Page.focus)
+            if mode == "classic":
+                for node in measured["nodes"]:
+                    if node["comfyClass"] in SAMPLERS:
+                        page.focus(node["id"])
+                        focused[node["id"]] = (page.measure(workflow), page.texts())
+            (ARTIFACTS / f"{mode}-{path.stem}.json").write_text(json.dumps(measured, indent=1))
+            results[path.stem] = (measured, texts, page.pack_errors(), focused)
             page.console.clear()
         return results, list(page.failed)
 
@@ -107,21 +115,21 @@ def test_workflows_are_found():
 @pytest.mark.parametrize("name", _workflow_ids())
 def test_loads_without_errors_or_missing_nodes(name, mode, request):
     results, _ = request.getfixturevalue(mode)
-    measured, _, errors = results[name]
+    measured, _, errors, _ = results[name]
     assert errors == [], f"{name} ({mode}): errors from the pack's files:\n" + "\n".join(errors)
     assert measured["missing"] == [], f"{name} ({mode}): node types the frontend does not know: {measured['missing']}"
 
 
 @pytest.mark.parametrize("name", _workflow_ids())
 def test_classic_nothing_covered(name, classic):
-    measured, _, _ = classic[0][name]
+    measured, _, _, _ = classic[0][name]
     problems = browser.covered_widgets(measured)
     assert problems == [], f"{name}: see {ARTIFACTS / f'classic-{name}.png'}\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("name", _workflow_ids())
 def test_nodes2_nothing_covered(name, nodes2):
-    measured, _, _ = nodes2[0][name]
+    measured, _, _, _ = nodes2[0][name]
     assert measured["vue"], f"{name}: Nodes 2.0 did not turn on (no [data-node-id] elements)"
     problems = browser.overlapping_dom_nodes(measured)
     assert problems == [], f"{name}: see {ARTIFACTS / f'nodes2-{name}.png'}\n" + "\n".join(problems)
@@ -129,7 +137,7 @@ def test_nodes2_nothing_covered(name, nodes2):
 
 @pytest.mark.parametrize("name", _workflow_ids())
 def test_first_view_at_1920x1080(name, classic):
-    measured, _, _ = classic[0][name]
+    measured, _, _, _ = classic[0][name]
     shot = ARTIFACTS / f"classic-{name}.png"
     assert measured["view"] == [], f"{name} (scale {measured['scale']:.2f}): see {shot}\n" + "\n".join(measured["view"])
     assert measured["noteFontPx"], f"{name}: no note text found on screen"
@@ -137,14 +145,14 @@ def test_first_view_at_1920x1080(name, classic):
     assert smallest >= MIN_NOTE_FONT_PX, f"{name}: note text is {smallest:.1f} px high at scale {measured['scale']:.2f}"
 
 
-def _plot_problems(name, measured, texts, mode) -> list:
+def _plot_problems(name, first, first_texts, focused, mode) -> list:
     problems = []
-    samplers = [n for n in measured["nodes"] if n["comfyClass"] in SAMPLERS]
-    if not samplers:
-        return problems
-    main = measured["graphCanvas"]
-    scale, (ox, oy) = measured["scale"], measured["offset"]
+    samplers = [n for n in first["nodes"] if n["comfyClass"] in SAMPLERS]
     for node in samplers:
+        measured, texts = focused.get(node["id"], (first, first_texts))
+        node = next(n for n in measured["nodes"] if n["id"] == node["id"])
+        main = measured["graphCanvas"]
+        scale, (ox, oy) = measured["scale"], measured["offset"]
         where = f"{name} ({mode}) node {node['id']} ({node['title']})"
         caption = node["caption"]
         if not caption:
@@ -180,8 +188,8 @@ def _plot_problems(name, measured, texts, mode) -> list:
 @pytest.mark.parametrize("name", _workflow_ids())
 def test_switch_plot_drawn_with_caption(name, mode, request):
     results, _ = request.getfixturevalue(mode)
-    measured, texts, _ = results[name]
-    problems = _plot_problems(name, measured, texts, mode)
+    measured, texts, _, focused = results[name]
+    problems = _plot_problems(name, measured, texts, focused, mode)
     assert problems == [], f"see {ARTIFACTS / f'{mode}-{name}.png'}\n" + "\n".join(problems)
 
 
