@@ -144,9 +144,11 @@ class Page:
         self.url = url
         self.console: list = []  # (type, text, url of the script)
         self.failed: list = []  # (status, url)
+        self.loaded: list = []  # urls answered with a status under 400
         page.on("console", lambda m: self.console.append((m.type, m.text, (m.location or {}).get("url", ""))))
         page.on("pageerror", lambda e: self.console.append(("pageerror", f"{e}\n{getattr(e, 'stack', '')}", "")))
-        page.on("response", lambda r: self.failed.append((r.status, r.url)) if r.status >= 400 else None)
+        page.on("response", lambda r: (self.failed if r.status >= 400 else self.loaded).append(
+            (r.status, r.url) if r.status >= 400 else r.url))
         page.on("requestfailed", lambda r: self.failed.append((0, r.url)))
 
     def open(self) -> None:
