@@ -11,7 +11,25 @@ export const COLORS = Object.freeze({
   reported: "#ff6fa0", // the switch step the last run reported, when it differs
   error: "#ff7b6b",
   warning: "#ffb36b",
+  errorOnLight: "#b3261e", // the same on a light palette, where the light ones wash out
+  warningOnLight: "#9a5800",
 });
+
+/** Whether a CSS hex colour ("#rgb" or "#rrggbb") is light (relative luminance above 0.5). */
+export function isLight(color) {
+  const hex = String(color ?? "").trim().replace(/^#/, "");
+  const full = hex.length === 3 ? [...hex].map((c) => c + c).join("") : hex;
+  if (!/^[0-9a-f]{6}$/i.test(full)) return false;
+  const [r, g, b] = [0, 2, 4].map((i) => parseInt(full.slice(i, i + 2), 16) / 255);
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5;
+}
+
+/** The error and warning colours readable on the plot's background. */
+export function messageColors(background) {
+  return isLight(background)
+    ? { error: COLORS.errorOnLight, warning: COLORS.warningOnLight }
+    : { error: COLORS.error, warning: COLORS.warning };
+}
 const DEFAULT_THEME = { background: "#222", outline: "#666", text: "#ddd", dim: "#999" };
 const MARGIN = 15; // LiteGraph's widget side margin
 const CAPTION_LINES = 3; // who runs which steps; boundary (or a warning); shift and the last run
@@ -242,7 +260,8 @@ function drawMessage(ctx, x, y, w, h, title, message, theme) {
   ctx.font = "10px sans-serif";
   const maxLines = Math.max(1, Math.floor((y + h - 6 - (first + MESSAGE_LINE_HEIGHT)) / MESSAGE_LINE_HEIGHT) + 1);
   wrapText(ctx, message, textWidth, maxLines).forEach((row, i) => {
-    text(ctx, row, x + 8, first + (i + 1) * MESSAGE_LINE_HEIGHT, COLORS.error, 10, "left", textWidth);
+    text(ctx, row, x + 8, first + (i + 1) * MESSAGE_LINE_HEIGHT, messageColors(theme.background).error, 10, "left",
+      textWidth);
   });
 }
 
@@ -313,7 +332,7 @@ export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
   if (!lowQuality) {
     text(ctx, plan.caption, x + 8, captionTop + LINE_HEIGHT - 2, t.text, 12, "left", textWidth);
     const second = plan.warning ?? plan.note;
-    const color = plan.warning ? COLORS.warning : t.dim;
+    const color = plan.warning ? messageColors(t.background).warning : t.dim;
     text(ctx, second ?? "", x + 8, captionTop + 2 * LINE_HEIGHT - 2, color, 10, "left", textWidth);
     const third = [shiftText(view?.shift), runNote].filter(Boolean).join(" · ");
     if (third) text(ctx, third, x + 8, captionTop + 3 * LINE_HEIGHT - 2, t.dim, 10, "left", textWidth);

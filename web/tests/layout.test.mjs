@@ -150,3 +150,20 @@ test("shiftText says which shift the plot used and where it came from", async ()
   assert.equal(shiftText(null), null);
   assert.equal(shiftText({ value: NaN, source: "sampler" }), null);
 });
+
+test("errors and warnings use dark colours on a light palette, light ones on a dark palette", async () => {
+  const { COLORS: C, isLight, messageColors } = await import("../wan22duo_plot_draw.js");
+  assert.equal(isLight("#222"), false);
+  assert.equal(isLight("#ffffff"), true);
+  assert.equal(isLight("#d4d4d4"), true);
+  assert.equal(isLight("not a colour"), false);
+  assert.deepEqual(messageColors("#222"), { error: C.error, warning: C.warning });
+  assert.deepEqual(messageColors("#fafafa"), { error: C.errorOnLight, warning: C.warningOnLight });
+  const plan = planSwitch({ scheduler: "wan", steps: 40, shift: 12, boundary: -1, switchStep: 57, variant: "t2v_a14b" });
+  const ctx = recordingContext();
+  const styles = [];
+  const fillText = ctx.fillText;
+  ctx.fillText = (...args) => { styles.push(ctx.fillStyle); return fillText(...args); };
+  drawSwitchPlot(ctx, { x: 0, y: 0, width: 400, height: PLOT_HEIGHT }, { plan }, { background: "#f5f5f5" });
+  assert.ok(styles.includes(C.errorOnLight) && !styles.includes(C.error), styles.join(" "));
+});
