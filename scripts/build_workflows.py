@@ -566,7 +566,12 @@ def _native_a14b(name: str, title: str, high: dict, low: dict, prompt: str, widg
     _native_output(w, 16.0, f"wan22duo_{name}")
     boundary = 0.900 if i2v else 0.875
     k = _switch_split(s.widgets["steps"], s.widgets["shift"], boundary, s.widgets["scheduler"])
-    w.note(1, "Model files", model_note(title, [high, low, VAE21, UMT5], VAE_A14B), (-520, 60), (500, 560))
+    files_note = model_note(title, [high, low, VAE21, UMT5], VAE_A14B)
+    if high["name"].endswith(".gguf"):
+        files_note += ("\n\nThe two GGUF experts are not in that dialog (ComfyUI's model lists never hold `.gguf` "
+                       "files, so it could not tell them present): download them from the links above into "
+                       "`models/unet/`.")
+    w.note(1, "Model files", files_note, (-520, 60), (500, 560))
     w.note(2, "How this workflow samples", _native_note(title, s.widgets, boundary, k, high["directory"] == "unet"),
            (-520, 660), (500, 460))
     w.groups[:0] = [("Models", [10, 11, 20, 30]), ("Prompt and size", [21, 22, 40, 31] if i2v else [21, 22, 40]),
