@@ -82,11 +82,15 @@ def _views(chromium, url, mode):
             page.screenshot(ARTIFACTS / f"{mode}-{path.stem}.png")
             texts = page.texts()
             focused = {}  # classic: each sampler again, scrolled into view at 1:1 (see Page.focus)
+            samplers = [n["id"] for n in measured["nodes"] if n["comfyClass"] in SAMPLERS]
             if mode == "classic":
-                for node in measured["nodes"]:
-                    if node["comfyClass"] in SAMPLERS:
-                        page.focus(node["id"])
-                        focused[node["id"]] = (page.measure(workflow), page.texts())
+                for node_id in samplers:
+                    page.focus(node_id)
+                    focused[node_id] = (page.measure(workflow), page.texts())
+            elif samplers:  # a picture of the plot in Nodes 2.0, the sampler scrolled into view
+                page.focus(samplers[0])
+                page.page.wait_for_timeout(500)
+                page.screenshot(ARTIFACTS / f"{mode}-plot-{path.stem}.png")
             (ARTIFACTS / f"{mode}-{path.stem}.json").write_text(json.dumps(measured, indent=1))
             results[path.stem] = (measured, texts, page.pack_errors(), focused)
             page.console.clear()
