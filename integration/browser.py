@@ -10,6 +10,11 @@ DOM boxes of the nodes in Nodes 2.0 (Vue) mode, what covers each node's corners 
 (``document.elementFromPoint``), and every string drawn with ``fillText`` on any canvas (a spy
 installed before the page's scripts run), so the tests can check that the switch plot drew its
 caption inside its own box.
+
+Run as a script against a running ComfyUI with the pack installed, it measures the node sizes the
+workflow layouts are built from (``workflows/schema/frontend-node-sizes.json``)::
+
+    python integration/browser.py --measure http://127.0.0.1:8188
 """
 from __future__ import annotations
 
