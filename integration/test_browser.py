@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parent.parent
 UI_WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "browser"
 SAMPLERS = ("Wan22DuoSampler", "Wan22DuoModelSampler")
+OWN_CANVAS_OVERLAP = 13  # web/wan22duo_plot_draw.js: Nodes 2.0 puts a widget's canvas 13 px over the row above
 MIN_NOTE_FONT_PX = 9.5  # the frontend's note text is 10 px at 1:1
 MODES = {"classic": {"Comfy.VueNodes.Enabled": False}, "nodes2": {"Comfy.VueNodes.Enabled": True}}
 
@@ -175,10 +176,14 @@ def _plot_problems(name, first, first_texts, focused, mode) -> list:
             inside = [t for t in drawn if t["canvas"] == main and top <= t["y"] <= bottom and left <= t["x"] <= right]
         else:
             own = set(c for c in node["canvases"] if c is not None)
-            inside = [t for t in drawn if t["canvas"] in own and 12 * t["scale"] <= t["y"] <= t["height"]]
-            outside = [t for t in texts if t["canvas"] in own and not (0 < t["y"] <= t["height"])]
+            # The frontend lays the widget's canvas 13 px over the row above (WidgetLegacy, mt-[-13px]):
+            # a text's top (about 10 px over its baseline) must be below that strip, its baseline in the canvas.
+            top = (OWN_CANVAS_OVERLAP + 10) * 1.0
+            inside = [t for t in drawn if t["canvas"] in own and top * t["scale"] <= t["y"] <= t["height"]]
+            outside = [t for t in texts if t["canvas"] in own and not (top * t["scale"] <= t["y"] <= t["height"])]
             if outside:
-                problems.append(f"{where}: text drawn outside the plot's canvas: {[t['text'] for t in outside]}")
+                problems.append(f"{where}: text drawn over the row above or past the plot's canvas: "
+                                f"{[(t['text'], round(t['y'] / t['scale'], 1)) for t in outside]}")
         if not inside:
             problems.append(f"{where}: caption {caption!r} not drawn whole inside the plot "
                             f"(drawn at {[(round(t['x']), round(t['y']), t['canvas']) for t in drawn]})")

@@ -116,6 +116,22 @@ export function plotBoxHeight({ ownCanvas, given, nodeHeight, top, isLastWidget 
   return plotHeight(nodeHeight, top, isLastWidget);
 }
 
+// Nodes 2.0 (frontend 1.33, WidgetLegacy) places a widget's own canvas 13 px above its row
+// (class "mt-[-13px]"), over the bottom of the widget row before it.
+export const OWN_CANVAS_OVERLAP = 13;
+
+/**
+ * The box to draw the plot in: on a Nodes 2.0 canvas, the given height less the strip the
+ * frontend lays over the row above (left empty, so that row stays readable); on the classic
+ * canvas, from the widget's y down to plotBoxHeight.
+ */
+export function plotBox({ ownCanvas, given, nodeHeight, top, isLastWidget, width }) {
+  const height = plotBoxHeight({ ownCanvas, given, nodeHeight, top, isLastWidget });
+  if (!ownCanvas) return { x: 0, y: top, width, height };
+  const y = Math.max(top, OWN_CANVAS_OVERLAP);
+  return { x: 0, y, width, height: Math.max(0, height - (y - top)) };
+}
+
 /** "shift 8 from ModelSamplingSD3", "shift 12 (official, T2V-A14B)", "shift 5": which shift the plan used. */
 export function shiftText(shift) {
   if (!shift || !Number.isFinite(shift.value)) return null;

@@ -13,7 +13,7 @@ import {
   MODEL_SOCKETS, WATCHED, parseReport, resolveShift, samplerInputs, upstreamModelName, upstreamShift,
 } from "./wan22duo_graph.js";
 import { LABELS, createModelInfoClient } from "./wan22duo_model_info.js";
-import { PLOT_HEIGHT, drawSwitchPlot, plotBoxHeight } from "./wan22duo_plot_draw.js";
+import { PLOT_HEIGHT, drawSwitchPlot, plotBox } from "./wan22duo_plot_draw.js";
 import { FALLBACK_VARIANT, planSwitch } from "./wan22duo_switch_plan.js";
 
 const NODE_CLASSES = new Set(["Wan22DuoSampler", "Wan22DuoModelSampler"]);
@@ -92,8 +92,8 @@ function makePlotWidget(node) {
         // canvas passes a row height, and there the plot fills the node down to its bottom edge.
         const ownCanvas = !!ctx?.canvas && ctx.canvas !== app.canvas?.canvas;
         const last = node.widgets?.[node.widgets.length - 1] === this;
-        const height = plotBoxHeight({ ownCanvas, given, nodeHeight: node.size?.[1], top: y, isLastWidget: last });
-        drawSwitchPlot(ctx, { x: 0, y, width, height }, currentView(node, !!lowQuality), theme());
+        const box = plotBox({ ownCanvas, given, nodeHeight: node.size?.[1], top: y, isLastWidget: last, width });
+        drawSwitchPlot(ctx, box, currentView(node, !!lowQuality), theme());
       } catch (err) {
         if (!warned) console.warn("[wan22duo] switch plot could not draw:", err);
         warned = true;

@@ -167,3 +167,20 @@ test("errors and warnings use dark colours on a light palette, light ones on a d
   drawSwitchPlot(ctx, { x: 0, y: 0, width: 400, height: PLOT_HEIGHT }, { plan }, { background: "#f5f5f5" });
   assert.ok(styles.includes(C.errorOnLight) && !styles.includes(C.error), styles.join(" "));
 });
+
+test("on a Nodes 2.0 canvas the plot leaves the strip over the row above empty and ends inside the canvas", async () => {
+  const { OWN_CANVAS_OVERLAP, plotBox } = await import("../wan22duo_plot_draw.js");
+  const box = plotBox({ ownCanvas: true, given: PLOT_HEIGHT, nodeHeight: 900, top: 1, isLastWidget: true, width: 300 });
+  assert.equal(box.y, OWN_CANVAS_OVERLAP);
+  assert.equal(box.y + box.height, 1 + PLOT_HEIGHT);
+  const plan = planSwitch({ scheduler: "wan", steps: 40, shift: 12, boundary: -1, switchStep: -1, variant: "t2v_a14b" });
+  const ctx = recordingContext();
+  drawSwitchPlot(ctx, box, { plan, shift: { value: 12, source: "sampler" } });
+  for (const c of ctx.calls.filter((c) => ["moveTo", "lineTo", "fillText", "fillRect"].includes(c[0]))) {
+    const y = c[0] === "fillText" ? c[3] - 10 : c[2]; // a text's top is about its size above the baseline
+    assert.ok(y >= OWN_CANVAS_OVERLAP && y <= 1 + PLOT_HEIGHT, JSON.stringify(c));
+  }
+  // Classic: unchanged, from the widget's y.
+  const classic = plotBox({ ownCanvas: false, given: 20, nodeHeight: 700, top: 394, isLastWidget: true, width: 300 });
+  assert.deepEqual([classic.y, classic.height], [394, plotHeight(700, 394, true)]);
+});
