@@ -178,9 +178,10 @@ def check_wiring(plan: SwitchPlan, high: ModelHandle, low: Optional[ModelHandle]
                     "that is not intended, load the high-noise file in one loader and the low-noise file in the other",
                     high.name, low.name)
     if same == "model":
+        loader = high.info.get("loader", "Wan22DuoExpertLoader")
         raise SamplingError(
             f"{high.name} is connected to both high_noise_model and low_noise_model, so one model would run in "
-            f"both roles (steps 1-{k} and {k + 1}-{steps}). Load the high-noise file in one Wan22DuoExpertLoader and "
+            f"both roles (steps 1-{k} and {k + 1}-{steps}). Load the high-noise file in one {loader} and "
             f"the low-noise file in another. To run one model on purpose, set switch_step to {steps} "
             "(high_noise_model only) or 0 (low_noise_model only)."
         )
@@ -203,9 +204,13 @@ def check_wiring(plan: SwitchPlan, high: ModelHandle, low: Optional[ModelHandle]
 
 def _same_model(a: ModelHandle, b: ModelHandle) -> Optional[str]:
     """"model": one handle, or one file with the same LoRAs (a LoRA-derived handle keeps its base file's
-    path); "file": one file under different LoRA chains (possibly deliberate); None otherwise."""
+    path); "file": one file under different LoRA chains (possibly deliberate); None otherwise. A handle with a
+    ``shares_weights(other)`` method answers for itself (same values)."""
     if a is b:
         return "model"
+    shares = getattr(a, "shares_weights", None)  # handles over a foreign model (ComfyUI's MODEL) judge it themselves
+    if shares is not None:
+        return shares(b)
     path_a, path_b = a.info.get("path"), b.info.get("path")
     if path_a is None or path_a != path_b:
         return None
