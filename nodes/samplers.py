@@ -256,9 +256,13 @@ class Wan22DuoEmptyLatent:
 
 
 def check_image(image: torch.Tensor, name: str) -> None:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] < 3:
+    """An IMAGE input: its shape here, its pixels by the one shared check (``keyframes.check_pixels``)."""
+    from ..engine.model.keyframes import check_pixels
+
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] < 3 or image.shape[0] < 1:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"{name} must be an IMAGE [frames, height, width, 3] in [0, 1], got {shape}")
+    check_pixels(image, name)
 
 
 def center_crop_to_aspect(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:

@@ -102,8 +102,11 @@ def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
 
 def images_to_video(pixels: torch.Tensor) -> torch.Tensor:
     """ComfyUI IMAGE ``[F, H, W, C]`` in [0, 1] -> one video ``[1, 3, F, H, W]`` in [-1, 1]."""
+    from ..engine.model.keyframes import check_pixels
+
     if pixels.ndim != 4 or pixels.shape[-1] < 3:
         raise ValueError(f"expected an IMAGE [frames, height, width, 3], got shape {tuple(pixels.shape)}")
+    check_pixels(pixels, "pixels")
     video = pixels[..., :3].float().movedim(-1, 0).unsqueeze(0)  # [1, 3, F, H, W]
     return video * 2.0 - 1.0
 
