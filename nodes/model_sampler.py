@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 
 from . import _comfy
+from .inputs import comfy_model, latent as checked_latent
 from .comfy_model import OFFICIAL_SHIFT, ComfyExpert, ComfyModelError, resolve_shift, shift_conflicts
 from .samplers import SAMPLER_TIPS, _cancel_check, i2v_conditioning, sampler_inputs, text_context
 
@@ -64,9 +65,12 @@ class Wan22DuoModelSampler:
                low_noise_model=None):
         from ..engine.sampling.loop import sample
 
+        comfy_model(high_noise_model, "high_noise_model")
+        if low_noise_model is not None:
+            comfy_model(low_noise_model, "low_noise_model")
         pos, pos_options = text_context(positive, "positive")
         neg, neg_options = text_context(negative, "negative")
-        samples = latent["samples"].cpu()
+        samples = checked_latent(latent)["samples"].cpu()
         noise_mask = latent.get("noise_mask")
         high = ComfyExpert(high_noise_model, "high_noise", "high_noise_model")
         low = None if low_noise_model is None else ComfyExpert(low_noise_model, "low_noise", "low_noise_model")

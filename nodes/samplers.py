@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _comfy
+from .inputs import latent as checked_latent, model_handle
 from .vae import encode_video, require_version
 from ..engine.model import geometry
 
@@ -193,9 +194,12 @@ class Wan22DuoSampler:
                low_noise_model=None, gpu_budget: Optional[str] = None):
         from ..engine.sampling.loop import sample
 
+        model_handle(high_noise_model, "high_noise_model")
+        if low_noise_model is not None:
+            model_handle(low_noise_model, "low_noise_model")
         pos, pos_options = text_context(positive, "positive")
         neg, neg_options = text_context(negative, "negative")
-        samples = latent["samples"].cpu()  # the engine draws noise and returns results on the CPU
+        samples = checked_latent(latent)["samples"].cpu()  # the engine draws noise and returns results on the CPU
         noise_mask = latent.get("noise_mask")
         handles = [h for h in (high_noise_model, low_noise_model) if h is not None]
         for device, size in _memory_needed(handles, memory).items():

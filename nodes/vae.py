@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from . import _comfy
+from .inputs import latent as checked_latent, vae_handle
 from ..engine.model.geometry import pixel_frames
 from ..engine.model.latents import check_latent
 
@@ -32,6 +33,7 @@ def vae_version(vae) -> str:
 
 def require_version(vae, version: str, node: str, model: str) -> None:
     """Raise unless ``vae`` is the Wan ``version`` VAE (the one ``model`` needs)."""
+    vae_handle(vae)
     found = vae_version(vae)
     if found != version:
         right = "wan_2.1_vae.safetensors" if version == "2.1" else "wan2.2_vae.safetensors"
@@ -161,7 +163,10 @@ class Wan22DuoVAEDecode:
     def decode(self, vae, samples: dict, tile_size: int = 0, tile_overlap: int = 64, auto_tile: Optional[bool] = None):
         from ..engine.model.vae.tiling import Tiling
 
-        latent = samples["samples"]
+        vae_handle(vae)
+        if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0:
+            raise ValueError(f"tile_size must be 0 (whole frames) or a positive number of pixels, got {tile_size!r}")
+        latent = checked_latent(samples, "samples")["samples"]
         # Check against the header info first, so a wrong VAE fails before loading anything.
         check_latent(latent, SimpleNamespace(z_dim=vae.info["z_dim"], version=vae_version(vae)))
         stride = 8 if vae_version(vae) == "2.1" else 16
