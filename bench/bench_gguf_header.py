@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import struct
 import subprocess
@@ -49,7 +48,8 @@ def write_cases(folder: Path, padded_mib: int) -> dict[str, Path]:
         # the same declaration, padded with zeros to a multi-MB file
         "array_2^40_padded": _header([_array_kv(b"tokenizer.ggml.scores", UINT8, 1 << 40)]) + bytes(padded_mib * MIB),
         # 2^40 strings declared (each at least 8 bytes), in a padded file
-        "strings_2^40_padded": _header([_array_kv(b"tokenizer.ggml.tokens", STRING, 1 << 40)]) + bytes(padded_mib * MIB),
+        "strings_2^40_padded": _header([_array_kv(b"tokenizer.ggml.tokens", STRING, 1 << 40)])
+        + bytes(padded_mib * MIB),
         # 2^40 tensors declared in a small file
         "tensors_2^40_small": b"GGUF" + struct.pack("<IQQ", 3, 1 << 40, 0) + bytes(64),
         # valid: one string array filling the padded size with empty strings (the parser's worst case per byte)
@@ -138,7 +138,8 @@ def main(argv=None) -> int:
         for name, path in write_cases(Path(tmp), args.padded_mib).items():
             for parser in args.parser or ["gguf", "pack"]:
                 row = measure(parser, path, args.limit, args.cap_mib)
-                print(json.dumps({"case": name, "file_bytes": path.stat().st_size, "parser": parser, **row}), flush=True)
+                row = {"case": name, "file_bytes": path.stat().st_size, "parser": parser, **row}
+                print(json.dumps(row), flush=True)
     return 0
 
 

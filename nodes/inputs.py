@@ -79,5 +79,6 @@ def keyframes(value: Any, name: str = "keyframes") -> list:
 def file_name(value: Any, name: str) -> str:
     """A file-name combo value (``lora_name``, ``unet_name``, ...)."""
     if not isinstance(value, str) or not value:
-        raise ValueError(f"{name} must be a file name from the list, got {_got(value) if value != '' else 'an empty string'}")
+        got = "an empty string" if value == "" else _got(value)
+        raise ValueError(f"{name} must be a file name from the list, got {got}")
     return value

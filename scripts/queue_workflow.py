@@ -516,8 +516,8 @@ def decode_reply(raw: bytes, what: str, expect: type = dict):
         try:
             value = parse_json(text, what, ReplyError)
         except ReplyError as exc:
-            hint = " (an HTML page: is --server a ComfyUI, not a proxy or another web app?)" if text.lstrip()[:1] == "<" \
-                else ""
+            html = text.lstrip()[:1] == "<"
+            hint = " (an HTML page: is --server a ComfyUI, not a proxy or another web app?)" if html else ""
             raise ReplyError(f"{exc}{hint}; it began {_shorten(text.strip(), 80)!r}") from None
         if isinstance(value, expect):
             return value

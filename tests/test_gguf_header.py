@@ -55,7 +55,8 @@ BAD = {
                            "metadata 'odd' has value type 77"),
     "array in a string array": (header([array(b"toks", STRING, 3) + _str(b"a") + struct.pack("<Q", 1 << 50)])
                                 + bytes(16), "metadata 'toks' item #1 declares a string of 1125899906842624 bytes"),
-    "duplicate key": (header([_str(b"k") + struct.pack("<IB", UINT8, 1)] * 2) + bytes(32), "metadata 'k' appears twice"),
+    "duplicate key": (header([_str(b"k") + struct.pack("<IB", UINT8, 1)] * 2) + bytes(32),
+                      "metadata 'k' appears twice"),
     "alignment 0": (header([_str(b"general.alignment") + struct.pack("<II", UINT32, 0)]) + bytes(32),
                     "'general.alignment' is 0, expected a power of two"),
     "version 9": (b"GGUF" + struct.pack("<IQQ", 9, 0, 0) + bytes(8), "the version is 9"),

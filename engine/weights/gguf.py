@@ -106,8 +106,8 @@ def read_gguf_header(path: PathLike) -> GGUFHeader:
     tensors: dict[str, GGUFTensor] = {}
     for entry in meta.tensors:
         if entry.name in tensors:
-            raise GGUFError(f"{clip(path.name)}: tensor {quote(entry.name)} appears twice in the tensor table; the file "
-                            "is damaged. Convert or download it again.")
+            raise GGUFError(f"{clip(path.name)}: tensor {quote(entry.name)} appears twice in the tensor table; the "
+                            "file is damaged. Convert or download it again.")
         tensors[entry.name] = _tensor(meta, entry)
     _check_extents(path, tensors)
     return GGUFHeader(path, meta.size, arch, tensors)
@@ -124,8 +124,8 @@ def _tensor(meta: GGUFMetadata, entry: TensorEntry) -> GGUFTensor:
     shape = _orig_shape(meta, entry.name) or stored
     if math.prod(shape) != math.prod(stored):
         raise GGUFError(f"{name}: tensor {quote(entry.name)} is stored with shape {list(stored)} but its "
-                        f"{quote(ORIG_SHAPE + entry.name)} metadata says {list(shape)} ({math.prod(shape)} elements, not "
-                        f"{math.prod(stored)}); the file is damaged. Convert or download it again.")
+                        f"{quote(ORIG_SHAPE + entry.name)} metadata says {list(shape)} ({math.prod(shape)} elements, "
+                        f"not {math.prod(stored)}); the file is damaged. Convert or download it again.")
     start = meta.data_start + entry.offset
     end = start + math.prod(stored) // block * block_bytes
     if end > meta.size:
