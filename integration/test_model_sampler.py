@@ -318,6 +318,18 @@ def test_two_lora_clones_of_one_loaded_model_as_the_two_experts(comfy, files):
     assert rel_l2(got, ref) <= PARITY
 
 
+def test_one_model_in_both_inputs_is_refused_unless_one_expert_runs(comfy, files):
+    """The same MODEL (one output, or a clone with the same weights) in both inputs, as Wan22DuoSampler judges it."""
+    (model,) = comfy_models(comfy, files, "t2v_a14b", 0)[:1]
+    (shifted,) = comfy.run("ModelSamplingSD3", model=model, shift=12.0)  # a clone: same weights, other object
+    for low in (model, shifted):
+        with pytest.raises(ValueError, match="high_noise_model is connected to both high_noise_model and "
+                                             "low_noise_model"):
+            run_sampler(comfy, "Wan22DuoModelSampler", [model, low], "t2v_a14b", "wan")
+    _, switch, _ = run_sampler(comfy, "Wan22DuoModelSampler", [model, model], "t2v_a14b", "wan", switch_step=STEPS)
+    assert switch == STEPS  # one expert on purpose: allowed, as on the engine path
+
+
 def test_progress_previews_and_cancel_as_in_the_engine_sampler(comfy, files):
     """One bar over both experts with a latent preview per step; Cancel stops between steps."""
     from importlib import import_module

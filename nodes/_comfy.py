@@ -67,6 +67,9 @@ def resolve_path(folder: str, name: str) -> str:
     The absolute-path case is what lets tests, the demo and API users call the loaders
     without ComfyUI.
     """
+    if not isinstance(name, str) or not name:
+        got = "nothing (None)" if name is None else f"a {type(name).__name__}" if name != "" else "an empty string"
+        raise ValueError(f"the {folder} file name must be a file name from the list, got {got}")
     if os.path.isabs(name) and os.path.isfile(name):
         return name
     try:
@@ -106,14 +109,27 @@ def device_choices() -> list[str]:
     return ["auto", "cpu"] + cuda
 
 
+SUPPORTED_DEVICES = ("cpu", "cuda")  # the engine's kernels, streaming and memory estimates know these two
+
+
 def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> :func:`default_device`; anything else is checked and parsed."""
+    """``"auto"`` -> :func:`default_device`; anything else is checked and parsed (CPU and CUDA only)."""
+    if not isinstance(name, str):
+        raise ValueError(f"device must be a string such as 'cpu' or 'cuda:0', got {name!r}; expected one of "
+                         f"{device_choices()}")
+    device = default_device() if name == "auto" else None
+    if device is None:
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ValueError(f"device {name!r} is not a torch device; expected one of {device_choices()}") from None
+    if device.type not in SUPPORTED_DEVICES:
+        origin = f"'auto' (ComfyUI's device is {device})" if name == "auto" else repr(name)
+        raise ValueError(f"device {origin} is not supported: the Wan 2.2 Duo loaders run on CPU and CUDA devices "
+                         f"only; choose one of {device_choices()} (or use ComfyUI's own loaders with "
+                         "Wan22DuoModelSampler)")
     if name == "auto":
-        return default_device()
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device {name!r} is not a torch device; expected one of {device_choices()}") from None
+        return device
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         index = 0 if device.index is None else device.index

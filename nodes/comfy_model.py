@@ -29,6 +29,7 @@ plain Python.
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from typing import Any, Optional
 
@@ -94,12 +95,21 @@ def resolve_shift(requested: float, variant: str, high_shift: Optional[float],
       official shift of the variant (12.0 T2V-A14B, 5.0 I2V-A14B and TI2V-5B), not
       ComfyUI's built-in 8.0.
     """
+    requested = float(requested)
+    if not math.isfinite(requested) or (requested <= 0 and requested != -1.0):
+        raise ComfyModelError(
+            f"shift {requested:g} is not a flow-matching shift; use -1 (the ModelSamplingSD3 shift on the MODELs, "
+            f"else the official {OFFICIAL_SHIFT[variant]:g}) or a positive number")
     if requested > 0:
-        return float(requested), "sampler"
-    if requested == 0:
-        raise ComfyModelError("shift 0 is not a flow-matching shift; use -1 (from the model) or a positive value")
+        return requested, "sampler"
     carried = {name: s for name, s in (("high_noise_model", high_shift), ("low_noise_model", low_shift))
                if s is not None}
+    for name, value in carried.items():
+        if not (math.isfinite(value) and value > 0):
+            raise ComfyModelError(
+                f"the ModelSamplingSD3 on {name} sets shift {value:g}, which is not a flow-matching shift (the sampler's "
+                f"shift is -1, so it would be used). Give that ModelSamplingSD3 node a positive shift (official "
+                f"{OFFICIAL_SHIFT[variant]:g}), or set a positive shift on the sampler, which overrides it.")
     if not carried:
         return OFFICIAL_SHIFT[variant], "official"
     if len(set(carried.values())) > 1:
@@ -185,13 +195,27 @@ class ComfyExpert:
         self.input_name = input_name
         config = wan_config(patcher, input_name)
         self.info = {"config": config, "variant": config.variant, "role": role, "name": input_name,
-                     "shift": model_shift(patcher)}
+                     "shift": model_shift(patcher), "loader": "UNETLoader / UnetLoaderGGUF"}
         self.offload_device = torch.device(patcher.offload_device)
         self._shape: Optional[tuple] = None
         self._options: Optional[dict] = None
         self._seed: Optional[int] = None
         self._extra_models: list = []
         self._uuids = (uuid.uuid4(), uuid.uuid4())  # positive, negative: stable over the run, as in a KSampler
+
+    def shares_weights(self, other) -> Optional[str]:
+        """For the engine's wiring check: "model" when ``other`` is this MODEL (the same patcher, or a clone with
+        the same weights and patches), "file" for a clone of the same base model with other patches, else None."""
+        mine, theirs = self.patcher, getattr(other, "patcher", None)
+        if theirs is None:
+            return None
+        if mine is theirs:
+            return "model"
+        same = getattr(mine, "clone_has_same_weights", None)
+        if same is not None and same(theirs):  # weight patches (LoRAs) included; a ModelSamplingSD3 shift is not
+            return "model"
+        is_clone = getattr(mine, "is_clone", None)
+        return "file" if is_clone is not None and is_clone(theirs) else None
 
     # ------------------------------------------------------------ handle interface
     @property

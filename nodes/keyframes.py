@@ -24,6 +24,7 @@ from ..engine.model.keyframes import (
     Keyframe, KeyframeError, check_images, check_overlap, join_clips, known_flags, place, tail, ti2v_fill,
     ti2v_hold_single, ti2v_keep,
 )
+from .inputs import keyframes as checked_keyframes, latent as checked_latent
 from .samplers import MAX_LENGTH, _size_inputs, _zeros, center_crop_to_aspect, set_values, ti2v_frame
 from .vae import Wan22DuoVAEDecode, encode_video, require_version
 
@@ -41,7 +42,7 @@ def keyframe_list(start_image=None, end_image=None, keyframes=None, first: Optio
         keys.append(Keyframe(0, check_images(start_image, "start_image"), "start_image"))
     if end_image is not None:
         keys.append(Keyframe(-check_images(end_image, "end_image").shape[0], end_image, "end_image"))
-    keys.extend(keyframes or ())
+    keys.extend(checked_keyframes(keyframes))
     if not keys:
         raise KeyframeError("no image given: connect start_image, end_image or keyframes (Wan22DuoKeyframe)")
     return keys
@@ -76,8 +77,10 @@ class Wan22DuoKeyframe:
 
     def add(self, image: torch.Tensor, frame: int = 40, keyframes=None):
         check_images(image, "image")
+        if isinstance(frame, bool) or not isinstance(frame, int):
+            raise KeyframeError(f"frame must be a whole number (a video frame; -1 is the last), got {frame!r}")
         name = f"keyframe at frame {frame}"
-        return (tuple(keyframes or ()) + (Keyframe(int(frame), image, name),),)
+        return (tuple(checked_keyframes(keyframes)) + (Keyframe(frame, image, name),),)
 
 
 # ---------------------------------------------------------------- I2V-A14B
@@ -233,7 +236,7 @@ def previous_clip(vae, previous_images, previous_latent, node: str) -> torch.Ten
         )
     if previous_images is not None:
         return check_images(previous_images, "previous_images")
-    latent = previous_latent["samples"]
+    latent = checked_latent(previous_latent, "previous_latent")["samples"]
     if latent.ndim != 5 or latent.shape[0] != 1:
         raise KeyframeError(
             f"previous_latent must hold one video [1, C, T, h, w], got shape {tuple(latent.shape)}; extend one "

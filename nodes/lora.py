@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from ..engine.weights.lora import with_lora
 from ._comfy import list_files, resolve_path
+from .inputs import file_name, model_handle
 
 
 class Wan22DuoLoraLoader:
@@ -42,6 +43,8 @@ class Wan22DuoLoraLoader:
         }
 
     def load_lora(self, model, lora_name, strength):
+        model_handle(model, "model")
+        file_name(lora_name, "lora_name")
         if float(strength) == 0.0:
             return (model,)
         return (with_lora(model, resolve_path("loras", lora_name), strength),)

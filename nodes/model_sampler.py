@@ -16,7 +16,8 @@ from __future__ import annotations
 import logging
 
 from . import _comfy
-from .comfy_model import OFFICIAL_SHIFT, ComfyExpert, resolve_shift, shift_conflicts
+from .inputs import comfy_model, latent as checked_latent
+from .comfy_model import OFFICIAL_SHIFT, ComfyExpert, ComfyModelError, resolve_shift, shift_conflicts
 from .samplers import SAMPLER_TIPS, _cancel_check, i2v_conditioning, sampler_inputs, text_context
 
 log = logging.getLogger("wan22duo")
@@ -63,11 +64,13 @@ class Wan22DuoModelSampler:
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
                low_noise_model=None):
         from ..engine.sampling.loop import sample
-        from ..engine.sampling.schedule import make_schedule
 
+        comfy_model(high_noise_model, "high_noise_model")
+        if low_noise_model is not None:
+            comfy_model(low_noise_model, "low_noise_model")
         pos, pos_options = text_context(positive, "positive")
         neg, neg_options = text_context(negative, "negative")
-        samples = latent["samples"].cpu()
+        samples = checked_latent(latent)["samples"].cpu()
         noise_mask = latent.get("noise_mask")
         high = ComfyExpert(high_noise_model, "high_noise", "high_noise_model")
         low = None if low_noise_model is None else ComfyExpert(low_noise_model, "low_noise", "low_noise_model")
@@ -80,9 +83,10 @@ class Wan22DuoModelSampler:
                         used, ", ".join(overridden))
         log.info("Wan22DuoModelSampler: shift %g (%s; official %g)", used, source, OFFICIAL_SHIFT[variant])
         experts = [e for e in (high, low) if e is not None]
+        timesteps = _timesteps(scheduler, steps, used, source)
         for expert in experts:
             multiplier = float(getattr(expert.patcher.get_model_object("model_sampling"), "multiplier", 1000.0))
-            sigmas = make_schedule(scheduler, steps, used).timesteps / multiplier  # what the model is fed
+            sigmas = timesteps / multiplier  # what the model is fed
             expert.prepare(samples.shape, _with_zero(sigmas), seed)
         progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
         try:
@@ -101,6 +105,17 @@ class Wan22DuoModelSampler:
         out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
         report = {**result.switch_info(), "shift": used, "shift_source": source}
         return {"ui": {"wan22duo_switch": [report]}, "result": (out, result.switch_step)}
+
+
+def _timesteps(scheduler: str, steps: int, shift: float, source: str):
+    """The run's model timesteps; a shift that degenerates the schedule is named with where it came from."""
+    from ..engine.sampling.schedule import make_schedule
+
+    try:
+        return make_schedule(scheduler, steps, shift).timesteps
+    except ValueError as err:
+        origin = {"sampler": "this sampler's shift input", "official": "the official shift"}.get(source, f"the {source}")
+        raise ComfyModelError(f"{err} The shift {shift:g} came from {origin}.") from None
 
 
 def _with_zero(sigmas):

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _comfy
+from .inputs import latent as checked_latent, model_handle
 from .vae import encode_video, require_version
 from ..engine.model import geometry
 
@@ -196,9 +197,12 @@ class Wan22DuoSampler:
                low_noise_model=None, gpu_budget: Optional[str] = None, parallel: Optional[dict] = None):
         from ..engine.sampling.loop import sample
 
+        model_handle(high_noise_model, "high_noise_model")
+        if low_noise_model is not None:
+            model_handle(low_noise_model, "low_noise_model")
         pos, pos_options = text_context(positive, "positive")
         neg, neg_options = text_context(negative, "negative")
-        samples = latent["samples"].cpu()  # the engine draws noise and returns results on the CPU
+        samples = checked_latent(latent)["samples"].cpu()  # the engine draws noise and returns results on the CPU
         noise_mask = latent.get("noise_mask")
         handles = [h for h in (high_noise_model, low_noise_model) if h is not None]
         settings = dict(seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=shift,
@@ -263,9 +267,13 @@ class Wan22DuoEmptyLatent:
 
 
 def check_image(image: torch.Tensor, name: str) -> None:
-    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] < 3:
+    """An IMAGE input: its shape here, its pixels by the one shared check (``keyframes.check_pixels``)."""
+    from ..engine.model.keyframes import check_pixels
+
+    if not isinstance(image, torch.Tensor) or image.ndim != 4 or image.shape[-1] < 3 or image.shape[0] < 1:
         shape = tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__
         raise ValueError(f"{name} must be an IMAGE [frames, height, width, 3] in [0, 1], got {shape}")
+    check_pixels(image, name)
 
 
 def center_crop_to_aspect(frames: torch.Tensor, width: int, height: int) -> torch.Tensor:

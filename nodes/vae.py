@@ -16,6 +16,7 @@ from typing import Optional
 import torch
 
 from . import _comfy
+from .inputs import latent as checked_latent, vae_handle
 from ..engine.model.geometry import pixel_frames
 from ..engine.model.latents import check_latent
 
@@ -32,6 +33,7 @@ def vae_version(vae) -> str:
 
 def require_version(vae, version: str, node: str, model: str) -> None:
     """Raise unless ``vae`` is the Wan ``version`` VAE (the one ``model`` needs)."""
+    vae_handle(vae)
     found = vae_version(vae)
     if found != version:
         right = "wan_2.1_vae.safetensors" if version == "2.1" else "wan2.2_vae.safetensors"
@@ -102,8 +104,11 @@ def encode_video(vae, video: torch.Tensor) -> torch.Tensor:
 
 def images_to_video(pixels: torch.Tensor) -> torch.Tensor:
     """ComfyUI IMAGE ``[F, H, W, C]`` in [0, 1] -> one video ``[1, 3, F, H, W]`` in [-1, 1]."""
+    from ..engine.model.keyframes import check_pixels
+
     if pixels.ndim != 4 or pixels.shape[-1] < 3:
         raise ValueError(f"expected an IMAGE [frames, height, width, 3], got shape {tuple(pixels.shape)}")
+    check_pixels(pixels, "pixels")
     video = pixels[..., :3].float().movedim(-1, 0).unsqueeze(0)  # [1, 3, F, H, W]
     return video * 2.0 - 1.0
 
@@ -158,7 +163,10 @@ class Wan22DuoVAEDecode:
     def decode(self, vae, samples: dict, tile_size: int = 0, tile_overlap: int = 64, auto_tile: Optional[bool] = None):
         from ..engine.model.vae.tiling import Tiling
 
-        latent = samples["samples"]
+        vae_handle(vae)
+        if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0:
+            raise ValueError(f"tile_size must be 0 (whole frames) or a positive number of pixels, got {tile_size!r}")
+        latent = checked_latent(samples, "samples")["samples"]
         # Check against the header info first, so a wrong VAE fails before loading anything.
         check_latent(latent, SimpleNamespace(z_dim=vae.info["z_dim"], version=vae_version(vae)))
         stride = 8 if vae_version(vae) == "2.1" else 16

@@ -921,15 +921,26 @@ def render(schemas: Optional[dict] = None, workflows: Optional[list] = None) -> 
     return files
 
 
-def refresh_core_schema(reference: Path) -> None:
-    info = json.loads(Path(reference).read_text(encoding="utf-8"))
+def core_reference_files(reference: Path) -> dict:
+    """``{path: text}`` of the core-node subset and the digests, from a ComfyUI /object_info file.
+
+    An unreadable file, or one that is not an /object_info answer, stops with one line naming it."""
+    where = f"--core-reference {reference}"
+    try:
+        info = json.loads(Path(reference).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SystemExit(f"error: {where}: cannot read it ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise SystemExit(f"error: {where} is not UTF-8 text; expected ComfyUI's /object_info JSON") from None
+    except (ValueError, RecursionError) as exc:
+        raise SystemExit(f"error: {where} is not valid JSON ({str(exc) or 'nested too deeply'})") from None
+    if not isinstance(info, dict):
+        raise SystemExit(f"error: {where} holds a JSON {type(info).__name__}; expected ComfyUI's /object_info "
+                         "object ({node id: schema})")
     missing = [n for n in CORE_NODES if n not in info]
     if missing:
-        raise SystemExit(f"{reference} has no entry for {missing}; is it ComfyUI's /object_info?")
-    CORE_SCHEMA.parent.mkdir(parents=True, exist_ok=True)
-    CORE_SCHEMA.write_text(dump({n: info[n] for n in CORE_NODES}), encoding="utf-8")
-    NODE_DIGESTS.write_text(dump(node_digests(info)), encoding="utf-8")
-    print(f"wrote {CORE_SCHEMA.relative_to(ROOT)} and {NODE_DIGESTS.relative_to(ROOT)}")
+        raise SystemExit(f"error: {where} has no entry for {missing}; is it ComfyUI's /object_info?")
+    return {CORE_SCHEMA: dump({n: info[n] for n in CORE_NODES}), NODE_DIGESTS: dump(node_digests(info))}
 
 
 def schema_digest(entry: Any) -> str:
@@ -943,27 +954,38 @@ def node_digests(info: dict) -> dict:
     return {name: schema_digest(info[name]) for name in sorted(info)}
 
 
+def update(files: dict, write: bool) -> list:
+    """The paths whose committed text differs from ``files``; written too when ``write`` (never under --check)."""
+    stale = []
+    for path, text in files.items():
+        current = path.read_text(encoding="utf-8") if path.exists() else None
+        if current == text:
+            continue
+        stale.append(path)
+        if write:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {_shown(path)}")
+    return stale
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="only compare with the committed files")
     parser.add_argument("--core-reference", type=Path,
                         help="ComfyUI /object_info JSON to refresh the committed core-node subset from")
     args = parser.parse_args(argv)
-    if args.core_reference:
-        refresh_core_schema(args.core_reference)
     stale = []
+    if args.core_reference:  # first: the workflows are rendered from the (refreshed) core schema
+        stale += update(core_reference_files(args.core_reference), write=not args.check)
     workflows = laid_out()
-    for path, text in render(workflows=workflows).items():
-        current = path.read_text(encoding="utf-8") if path.exists() else None
-        if current == text:
-            continue
-        stale.append(path)
-        if not args.check:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path.relative_to(ROOT)}")
+    stale += update(render(workflows=workflows), write=not args.check)
     if args.check and stale:
-        print("out of date: " + ", ".join(str(p.relative_to(ROOT)) for p in stale))
+        print("out of date: " + ", ".join(_shown(p) for p in stale))
         return 1
     if not args.check:
         write_thumbnails(workflows)  # JPEG bytes vary by Pillow build: written, never compared

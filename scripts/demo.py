@@ -69,6 +69,16 @@ def write_models(folder: Path) -> dict:
     }
 
 
+def make_out_folder(out: Path) -> None:
+    """``--out`` as a folder; one that cannot be one (it or a parent is a regular file) stops with one line."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        blocker = next((p for p in [out, *out.parents] if p.exists() and not p.is_dir()), None)
+        why = f"{blocker} is a file, not a folder" if blocker else (exc.strerror or str(exc))
+        raise SystemExit(f"error: --out {out}: cannot make this folder ({why}); give a folder path") from None
+
+
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     load_pack()
@@ -78,7 +88,7 @@ def main(argv=None) -> list[Path]:
 
     print("Wan 2.2 Duo demo: tiny RANDOM weights, so the video will be noise (this checks the plumbing).")
     start = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
+    make_out_folder(args.out)
     with tempfile.TemporaryDirectory(prefix="wan22duo_demo_") as tmp:
         files = write_models(Path(tmp))
         print(f"wrote random checkpoints to {tmp}")

@@ -75,17 +75,75 @@ class Overrides:
     end_image: Optional[str] = None  # the same, for the LoadImage that feeds an ``end_image`` input
 
 
+MAX_DEPTH = 64  # ComfyUI's API workflows nest 4 levels; deeper is not a workflow (and deepcopy would recurse)
+
+
 def load_api_workflow(path: os.PathLike) -> dict:
-    """Read an API-format workflow; a UI-format file is rejected with the way out."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    """Read an API-format workflow; a UI-format file is rejected with the way out, a damaged one named."""
+    data = _read_json_file(Path(path))
     if isinstance(data, dict) and "nodes" in data and "links" in data:
         raise WorkflowError(
             f"{path} is a UI (editor) workflow; POST /prompt needs the API format. Use the copy in "
             f"workflows/api/, or export with Workflow -> Export (API) in ComfyUI"
         )
-    if not isinstance(data, dict) or not all(isinstance(v, dict) and "class_type" in v for v in data.values()):
-        raise WorkflowError(f"{path} is not an API-format workflow ({{node id: {{class_type, inputs}}}})")
+    _check_api_shape(path, data)
     return data
+
+
+def _read_json_file(path: Path):
+    """The JSON value in ``path``; empty, non-UTF-8, invalid or too deeply nested files raise WorkflowError."""
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise WorkflowError(f"{path} is empty; expected an API-format workflow (JSON)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(f"{path} is not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                            "expected an API-format workflow (JSON)") from None
+    data = parse_json(text, str(path))
+    return data
+
+
+def parse_json(text: str, source: str, error: type = None):
+    """``json.loads`` whose failures (invalid JSON, nesting deeper than ``MAX_DEPTH``) raise ``error`` (default
+    WorkflowError) with one line naming ``source``."""
+    error = error or WorkflowError
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise error(f"{source} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise error(f"{source} nests JSON values too deeply to read") from None
+    if _depth(data) > MAX_DEPTH:
+        raise error(f"{source} nests JSON values more than {MAX_DEPTH} levels deep (an API workflow has 4)")
+    return data
+
+
+def _depth(value) -> int:
+    """Nesting depth of a JSON value, without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        deepest = max(deepest, level)
+        if level <= MAX_DEPTH and isinstance(item, (dict, list)):
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
+
+
+def _check_api_shape(path, data) -> None:
+    """{node id: {"class_type": str, "inputs": {...}}}, with the first offending node named."""
+    shape = "({node id: {class_type, inputs}})"
+    if not isinstance(data, dict) or not data:
+        what = "an empty object" if isinstance(data, dict) else f"a JSON {type(data).__name__}"
+        raise WorkflowError(f"{path} is not an API-format workflow {shape}: it holds {what}")
+    for node_id, node in data.items():
+        if not isinstance(node, dict) or "class_type" not in node:
+            raise WorkflowError(f"{path} is not an API-format workflow {shape}: node {node_id!r} has no class_type")
+        if not isinstance(node.get("inputs"), dict):
+            got = "no inputs" if "inputs" not in node else f"inputs of type {type(node['inputs']).__name__}"
+            raise WorkflowError(f"{path}: node {node_id} ({node['class_type']}) has {got}; every node of an "
+                                "API-format workflow has an \"inputs\" object")
 
 
 def _is_link(value) -> bool:
@@ -278,13 +336,31 @@ def describe_switch(switch_step: int, steps: int) -> str:
             f"({switch_step} high-noise + {steps - switch_step} low-noise)")
 
 
+def check_history_entry(entry, prompt_id: str) -> dict:
+    """``entry`` if it has the shape ComfyUI's /history gives (outputs and status objects), else ReplyError."""
+    problem = None
+    if not isinstance(entry, dict):
+        problem = f"is a JSON {type(entry).__name__}, not an object"
+    elif not isinstance(entry.get("outputs", {}), dict) or not all(
+            isinstance(v, dict) for v in entry.get("outputs", {}).values()):
+        problem = "has an 'outputs' that is not an object of node outputs"
+    elif not isinstance(entry.get("status", {}), dict) or not isinstance(entry.get("status", {}).get("messages", []),
+                                                                          list):
+        problem = "has a 'status' that is not an object with a 'messages' list"
+    if problem:
+        raise ReplyError(f"the /history entry of prompt {prompt_id} {problem}: {_shorten(repr(entry), 120)}")
+    return entry
+
+
 def history_failure(entry: dict) -> Optional[str]:
     """The failure recorded in a finished /history entry, or None when it succeeded."""
     status = entry.get("status") or {}
     for message in status.get("messages", []):
-        if message and message[0] == "execution_error":
+        if not (isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict)):
+            continue  # not an event ComfyUI records
+        if message[0] == "execution_error":
             return describe_failure(message[1])
-        if message and message[0] == "execution_interrupted":
+        if message[0] == "execution_interrupted":
             return f"interrupted at node {message[1].get('node_id')} ({message[1].get('node_type')})"
     if status.get("status_str") == "error":
         return "the prompt failed (no error details in /history)"
@@ -308,7 +384,7 @@ def output_files(entry: dict) -> list:
     """File records (``filename``, ``subfolder``, ``type``) of a finished /history entry, saved files first."""
     files = []
     for node_output in (entry.get("outputs") or {}).values():
-        for value in node_output.values():
+        for value in (node_output.values() if isinstance(node_output, dict) else ()):
             if isinstance(value, list):
                 files += [v for v in value if isinstance(v, dict) and "filename" in v]
     saved = [f for f in files if f.get("type") == "output"]
@@ -417,23 +493,81 @@ class ComfyError(RuntimeError):
         self.lines = lines
 
 
+class ReplyError(ValueError):
+    """The server answered, but not as ComfyUI does (HTML from a proxy, a reply without ``prompt_id``, ...)."""
+
+
+def server_url(server: str) -> str:
+    """``--server`` as a base URL: ``HOST:PORT`` gets ``http://``; other schemes than http(s) are refused."""
+    scheme, rest = server.strip().split("://", 1) if "://" in server else ("http", server.strip())
+    rest = rest.rstrip("/")
+    if scheme.lower() not in ("http", "https") or not rest:
+        raise ValueError(f"--server {server!r}: expected HOST:PORT or an http:// URL, e.g. 127.0.0.1:8188")
+    return f"{scheme.lower()}://{rest}"
+
+
+def decode_reply(raw: bytes, what: str, expect: type = dict):
+    """A ComfyUI JSON reply of type ``expect``; anything else (HTML, plain text, another JSON type) is ReplyError."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.strip():
+        try:
+            value = parse_json(text, what, ReplyError)
+        except ReplyError as exc:
+            html = text.lstrip()[:1] == "<"
+            hint = " (an HTML page: is --server a ComfyUI, not a proxy or another web app?)" if html else ""
+            raise ReplyError(f"{exc}{hint}; it began {_shorten(text.strip(), 80)!r}") from None
+        if isinstance(value, expect):
+            return value
+        raise ReplyError(f"{what} is a JSON {type(value).__name__}, not the {expect.__name__} ComfyUI sends: "
+                         f"{_shorten(text.strip(), 80)!r}")
+    raise ReplyError(f"{what} is {'empty' if text is not None else 'not UTF-8 text'}, not the JSON ComfyUI sends")
+
+
 class ComfyClient:
+    """HTTP calls to ComfyUI. ``timeout`` bounds connecting and every read; ``deadline`` (seconds from now, or
+    :meth:`limit`) bounds the whole run: each request gets at most the time left."""
+
     def __init__(self, server: str = "http://127.0.0.1:8188", timeout: float = 30.0,
-                 log: Callable[[str], None] = print):
-        self.server = server.rstrip("/")
+                 log: Callable[[str], None] = print, deadline: Optional[float] = None):
+        self.server = server_url(server)
         self.timeout = timeout
         self.client_id = str(uuid.uuid4())
         self.log = log
+        self._deadline = None
+        if deadline is not None:
+            self.limit(deadline)
+
+    def limit(self, seconds: float) -> None:
+        """Give up ``seconds`` from now (or at the earlier deadline already set)."""
+        end = time.monotonic() + seconds
+        self._deadline = end if self._deadline is None else min(self._deadline, end)
+
+    def time_left(self) -> Optional[float]:
+        """Seconds a network wait may take now: the per-read timeout, cut to the deadline; TimeoutError past it."""
+        if self._deadline is None:
+            return self.timeout
+        left = self._time_to_deadline()
+        return left if self.timeout is None else min(self.timeout, left)
+
+    def _time_to_deadline(self) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the --timeout ran out")
+        return left
 
     def _request(self, path: str, data: Optional[bytes] = None, headers: Optional[dict] = None):
         request = urllib.request.Request(self.server + path, data=data, headers=headers or {})
-        return urllib.request.urlopen(request, timeout=self.timeout)
+        return urllib.request.urlopen(request, timeout=self.time_left())
 
-    def _json(self, path: str, body: Optional[dict] = None):
+    def _json(self, path: str, body: Optional[dict] = None, expect: type = dict):
         data = None if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if body is not None else {}
         with self._request(path, data, headers) as response:
-            return json.loads(response.read() or b"null")
+            raw = response.read()
+        return decode_reply(raw, f"the reply to {'POST' if data is not None else 'GET'} {path.split('?')[0]}", expect)
 
     def queue(self, api: dict) -> str:
         """POST /prompt; returns the prompt id or raises :class:`ComfyError` with the node errors."""
@@ -446,7 +580,10 @@ class ComfyClient:
             except ValueError:
                 lines = [f"HTTP {exc.code}: {raw[:300].decode(errors='replace')}"]
             raise ComfyError(lines or [f"HTTP {exc.code} from /prompt"]) from None
-        for line in format_node_errors({"node_errors": answer.get("node_errors")}):
+        if not isinstance(answer.get("prompt_id"), str) or not answer["prompt_id"]:
+            raise ReplyError(f"the reply to POST /prompt has no prompt_id: {_shorten(json.dumps(answer), 120)}")
+        node_errors = answer.get("node_errors")
+        for line in format_node_errors({"node_errors": node_errors if isinstance(node_errors, dict) else None}):
             self.log(f"warning: {line}")  # errors on outputs that will not run
         return answer["prompt_id"]
 
@@ -462,12 +599,15 @@ class ComfyClient:
         ).encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         with self._request("/upload/image", body, headers) as response:
-            answer = json.loads(response.read())
+            answer = decode_reply(response.read(), "the reply to POST /upload/image")
+        if not isinstance(answer.get("name"), str) or not isinstance(answer.get("subfolder", ""), str):
+            raise ReplyError(f"the reply to POST /upload/image has no file name: {_shorten(json.dumps(answer), 120)}")
         return f"{answer['subfolder']}/{answer['name']}" if answer.get("subfolder") else answer["name"]
 
     def history(self, prompt_id: str) -> Optional[dict]:
         """The /history entry of a finished prompt, or None while it is queued or running."""
-        return self._json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+        entry = self._json(f"/history/{urllib.parse.quote(prompt_id)}").get(prompt_id)
+        return None if entry is None else check_history_entry(entry, prompt_id)
 
     def wait_polling(self, prompt_id: str, interval: float = 1.0, timeout: Optional[float] = None,
                      heartbeat: float = 15.0) -> dict:
@@ -497,32 +637,36 @@ class ComfyClient:
 
     def _queue_state(self, prompt_id: str) -> Optional[str]:
         try:
-            return queue_state(self._json("/queue") or {}, prompt_id)
-        except (OSError, ValueError):  # an older or proxied server without /queue: history alone still works
+            return queue_state(self._json("/queue"), prompt_id)
+        except (OSError, ValueError, ReplyError, TypeError):  # no usable /queue (older, proxied): history still works
             return None
 
     def open_websocket(self, idle_timeout: Optional[float] = None) -> Optional[WebSocket]:
         """Connect to /ws before queueing (so no event is missed); None when that is not possible."""
         url = self.server.replace("http://", "ws://", 1) + f"/ws?clientId={self.client_id}"
         try:
-            ws = WebSocket.connect(url, timeout=self.timeout)
+            ws = WebSocket.connect(url, timeout=self.time_left())
         except (OSError, ValueError) as exc:
             self.log(f"no websocket ({exc}); following progress by polling /history")
             return None
-        # Loading a 14B expert can take minutes without a message, so no short read timeout.
+        # Loading a 14B expert can take minutes without a message, so no short read timeout (follow() cuts each
+        # read to the time the deadline leaves).
         ws.sock.settimeout(idle_timeout)
         return ws
 
     def follow(self, ws: WebSocket, prompt_id: str, api: dict) -> Optional[str]:
         """Print progress until the prompt ends; returns an error message or None."""
         while True:
+            if self._deadline is not None:  # no single read may outlast the deadline
+                ws.sock.settimeout(self._time_to_deadline())
             opcode, payload = ws.recv()
             if opcode == 8:
                 raise ConnectionError("websocket closed")
             if opcode != 1:
                 continue  # binary frames are latent previews
-            message = json.loads(payload)
-            kind, data = message.get("type"), message.get("data") or {}
+            message = decode_reply(payload, "a websocket message")
+            kind, data = message.get("type"), message.get("data")
+            data = data if isinstance(data, dict) else {}
             if data.get("prompt_id") not in (None, prompt_id):
                 continue
             if kind == "executing":
@@ -555,7 +699,11 @@ class ComfyClient:
 
 def run(client: ComfyClient, api: dict, out_dir: os.PathLike, use_websocket: bool = True,
         poll_interval: float = 1.0, timeout: Optional[float] = None) -> list:
-    """Queue ``api``, follow it to the end and download its files. Raises ComfyError on failure."""
+    """Queue ``api``, follow it to the end and download its files. Raises ComfyError on failure.
+
+    ``timeout`` bounds the whole run: no connection or read outlasts it (TimeoutError)."""
+    if timeout is not None:
+        client.limit(timeout)
     ws = client.open_websocket(timeout) if use_websocket else None
     try:
         prompt_id = client.queue(api)
@@ -596,13 +744,14 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     p.add_argument("--image", type=Path, help="start image for image-to-video workflows (uploaded first)")
     p.add_argument("--end-image", type=Path, help="end image for the first-last-frame workflows (uploaded first)")
     p.add_argument("--server", action="append", default=None,
-                   help="ComfyUI address (default http://127.0.0.1:8188); give it several times to spread a batch "
-                        "over several servers")
+                   help="ComfyUI's address, HOST:PORT or an http(s) URL (default http://127.0.0.1:8188); give it "
+                        "several times to spread a batch over several servers")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the downloaded files")
     p.add_argument("--no-websocket", action="store_true",
                    help="follow progress by polling /queue and /history (queue place, start, time running; "
                         "no per-step progress)")
-    p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="give up after this many seconds; also bounds connecting and every single read")
     p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between /history polls")
     p.add_argument("--dry-run", action="store_true", help="print the workflow that would be queued and stop")
     add_batch_args(p)
@@ -612,9 +761,22 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     return args
 
 
+def _check_local_files(args: argparse.Namespace) -> None:
+    """Every local file named on the command line exists, before anything talks to the server."""
+    for option, path in (("--image", args.image), ("--end-image", args.end_image)):
+        if path is not None and not path.is_file():
+            raise WorkflowError(f"{option} {path}: no such file" if not path.exists() else
+                                f"{option} {path} is not a file")
+
+
 def main(argv: Optional[list] = None) -> int:
     args = parse_args(argv)
     try:
+        server = server_url(args.server)
+        args.servers = [server_url(s) for s in args.servers]  # each named in one line if bad
+        if args.timeout is not None and not args.timeout > 0:
+            raise ValueError(f"--timeout {args.timeout}: give a positive number of seconds")
+        _check_local_files(args)
         api = load_api_workflow(args.workflow)
         overrides = Overrides(args.prompt, args.negative, args.seed, args.width, args.height, args.frames,
                               args.steps, None)
@@ -634,7 +796,7 @@ def main(argv: Optional[list] = None) -> int:
                                                  end_image=args.end_image and args.end_image.name))
         print(json.dumps(api, indent=2, ensure_ascii=False))
         return 0
-    client = ComfyClient(args.server)
+    client = ComfyClient(server, timeout=min(30.0, args.timeout or 30.0), deadline=args.timeout)
     try:
         if args.image is not None:
             api = apply_overrides(api, Overrides(image=client.upload_image(args.image)))
@@ -647,8 +809,15 @@ def main(argv: Optional[list] = None) -> int:
         for line in exc.lines:
             print(f"  {line}", file=sys.stderr)
         return 1
-    except (urllib.error.URLError, OSError, TimeoutError) as exc:
-        print(f"error: cannot talk to ComfyUI at {args.server}: {exc}", file=sys.stderr)
+    except ReplyError as exc:
+        print(f"error: ComfyUI at {server} sent an unexpected reply: {exc}", file=sys.stderr)
+        return 3
+    except TimeoutError as exc:
+        print(f"error: no answer from ComfyUI at {server} within --timeout {args.timeout:g} s ({exc})"
+              if args.timeout else f"error: ComfyUI at {server} did not answer: {exc}", file=sys.stderr)
+        return 3
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"error: cannot talk to ComfyUI at {server}: {exc}", file=sys.stderr)
         return 3
     for path in paths:
         print(f"saved {path}")
@@ -710,7 +879,8 @@ def batch_main(args: argparse.Namespace, api: dict) -> int:
             raise ComfyError([f"HTTP {exc.code} from {server}: {exc.reason}"]) from None
 
     def run_one(server: str, job) -> list:
-        client = ComfyClient(server, log=lambda line: say(f"[{server}] {job.label}: {line}"))
+        client = ComfyClient(server, timeout=min(30.0, args.timeout or 30.0), deadline=args.timeout,
+                             log=lambda line: say(f"[{server}] {job.label}: {line}"))
         job_api = apply_overrides(api, Overrides(prompt=job.prompt, seed=job.seed))
         if job.image is not None:
             job_api = apply_overrides(job_api, Overrides(image=client.upload_image(job.image)))

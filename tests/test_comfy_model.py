@@ -2,6 +2,8 @@
 
 The adapter itself runs inside a real ComfyUI in integration/test_model_sampler.py.
 """
+import re
+
 import pytest
 import torch
 
@@ -125,3 +127,74 @@ def test_the_loop_lets_a_model_do_its_own_guidance():
     x = torch.ones(1, 16, 1, 2, 2)
     out = guided_velocity(Guided(), x, torch.tensor([1.0]), x, x, 3.0)
     assert calls == [3.0] and out.dtype == torch.float32 and torch.equal(out, x * 3.0)
+
+
+# ---------------------------------------------------------------- issue 26: shift values, one MODEL in both inputs
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf"), -0.5, -2.0, -1e-9, 0.0])
+def test_a_sampler_shift_that_is_not_minus_one_or_positive_is_refused_with_its_value(bad):
+    with pytest.raises(ComfyModelError, match=f"shift {bad:g} is not a flow-matching shift") as info:
+        resolve_shift(bad, "t2v_a14b", None, None)
+    assert "official 12" in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -3.0])
+def test_an_invalid_model_sampling_sd3_shift_names_that_node(bad):
+    with pytest.raises(ComfyModelError, match=f"the ModelSamplingSD3 on low_noise_model sets shift {bad:g}"):
+        resolve_shift(-1.0, "t2v_a14b", 8.0, bad)
+    assert resolve_shift(6.0, "t2v_a14b", 8.0, bad) == (6.0, "sampler")  # a positive sampler shift overrides it
+
+
+@pytest.mark.parametrize("shift, word", [(1e9, "large"), (1e300, "large")])
+@pytest.mark.parametrize("schedule", ["wan", "simple"])
+def test_a_shift_that_degenerates_the_schedule_says_the_shift_is_the_cause(shift, word, schedule):
+    from wan22duo.nodes.model_sampler import _timesteps
+
+    with pytest.raises(ValueError, match=re.escape(f"shift {shift:g} is too {word}: the 40-step {schedule} schedule "
+                                                   "degenerates")):
+        make_schedule(schedule, 40, shift)
+    with pytest.raises(ComfyModelError, match="came from the ModelSamplingSD3 on high_noise_model"):
+        _timesteps(schedule, 40, shift, "ModelSamplingSD3 on high_noise_model")
+    for fine in (1.0, 5.0, 12.0, 100.0):  # the node's range stays valid, at 1000 steps too
+        make_schedule(schedule, 1000, fine)
+
+
+class _ClonePatcher(_Patcher):
+    """ComfyUI's clone semantics: clones share ``model``; same weights = same weight-patch set (``patches_uuid``)."""
+
+    offload_device = "cpu"
+
+    def __init__(self, model, patches_uuid=None):
+        super().__init__({}, model)
+        self.patches_uuid = patches_uuid
+
+    def clone(self, patches_uuid=None):
+        return _ClonePatcher(self.model, self.patches_uuid if patches_uuid is None else patches_uuid)
+
+    def is_clone(self, other):
+        return getattr(other, "model", None) is self.model
+
+    def clone_has_same_weights(self, other):
+        return self.is_clone(other) and self.patches_uuid == other.patches_uuid
+
+
+def test_one_model_in_both_inputs_is_detected_as_the_engine_path_does():
+    from wan22duo.engine.sampling.loop import SamplingError, _same_model, check_wiring, plan_switch
+    from wan22duo.nodes.comfy_model import ComfyExpert
+
+    base = _ClonePatcher(_Base(WanModel()))
+    high = ComfyExpert(base, "high_noise", "high_noise_model")
+    same_patcher = ComfyExpert(base, "low_noise", "low_noise_model")
+    same_weights = ComfyExpert(base.clone(), "low_noise", "low_noise_model")  # e.g. through a ModelSamplingSD3
+    other_lora = ComfyExpert(base.clone(patches_uuid="lora"), "low_noise", "low_noise_model")
+    other_file = ComfyExpert(_ClonePatcher(_Base(WanModel())), "low_noise", "low_noise_model")
+    assert [_same_model(high, low) for low in (same_patcher, same_weights, other_lora, other_file)] == [
+        "model", "model", "file", None]
+    plan = plan_switch("t2v_a14b", same_weights, 8, 12.0, None, -1, "wan")
+    assert 0 < plan.switch_step < 8
+    with pytest.raises(SamplingError, match="high_noise_model is connected to both .* one UNETLoader / UnetLoaderGGUF"):
+        check_wiring(plan, high, same_weights)
+    for one_expert in (0, 8):  # a deliberate one-expert run, as on the engine path
+        check_wiring(plan_switch("t2v_a14b", same_weights, 8, 12.0, None, one_expert, "wan"), high, same_weights)
+    check_wiring(plan, high, other_lora)  # one base model under two LoRA chains: a warning only

@@ -2,6 +2,7 @@
 import sys
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -19,3 +20,15 @@ def test_demo_writes_a_video(tmp_path, capsys):
     assert "RANDOM weights" in printed and "noise" in printed
     # 4 steps at shift 12 (official grid): t = 999, 972, 922, 799, so 3 steps are >= 875.
     assert "high-noise steps 1-3, low-noise steps 4-4" in printed
+
+
+def test_out_under_a_regular_file_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("a file, not a folder")
+    for out in (blocker, blocker / "videos"):
+        with pytest.raises(SystemExit) as info:
+            demo.main(["--out", str(out), "--steps", "1"])
+        message = str(info.value)
+        assert message == f"error: --out {out}: cannot make this folder ({blocker} is a file, not a folder); " \
+                          "give a folder path"
+    assert blocker.read_text() == "a file, not a folder"

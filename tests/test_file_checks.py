@@ -227,3 +227,17 @@ def test_a_deeply_nested_header_is_not_a_safetensors_file(tmp_path):
         detect_dit(path)
     with pytest.raises(VAEFileError, match="not a .safetensors file"):
         detect_vae(path)
+
+
+def test_long_paths_are_cut_in_the_middle_keeping_the_file_name():
+    """Before: cut from the start, so a long folder path hid the one fact needed (which file)."""
+    from wan22duo.engine.weights.safetensors_header import clip
+
+    name = "wan2.2_t2v_high_noise_14B_fp8_scaled.safetensors"
+    path = "/mnt/models/" + "deep/" * 60 + name
+    shown = clip(path)
+    assert shown.startswith("/mnt/models/deep/") and shown.endswith(f".../{name} ({len(path)} characters)")
+    assert len(shown) < 200
+    long_name = "x" * 300 + ".gguf"  # a name longer than the limit: its start and its end (the extension)
+    assert clip(long_name).startswith("x" * 40) and clip(long_name).endswith(f"x.gguf ({len(long_name)} characters)")
+    assert clip("short.gguf") == "short.gguf"

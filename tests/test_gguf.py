@@ -10,6 +10,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from _exact import resident_copies
 from wan22duo.engine.weights import ggml
 from wan22duo.engine.testing import tiny_gguf
 from wan22duo.engine.weights.checkpoint import CheckpointError, describe_file, detect_dit, load_dit
@@ -160,7 +161,11 @@ def test_quantized_patch_embedding_is_decoded_by_the_conv(tmp_path):
 
 def test_prefixed_names_load(tmp_path):
     path = write(tmp_path, prefix="model.diffusion_model.", qtype="Q5_K")
-    assert torch.equal(forward(load_dit(path)), forward(load_dit(write(tmp_path, "plain.gguf", qtype="Q5_K"))))
+    prefixed, plain = load_dit(path), load_dit(write(tmp_path, "plain.gguf", qtype="Q5_K"))
+    # Bit for bit over fresh copies of both: the longer names shift the data section, so the F32 tensors viewed in
+    # the two mappings may be aligned differently and meet other CPU kernel paths (tests/_exact.py).
+    assert torch.equal(resident_copies(prefixed, lambda: forward(prefixed)),
+                       resident_copies(plain, lambda: forward(plain)))
 
 
 def test_mixed_types_and_weight_dtype_decoding_at_load(tmp_path):

@@ -131,8 +131,11 @@ def test_join_drops_the_overlap_and_takes_the_seam_from_the_right_clip():
     assert torch.equal(joined[:9], first)  # up to the seam (the overlap included): the first clip
     assert torch.equal(joined[9:], second[5:])  # from the seam on: the second clip's new frames
     assert torch.equal(Wan22DuoJoinClips().join(first, second, 0)[0], torch.cat([first, second]))
-    with pytest.raises(KeyframeError, match="overlap 10 is longer than a clip .first 9 frames, second 13"):
+    with pytest.raises(KeyframeError, match="overlap 10 is longer than the first clip .9 frames; second 13"):
         Wan22DuoJoinClips().join(first, second, 10)
+    with pytest.raises(KeyframeError, match="overlap 9 leaves no new frame of the second clip .9 frames"):
+        Wan22DuoJoinClips().join(second, first, 9)  # the whole second clip is overlap: nothing new to add
+    assert Wan22DuoJoinClips().join(second, first, 8)[0].shape[0] == 13 + 1
     with pytest.raises(KeyframeError, match="differ in size: first is 8x8 .*second 16x8"):
         Wan22DuoJoinClips().join(first, images(3, 8, 16), 1)
     with pytest.raises(KeyframeError, match=">= 0"):
@@ -355,3 +358,55 @@ def test_keyframes_on_a_t2v_model_are_refused_by_name(files):
                                                       end_image=images(1, 32, 32))
     with pytest.raises(SamplingError, match="noise_mask.*Wan22DuoTI2VKeyframes.*t2v_a14b model cannot"):
         Wan22DuoSampler().sample(t2v, pos, neg, ti2v_latent, 0, steps=1, switch_step=1)
+
+
+# ---------------------------------------------------------------- pixels: one check at every image input (issue 26)
+
+
+def _entry_points(files):
+    """Every node input that takes IMAGE pixels, as ``name -> call(image)``."""
+    v21, v22 = vae(files, "vae21"), vae(files, "vae22")
+    pos, neg = prompts()
+    ok = images(9, 32, 32, seed=3)
+    from wan22duo.nodes.vae import Wan22DuoVAEEncode
+
+    return {
+        "I2V start_image": lambda im: Wan22DuoI2VConditioning().encode(pos, neg, v21, im, 32, 32, 9, 1),
+        "TI2V start_image": lambda im: Wan22DuoTI2VLatent().generate(v22, 32, 32, 9, 1, start_image=im[:1]),
+        "I2V keyframes start_image": lambda im: Wan22DuoI2VKeyframes().encode(pos, neg, v21, 32, 32, 9, 1,
+                                                                              start_image=im[:1]),
+        "TI2V keyframes end_image": lambda im: Wan22DuoTI2VKeyframes().generate(v22, 32, 32, 9, 1, end_image=im[:1]),
+        "keyframe image": lambda im: Wan22DuoTI2VKeyframes().generate(
+            v22, 32, 32, 9, 1, keyframes=Wan22DuoKeyframe().add(im[:1], 4)[0]),
+        "I2V extend previous_images": lambda im: Wan22DuoI2VExtend().extend(pos, neg, v21, 13, 5, previous_images=im),
+        "TI2V extend previous_images": lambda im: Wan22DuoTI2VExtend().extend(v22, 13, 5, previous_images=im),
+        "join first clip": lambda im: Wan22DuoJoinClips().join(im, ok, 5),
+        "join second clip": lambda im: Wan22DuoJoinClips().join(ok, im, 5),
+        "VAE encode pixels": lambda im: Wan22DuoVAEEncode().encode(v22, im),
+    }
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_pixels_are_refused_at_every_image_input(files, value):
+    """Before: NaN/inf turned black on the TI2V-5B paths (clamp and 8-bit cast); now one check names them."""
+    for where, call in _entry_points(files).items():
+        bad = images(9, 32, 32, seed=4)
+        bad[0, 5, 7, 1] = value
+        with pytest.raises(ValueError, match=r"holds 1 NaN/inf pixel values of (27648|3072);"):
+            call(bad)
+        call(images(9, 32, 32, seed=4))  # the same input without it runs
+
+
+def test_pixels_far_outside_0_1_are_refused_and_slight_overshoot_warns(files, caplog):
+    for where, call in _entry_points(files).items():
+        with pytest.raises(ValueError, match=r"pixel values from 0 to 255, far outside an IMAGE's 0..1 \(0..255 "
+                                             r"pixels\? divide them by 255\)"):
+            call(images(9, 32, 32, seed=4) * 255.0)
+        with pytest.raises(ValueError, match="from -1 to 1, far outside"):
+            call(images(9, 32, 32, seed=4) * 2 - 1)
+    caplog.clear()
+    over = images(9, 32, 32, seed=4) * 1.02
+    _entry_points(files)["TI2V start_image"](over)
+    assert "pixel values from 0 to 1.02, outside an IMAGE's 0..1; they are clamped" in caplog.text
+    with pytest.raises(ValueError, match="has dtype uint8; an IMAGE holds float pixels"):
+        _entry_points(files)["I2V start_image"]((images(9, 32, 32) * 255).to(torch.uint8))

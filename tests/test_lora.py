@@ -501,6 +501,18 @@ def test_non_safetensors_file_is_an_error(tmp_path):
         apply_loras(toy(), [(str(path), 1.0)])
 
 
+def test_a_gguf_file_as_a_lora_says_it_is_gguf_and_where_loras_come_from(tmp_path):
+    from wan22duo.engine.testing.tiny_gguf import write_tiny_gguf
+    from wan22duo.engine.weights.lora import read_lora_header
+
+    path = write_tiny_gguf(tmp_path / "wan22_lightx2v_lora.safetensors", dim=256, ffn_dim=512, num_layers=1,
+                           text_dim=256)  # a GGUF whatever its name says
+    for read in (lambda: apply_loras(toy(), [(str(path), 1.0)]), lambda: read_lora_header(path)):
+        with pytest.raises(LoraError, match=r"^wan22_lightx2v_lora\.safetensors is a GGUF file; LoRAs are read from "
+                                            r"\.safetensors files .*Wan22DuoExpertLoader"):
+            read()
+
+
 def test_missing_file_is_an_error(tmp_path):
     with pytest.raises(LoraError, match="does not exist"):
         apply_loras(toy(), [(str(tmp_path / "nope.safetensors"), 1.0)])

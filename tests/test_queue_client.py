@@ -5,6 +5,7 @@ import copy
 import hashlib
 import http.server
 import json
+import re
 import struct
 import sys
 import threading
@@ -205,6 +206,10 @@ class FakeComfy(http.server.BaseHTTPRequestHandler):
                     "node_errors": {"50": {"class_type": "Wan22DuoSampler", "dependent_outputs": ["62"], "errors": [
                         {"type": "value_smaller_than_min", "message": "Value 0 smaller than min of 1",
                          "details": "steps", "extra_info": {"input_name": "steps", "received_value": 0}}]}}})
+            if st["scenario"] == "html":  # a proxy's or another web app's page
+                return self._reply(200, b"<!DOCTYPE html><html><body>Login</body></html>", "text/html")
+            if st["scenario"] == "no_prompt_id":
+                return self._reply(200, {"number": 0, "node_errors": {}})
             return self._reply(200, {"prompt_id": "p-1", "number": 0, "node_errors": {}})
         if self.path == "/upload/image":
             st["uploads"].append(body)
@@ -228,6 +233,8 @@ class FakeComfy(http.server.BaseHTTPRequestHandler):
                                          "exception_message": "Wan 2.1 VAE latent (16 ch) given to TI2V-5B\n"}]]}
             outputs = {"62": {"images": [{"filename": "wan22duo_00001_.mp4", "subfolder": "video", "type": "output"}],
                               "animated": [True]}}
+            if st["scenario"] == "bad_history":
+                return self._reply(200, {"p-1": {"prompt": [], "outputs": ["62"], "status": status}})
             return self._reply(200, {"p-1": {"prompt": [], "outputs": outputs, "status": status}})
         if self.path == "/queue" and st["scenario"] != "no_queue":
             st["queue_polls"] += 1
@@ -429,3 +436,116 @@ def test_polling_reports_how_long_the_prompt_has_run(fake_comfy):
     assert entry["status"]["status_str"] == "success"
     assert lines[:2] == ["  waiting in the queue (1 prompt ahead)", "  running"]
     assert [line for line in lines[2:] if line.startswith("  still running after ")], lines
+
+
+# ---------------------------------------------------------------- damaged input, odd servers (issue 26, item 7)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"", "is empty"),
+    (b"  \n", "is empty"),
+    (b"\xff\xfe{}", "is not UTF-8"),
+    (b'{"1": {"class_type": "KSampler", "inputs": {}},}', "is not valid JSON"),
+    (b"[1, 2]", "holds a JSON list"),
+    (b"{}", "holds an empty object"),
+    (b'{"1": {"class_type": "KSampler"}}', "node 1 (KSampler) has no inputs"),
+    (b'{"1": {"class_type": "KSampler", "inputs": [1]}}', "node 1 (KSampler) has inputs of type list"),
+    (b'{"1": {"inputs": {}}}', "node '1' has no class_type"),
+    (b"[" * 100000 + b"]" * 100000, "nests JSON values"),
+    (b'{"1": {"class_type": "X", "inputs": {"a": ' + b"[" * 70 + b"]" * 70 + b"}}}", "more than 64 levels"),
+])
+def test_damaged_workflow_file_is_named_with_its_problem(tmp_path, capsys, content, problem):
+    path = tmp_path / "wf.json"
+    path.write_bytes(content)
+    with pytest.raises(qw.WorkflowError, match=re.escape(problem)) as info:
+        qw.load_api_workflow(path)
+    assert str(path) in str(info.value)
+    assert qw.main([str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}") and problem in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("scenario, said", [
+    ("html", "an HTML page"),
+    ("no_prompt_id", "has no prompt_id"),
+    ("bad_history", "'outputs' that is not an object"),
+])
+def test_replies_that_are_not_comfyuis_give_one_line(fake_comfy, tmp_path, capsys, scenario, said):
+    _, url = fake_comfy(scenario)
+    rc = _main([str(ROOT / "workflows/api/t2v_a14b.json"), "--no-websocket"], url, tmp_path)
+    err = capsys.readouterr().err
+    assert rc == 3 and "sent an unexpected reply" in err and said in err and err.count("\n") == 1, err
+
+
+def test_malformed_history_entries_are_refused_and_odd_messages_skipped():
+    with pytest.raises(qw.ReplyError, match="is a JSON list"):
+        qw.check_history_entry([], "p")
+    with pytest.raises(qw.ReplyError, match="'status'"):
+        qw.check_history_entry({"status": {"messages": "x"}}, "p")
+    entry = {"outputs": {}, "status": {"messages": [["execution_error"], "x", ["execution_error", {"node_id": "5"}]]}}
+    assert qw.history_failure(qw.check_history_entry(entry, "p")).startswith("node 5 ")
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP server that accepts connections and never answers."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        listener.settimeout(0.05)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    for conn in held:
+        conn.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("mode", [["--no-websocket"], []])
+def test_timeout_bounds_a_server_that_accepts_and_never_answers(silent_server, tmp_path, capsys, mode):
+    import time
+
+    start = time.monotonic()
+    rc = qw.main([str(ROOT / "workflows/api/t2v_a14b.json"), "--server", silent_server, "--timeout", "1",
+                  "--out", str(tmp_path / "out")] + mode)
+    elapsed = time.monotonic() - start
+    err = capsys.readouterr().err
+    assert rc == 3 and "within --timeout 1 s" in err, err
+    assert elapsed < 3, elapsed  # one second of budget; each wait is cut to what is left of it
+
+
+def test_server_without_a_scheme_and_bad_server_values(fake_comfy, tmp_path, capsys):
+    _, url = fake_comfy("ok")
+    host_port = url.split("://", 1)[1]
+    assert qw.server_url(host_port) == url and qw.server_url(url + "/") == url
+    rc = _main([str(ROOT / "workflows/api/t2v_a14b.json"), "--no-websocket"], host_port, tmp_path)
+    assert rc == 0, capsys.readouterr().err
+    for bad in ("ftp://host:1", "http://"):
+        with pytest.raises(ValueError, match="expected HOST:PORT"):
+            qw.server_url(bad)
+
+
+def test_missing_image_is_a_missing_file_not_a_server_problem(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as s:  # nothing listens there: the check must come before any connection
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for option in ("--image", "--end-image"):
+        workflow = "i2v_a14b.json" if option == "--image" else "i2v_a14b_first_last.json"
+        rc = _main([str(ROOT / "workflows/api" / workflow), option, str(tmp_path / "gone.png")],
+                   f"127.0.0.1:{port}", tmp_path)
+        err = capsys.readouterr().err
+        assert rc == 2 and f"{option} {tmp_path / 'gone.png'}: no such file" in err and "ComfyUI" not in err, err

@@ -156,3 +156,45 @@ def test_one_file_under_different_loras_in_both_inputs_warns(caplog):
     b.info["loras"] = a.info["loras"] = (("/loras/l.safetensors", 1.0),)  # the same chain: the same model
     with pytest.raises(SamplingError, match="connected to both"):
         _fake_run(a, b)
+
+
+# ---------------------------------------------------------------- issue 26: the message names the file and the weight
+
+
+def _expert(path):
+    from wan22duo.nodes.loaders import Wan22DuoExpertLoader
+
+    return Wan22DuoExpertLoader().load(str(path), "high_noise", "default", "fp32", "cpu")[0]
+
+
+def test_nan_weights_name_the_expert_file_and_the_first_bad_weight(tmp_path, experts):
+    from safetensors.torch import load_file, save_file
+
+    from wan22duo.engine.testing.tiny import write_tiny_dit
+
+    path = write_tiny_dit(tmp_path / "my_t2v_high_noise_expert.safetensors", "t2v_a14b", seed=3)
+    weights = load_file(path)
+    weights["blocks.0.ffn.2.bias"][3] = float("nan")
+    save_file(weights, path)
+    positive, negative = contexts(5, 7)
+    with pytest.raises(SamplingError, match=r"NaN/inf at step 1 of 2 \(high-noise expert my_t2v_high_noise_expert"
+                                            r"\.safetensors .*Its weight blocks\.0\.ffn\.2\.bias holds NaN/inf.* load "
+                                            r"another copy"):
+        sample(_expert(path), experts[1], torch.zeros(1, 16, 1, 4, 4), positive, negative, seed=0, steps=2,
+               switch_step=2)
+
+
+def test_a_nan_gguf_scale_names_the_file_and_the_quantized_tensor(tmp_path, experts):
+    from wan22duo.engine.testing.tiny_gguf import write_tiny_gguf
+    from wan22duo.engine.weights.gguf import read_gguf_header
+
+    path = write_tiny_gguf(tmp_path / "wan_high_noise-Q8_0.gguf", qtype="Q8_0", dim=256, ffn_dim=512, num_layers=2,
+                           text_dim=256)
+    start = read_gguf_header(path).tensors["blocks.1.self_attn.v.weight"].start
+    with open(path, "r+b") as f:  # the float16 scale of the tensor's first Q8_0 block -> NaN
+        f.seek(start)
+        f.write(b"\x00\x7e")
+    positive, negative = contexts(5, 7, width=256)
+    with pytest.raises(SamplingError, match=r"\(high-noise expert wan_high_noise-Q8_0\.gguf .*Its weight "
+                                            r"blocks\.1\.self_attn\.v\.weight holds NaN/inf as the layer uses it"):
+        sample(_expert(path), None, torch.zeros(1, 16, 1, 4, 4), positive, negative, seed=0, steps=2, switch_step=2)

@@ -56,5 +56,17 @@ def test_the_nodes_stop_as_well(vae_path):
         Wan22DuoVAEDecode().decode(handle, {"samples": z})
     pixels = torch.rand(5, 32, 32, 3)
     pixels[2, 0, 0, 0] = float("nan")
-    with pytest.raises(NonFiniteError, match="the video to encode"):
+    # The encode node's IMAGE input stops at the shared pixel check (as every image input does), before the VAE.
+    with pytest.raises(ValueError, match="pixels holds 1 NaN/inf pixel values"):
         Wan22DuoVAEEncode().encode(handle, pixels)
+
+
+def test_nan_weights_name_the_file_actually_loaded(tmp_path):
+    """Before: the message named the usual files (wan_2.1_vae.safetensors or wan2.2_vae.safetensors) whatever was
+    loaded; now the loaded file's name."""
+    path = write_tiny_vae(tmp_path / "my_finetuned_vae_v3.safetensors", "2.1", base_dim=8)
+    vae = load_vae(path)
+    with torch.no_grad():
+        vae.decoder.head[-1].weight[0].fill_(float("nan"))
+    with pytest.raises(NonFiniteError, match=r"Load another copy of the VAE file my_finetuned_vae_v3\.safetensors\.$"):
+        vae.decode(latent())

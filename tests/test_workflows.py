@@ -527,3 +527,44 @@ def test_extend_workflow_joins_the_second_clip_to_the_first():
     assert first_sampler["low_noise_model"] == second_sampler["low_noise_model"]
     (video,) = _by_class(api, "CreateVideo")
     assert _node(api, video["images"])["class_type"] == "Wan22DuoJoinClips"
+
+
+def test_check_never_writes_and_a_bad_core_reference_is_one_line(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import build_workflows
+
+    # The committed core files, copied: the check must leave both copies as they are.
+    for name in ("CORE_SCHEMA", "NODE_DIGESTS"):
+        copy = tmp_path / getattr(build_workflows, name).name
+        copy.write_bytes(getattr(build_workflows, name).read_bytes())
+        monkeypatch.setattr(build_workflows, name, copy)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir()}
+    changed = {**CORE, "ExtraNode": {"input": {}}}  # one more node: the digests differ, the subset not
+    reference = tmp_path / "object_info.json"
+    reference.write_text(json.dumps(changed))
+    written = []
+    monkeypatch.setattr(build_workflows, "update", _no_write(build_workflows.update, written))
+    assert build_workflows.main(["--check", "--core-reference", str(reference)]) == 1
+    assert "out of date: " in capsys.readouterr().out and written == [False, False]
+    assert {p: p.read_bytes() for p in before} == before
+    bad = {"gone.json": None, "text.json": b"not json", "list.json": b"[1]", "latin.json": b"\xff{}",
+           "partial.json": json.dumps({"KSampler": {}}).encode()}
+    said = {"gone.json": "cannot read it", "text.json": "is not valid JSON", "list.json": "holds a JSON list",
+            "latin.json": "is not UTF-8", "partial.json": "has no entry for"}
+    for name, content in bad.items():
+        path = tmp_path / name
+        if content is not None:
+            path.write_bytes(content)
+        with pytest.raises(SystemExit) as info:
+            build_workflows.main(["--check", "--core-reference", str(path)])
+        message = str(info.value)
+        assert message.startswith(f"error: --core-reference {path}") and said[name] in message, message
+        assert "\n" not in message
+
+
+def _no_write(update, calls):
+    """``build_workflows.update`` that records its ``write`` flag and never writes."""
+    def wrapped(files, write):
+        calls.append(write)
+        return update(files, write=False)
+    return wrapped

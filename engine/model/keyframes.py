@@ -18,6 +18,8 @@ Frame indices may be negative: -1 is the last frame. Nothing here knows about Co
 """
 from __future__ import annotations
 
+import logging
+import math
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -25,6 +27,12 @@ import torch
 
 from ..errors import public
 from .geometry import check_frames
+
+
+log = logging.getLogger("wan22duo")
+
+PIXEL_LIMITS = (-0.5, 1.5)  # outside: refused (not an IMAGE in 0..1; 0..255 pixels most of all)
+PIXEL_SLACK = 1e-3  # outside 0..1 by more, within the limits: a warning
 
 
 @public
@@ -62,6 +70,35 @@ def check_images(images, name: str) -> torch.Tensor:
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] < 3 or images.shape[0] < 1:
         shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
         raise KeyframeError(f"{name} must be an IMAGE [frames, height, width, 3] in [0, 1], got {shape}")
+    return check_pixels(images, name)
+
+
+def check_pixels(images: torch.Tensor, name: str) -> torch.Tensor:
+    """The one pixel check of every image input: finite values in about 0..1.
+
+    A NaN/inf pixel would otherwise be clamped to black (TI2V-5B's 8-bit resize) or spread
+    over the whole video (the VAE); values far outside 0..1 are almost always 0..255 pixels
+    that were not divided by 255. Slight overshoot (a sharpening or upscaling node) only warns;
+    the fitting clamps it. One pass over the pixels (``aminmax``), no copy.
+    """
+    if not images.is_floating_point():
+        raise KeyframeError(f"{name} has dtype {str(images.dtype).replace('torch.', '')}; an IMAGE holds float "
+                            "pixels in 0..1 (LoadImage, VAEDecode and every image node give those)")
+    if images.numel() == 0:
+        return images
+    low, high = (float(v) for v in torch.aminmax(images.detach()))
+    if not (math.isfinite(low) and math.isfinite(high)):
+        bad = int((~torch.isfinite(images)).sum())
+        raise KeyframeError(f"{name} holds {bad} NaN/inf pixel values of {images.numel()}; they would turn into black "
+                            "or spread over the whole video. Check the node that made the image (a VAE decode in fp16, "
+                            "an upscaler or a custom node).")
+    if low < PIXEL_LIMITS[0] or high > PIXEL_LIMITS[1]:
+        hint = " (0..255 pixels? divide them by 255)" if high > 2.0 else ""
+        raise KeyframeError(f"{name} holds pixel values from {low:g} to {high:g}, far outside an IMAGE's 0..1{hint}; "
+                            "load images with LoadImage or decode them with a VAE node.")
+    if low < -PIXEL_SLACK or high > 1.0 + PIXEL_SLACK:
+        log.warning("%s holds pixel values from %g to %g, outside an IMAGE's 0..1; they are clamped to 0..1", name,
+                    low, high)
     return images
 
 
@@ -222,11 +259,15 @@ def join_clips(first: torch.Tensor, second: torch.Tensor, overlap: int) -> torch
         )
     if isinstance(overlap, bool) or not isinstance(overlap, int) or overlap < 0:
         raise KeyframeError(f"overlap must be a whole number of frames >= 0, got {overlap!r}")
-    shortest = min(first.shape[0], second.shape[0])
-    if overlap > shortest:
+    if overlap > first.shape[0]:
         raise KeyframeError(
-            f"overlap {overlap} is longer than a clip (first {first.shape[0]} frames, second {second.shape[0]}); "
-            f"use at most {shortest}, the overlap the second clip was made with"
+            f"overlap {overlap} is longer than the first clip ({first.shape[0]} frames; second {second.shape[0]}); "
+            f"use the overlap the second clip was made with"
+        )
+    if overlap >= second.shape[0]:
+        raise KeyframeError(
+            f"overlap {overlap} leaves no new frame of the second clip ({second.shape[0]} frames), so the join would "
+            f"only repeat the first; use the overlap the second clip was made with (below {second.shape[0]})"
         )
     return torch.cat([first, second[overlap:].to(device=first.device, dtype=first.dtype)], dim=0)
 

@@ -94,6 +94,27 @@ def layer_weight(layer: nn.Module, dtype: torch.dtype) -> torch.Tensor:
     return cast_weight(layer.weight, layer.scale_weight, dtype)
 
 
+def first_non_finite(model: nn.Module) -> Optional[str]:
+    """Name of the first weight of ``model`` holding NaN/inf as its layer uses it, or None.
+
+    Casting layers are judged by their decoded weight (GGUF bytes through their format, fp8
+    through its scale), so NaN/inf GGUF scales and a tensor whose type was relabelled show up;
+    other float parameters as they are. One tensor at a time in float32, stopping at the first:
+    meant for the error path after sampling went non-finite, not for every run.
+    """
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        casting = isinstance(module, CASTING_LAYERS) and getattr(module, "weight", None) is not None
+        if casting and not bool(torch.isfinite(layer_weight(module, torch.float32)).all()):
+            return prefix + "weight"
+        for name, param in module.named_parameters(recurse=False):
+            if (casting and name == "weight") or not param.is_floating_point():
+                continue
+            if not bool(torch.isfinite(param).all()):
+                return prefix + name
+    return None
+
+
 def weight_shape(layer: nn.Module) -> torch.Size:
     """The shape of a casting layer's real weight (not of its GGUF bytes)."""
     fmt = getattr(layer, "weight_format", None)

@@ -33,6 +33,7 @@ from ..model.conditioning import I2VConditioning, hold, noise_mask_for, token_ti
 from ..errors import public
 from .guidance import batched_guidance_enabled, batched_passes, prefer_two_passes
 from ..model.latents import denormalize, normalize
+from ..model.ops import first_non_finite
 from ..memory.estimates import activation_bytes
 from ..memory.residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
 from ..memory.streaming import Budget
@@ -178,9 +179,10 @@ def check_wiring(plan: SwitchPlan, high: ModelHandle, low: Optional[ModelHandle]
                     "that is not intended, load the high-noise file in one loader and the low-noise file in the other",
                     high.name, low.name)
     if same == "model":
+        loader = high.info.get("loader", "Wan22DuoExpertLoader")
         raise SamplingError(
             f"{high.name} is connected to both high_noise_model and low_noise_model, so one model would run in "
-            f"both roles (steps 1-{k} and {k + 1}-{steps}). Load the high-noise file in one Wan22DuoExpertLoader and "
+            f"both roles (steps 1-{k} and {k + 1}-{steps}). Load the high-noise file in one {loader} and "
             f"the low-noise file in another. To run one model on purpose, set switch_step to {steps} "
             "(high_noise_model only) or 0 (low_noise_model only)."
         )
@@ -203,9 +205,13 @@ def check_wiring(plan: SwitchPlan, high: ModelHandle, low: Optional[ModelHandle]
 
 def _same_model(a: ModelHandle, b: ModelHandle) -> Optional[str]:
     """"model": one handle, or one file with the same LoRAs (a LoRA-derived handle keeps its base file's
-    path); "file": one file under different LoRA chains (possibly deliberate); None otherwise."""
+    path); "file": one file under different LoRA chains (possibly deliberate); None otherwise. A handle with a
+    ``shares_weights(other)`` method answers for itself (same values)."""
     if a is b:
         return "model"
+    shares = getattr(a, "shares_weights", None)  # handles over a foreign model (ComfyUI's MODEL) judge it themselves
+    if shares is not None:
+        return shares(b)
     path_a, path_b = a.info.get("path"), b.info.get("path")
     if path_a is None or path_a != path_b:
         return None
@@ -499,20 +505,28 @@ def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive
             if v.shape != x.shape:
                 raise SamplingError(f"the {role}-noise model returned shape {tuple(v.shape)} for a latent of "
                                     f"shape {tuple(x.shape)}; it does not fit this latent")
-            model_dtype = str(getattr(model, "compute_dtype", "unknown")).replace("torch.", "")
-            del model  # the residency's handle holds the only long-lived reference
             x0 = solver.x0(i, x, v) if callback is not None else None
             x = solver.step(i, x, v)
             if not bool(torch.isfinite(x).all()):
-                raise SamplingError(
-                    f"the latent became NaN/inf at step {i + 1} of {sched.steps} ({role}-noise expert, "
-                    f"compute dtype {model_dtype}). {_non_finite_hint(model_dtype)}")
+                raise SamplingError(_non_finite_message(i, sched.steps, role, residency.handles[role], model))
+            del model  # the residency's handle holds the only long-lived reference
             if mask is not None:
                 x = hold(x, kept, mask)
             if callback is not None:
                 x0 = hold(x0, kept, mask) if mask is not None else x0
                 callback(StepInfo(i, sched.steps, role, float(sched.sigmas[i]), float(sched.timesteps[i]), x, x0))
     return x.cpu()
+
+
+def _non_finite_message(i: int, steps: int, role: str, handle: ModelHandle, model: Any) -> str:
+    """Which step, which expert (its file), and the first weight that holds NaN/inf when one does."""
+    model_dtype = str(getattr(model, "compute_dtype", "unknown")).replace("torch.", "")
+    culprit = first_non_finite(model) if isinstance(model, torch.nn.Module) else None
+    found = f" Its weight {culprit} holds NaN/inf as the layer uses it." if culprit else ""
+    hint = ("That file is damaged (NaN/inf weights or GGUF scales, or a tensor stored in another type than its "
+            "header says): load another copy." if culprit else _non_finite_hint(model_dtype))
+    return (f"the latent became NaN/inf at step {i + 1} of {steps} ({role}-noise expert {handle.name}, compute dtype "
+            f"{model_dtype}).{found} {hint}")
 
 
 def _non_finite_hint(model_dtype: str) -> str:

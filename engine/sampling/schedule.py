@@ -52,9 +52,25 @@ def make_schedule(name: str, steps: int, shift: float) -> Schedule:
         raise ValueError(f"steps must be a positive integer, got {steps!r}")
     if not shift > 0:
         raise ValueError(f"shift must be positive, got {shift!r} (the official values are 12.0 for T2V-A14B, 5.0 otherwise)")
-    if name == "wan":
-        return _wan_schedule(steps, float(shift))
-    return _simple_schedule(steps, float(shift))
+    build = _wan_schedule if name == "wan" else _simple_schedule
+    sched = build(steps, float(shift))
+    return _check_not_degenerate(sched, build(steps, 1.0))
+
+
+def _check_not_degenerate(sched: Schedule, unshifted: Schedule) -> Schedule:
+    """Every step that lowers sigma without a shift must still lower it after the shift. A shift far from 1
+    pushes the float32 sigmas together (to 1 when large; NaN past about 1e300), so steps would stand still or
+    divide by zero: say the shift is why. (Steps the grid itself repeats, as ``simple`` does with more steps
+    than its 1000-entry table, are not the shift's doing and stay allowed.)"""
+    sigmas, falls = sched.sigmas, unshifted.sigmas[1:] < unshifted.sigmas[:-1]
+    if bool(torch.isfinite(sigmas).all()) and bool((sigmas[1:] < sigmas[:-1])[falls].all()):
+        return sched
+    which = "large" if sched.shift > 1 else "small"
+    shown = ", ".join(f"{float(v):.9g}" for v in sigmas[:4])
+    raise ValueError(
+        f"shift {sched.shift:g} is too {which}: the {sched.steps}-step {sched.name} schedule degenerates (its float32 "
+        f"sigmas {shown}, ... no longer fall at every step), so the sampler could not denoise. Use a shift near the "
+        "official values (12.0 for T2V-A14B, 5.0 otherwise; at most 100 in the node).")
 
 
 def _wan_schedule(steps: int, shift: float) -> Schedule:

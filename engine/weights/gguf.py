@@ -2,8 +2,10 @@
 
 A GGUF file is a header (metadata key/values and a tensor table) followed by the tensor
 data, each tensor stored in a GGML type: F32 / F16 / BF16, or a quantized block format
-(Q8_0, Q4_K, ...: see ``engine.weights.ggml``). The header is parsed with the ``gguf`` package
-(plain binary parsing: no pickle, no code execution); the data is mapped like a
+(Q8_0, Q4_K, ...: see ``engine.weights.ggml``). The header is parsed by
+``engine.weights.gguf_header`` (plain binary parsing, no pickle, no code execution; every declared
+count is checked against the file's size first, so a hostile header cannot hang the loader or the
+models-folder route); the ``gguf`` package supplies the GGML type table. The data is mapped like a
 safetensors file (``dit_file.map_file``), so nothing is read until used.
 
 What a loaded expert holds:
@@ -33,7 +35,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,30 +47,20 @@ from . import ggml
 from .dit_file import (COMPUTE_NAMES, EXPECTED, WEIGHT_NAMES, CheckpointError, as_dtype, config_from_shapes,
                        hold_weight, identify_foreign, in_storage, map_file, raise_if_mismatch, strip_prefix)
 from ..model.dit import WanConfig, WanModel
-from ..errors import public
 from ..model.ops import CASTING_LAYERS
+from .gguf_header import (ARRAY, MAGIC, MAX_SHAPE_ITEMS, GGUFError, GGUFMetadata, TensorEntry,
+                          UnsupportedQuantization, parse_gguf_header)
 from .safetensors_header import clip, quote
 from ..memory.streaming import register_file_view
 
 log = logging.getLogger("wan22duo")
 
 PathLike = Union[str, os.PathLike]
-MAGIC = b"GGUF"
 ARCH_KEY = "general.architecture"
 ORIG_SHAPE = "comfy.gguf.orig_shape."
 TEXT_ARCHS = {"t5", "t5encoder", "llama", "qwen2", "qwen2vl", "qwen3", "qwen3vl", "umt5", "gemma", "gemma2",
               "gemma3", "bert", "clip"}
 SUPPORTED = ggml.SUPPORTED
-
-
-@public
-class GGUFError(CheckpointError):
-    """A GGUF file that cannot be loaded as a Wan 2.2 DiT; the message names the file and says why."""
-
-
-@public
-class UnsupportedQuantization(GGUFError):
-    """A GGUF file using a tensor type this loader cannot decode."""
 
 
 def is_gguf(path: PathLike) -> bool:
@@ -102,63 +93,74 @@ class GGUFHeader:
 
 
 def read_gguf_header(path: PathLike) -> GGUFHeader:
-    """Parse a GGUF header and check every tensor's extent against its shape and the file."""
-    import gguf
+    """Parse a GGUF header and check every tensor's type, rows and extent against its shape and the file.
 
+    The parse is bounded (``engine.weights.gguf_header``): no count the file's bytes do not back is
+    followed, so a damaged or hostile header costs time and memory linear in its real size.
+    """
     path = Path(path)
     if not path.is_file():
         raise GGUFError(f"{clip(str(path))}: no such file. {EXPECTED}")
-    size = path.stat().st_size
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            reader = gguf.GGUFReader(path)
-    except Exception as err:  # the reader raises ValueError, IndexError, KeyError... on bad bytes
-        raise GGUFError(f"{clip(path.name)} is a truncated or damaged GGUF file ({size} bytes; the GGUF reader stopped "
-                        f"with: {err}). Download or copy it again.") from None
-    arch = _string_field(reader, ARCH_KEY, path)
-    tensors = {}
-    for t in reader.tensors:
-        stored = tuple(int(n) for n in reversed(t.shape.tolist()))
-        shape = _orig_shape(reader, t.name, path) or stored
-        kind = t.tensor_type.name
-        if math.prod(shape) != math.prod(stored):
-            raise GGUFError(f"{clip(path.name)}: tensor {quote(t.name)} is stored with shape {list(stored)} but its "
-                            f"{quote(ORIG_SHAPE + t.name)} metadata says {list(shape)} ({math.prod(shape)} elements, not "
-                            f"{math.prod(stored)}); the file is damaged. Convert or download it again.")
-        tensors[t.name] = GGUFTensor(t.name, kind, shape, int(t.data_offset), int(t.data_offset) + int(t.n_bytes))
+    meta = parse_gguf_header(path)
+    arch = meta.string(ARCH_KEY)
+    tensors: dict[str, GGUFTensor] = {}
+    for entry in meta.tensors:
+        if entry.name in tensors:
+            raise GGUFError(f"{clip(path.name)}: tensor {quote(entry.name)} appears twice in the tensor table; the "
+                            "file is damaged. Convert or download it again.")
+        tensors[entry.name] = _tensor(meta, entry)
     _check_extents(path, tensors)
-    return GGUFHeader(path, size, arch, tensors)
+    return GGUFHeader(path, meta.size, arch, tensors)
 
 
-def _string_field(reader, key: str, path: Path) -> Optional[str]:
+def _tensor(meta: GGUFMetadata, entry: TensorEntry) -> GGUFTensor:
+    """One tensor table entry as a :class:`GGUFTensor` (type name, real shape, absolute byte range)."""
+    name = clip(meta.path.name)
+    kind, block, block_bytes = _ggml_type(meta, entry)
+    stored = tuple(reversed(entry.dims))
+    if entry.dims and entry.dims[0] % block:
+        raise GGUFError(f"{name}: tensor {quote(entry.name)} ({kind}) has rows of {entry.dims[0]} weights, not a whole "
+                        f"number of {kind} blocks of {block}; the file is damaged. Convert or download it again.")
+    shape = _orig_shape(meta, entry.name) or stored
+    if math.prod(shape) != math.prod(stored):
+        raise GGUFError(f"{name}: tensor {quote(entry.name)} is stored with shape {list(stored)} but its "
+                        f"{quote(ORIG_SHAPE + entry.name)} metadata says {list(shape)} ({math.prod(shape)} elements, "
+                        f"not {math.prod(stored)}); the file is damaged. Convert or download it again.")
+    start = meta.data_start + entry.offset
+    end = start + math.prod(stored) // block * block_bytes
+    if end > meta.size:
+        raise GGUFError(f"{name} is a truncated or damaged GGUF file: tensor {quote(entry.name)} ({kind}, shape "
+                        f"{list(shape)}) needs bytes {start}..{end} but the file has {meta.size}. Download or copy it "
+                        "again.")
+    return GGUFTensor(entry.name, kind, shape, start, end)
+
+
+def _ggml_type(meta: GGUFMetadata, entry: TensorEntry) -> tuple[str, int, int]:
+    """(name, weights per block, bytes per block) of the entry's GGML type, from the ``gguf`` package's table."""
     import gguf
 
-    f = reader.get_field(key)
-    if f is None:
-        return None
-    if list(f.types) != [gguf.GGUFValueType.STRING]:
-        raise GGUFError(f"{clip(path.name)}: metadata {key} is of type {_type_names(f)}, expected a string such as 'wan'")
-    return bytes(f.parts[f.data[0]]).decode("utf-8", errors="replace")
+    try:
+        kind = gguf.GGMLQuantizationType(entry.type_id)
+    except ValueError:
+        raise UnsupportedQuantization(
+            f"{clip(meta.path.name)}: tensor {quote(entry.name)} has GGML type id {entry.type_id}, which the installed "
+            f"gguf package does not know (a newer or damaged file). Supported types: {', '.join(SUPPORTED)}."
+        ) from None
+    block, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+    return kind.name, block, block_bytes
 
 
-def _orig_shape(reader, name: str, path: Path) -> Optional[tuple[int, ...]]:
-    import gguf
-
+def _orig_shape(meta: GGUFMetadata, name: str) -> Optional[tuple[int, ...]]:
     key = ORIG_SHAPE + name
-    f = reader.get_field(key)
-    if f is None:
+    value = meta.ints(key, MAX_SHAPE_ITEMS)
+    if value is None:
         return None
-    ints = (gguf.GGUFValueType.INT32, gguf.GGUFValueType.INT64, gguf.GGUFValueType.UINT32, gguf.GGUFValueType.UINT64)
-    value = [int(f.parts[i][0]) for i in f.data] if len(f.types) == 2 and f.types[1] in ints else None
-    if f.types[0] != gguf.GGUFValueType.ARRAY or not value or min(value) <= 0:
-        raise GGUFError(f"{clip(path.name)}: metadata {key} is {value if value else _type_names(f)}, expected an array of "
-                        f"positive integers (the tensor's real shape)")
+    if not value or min(value) <= 0:
+        shown = value if value else meta.values[key].type_name + (f" of {meta.values[key].count} items"
+                                                                   if meta.values[key].type == ARRAY else "")
+        raise GGUFError(f"{clip(meta.path.name)}: metadata {key} is {shown}, expected an array of at most "
+                        f"{MAX_SHAPE_ITEMS} positive integers (the tensor's real shape)")
     return tuple(value)
-
-
-def _type_names(f) -> str:
-    return "/".join(t.name for t in f.types)
 
 
 def _check_extents(path: Path, tensors: dict[str, GGUFTensor]) -> None:

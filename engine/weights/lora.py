@@ -76,16 +76,28 @@ def read_lora(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise LoraError(f"LoRA file {path!r} does not exist; pick a file from ComfyUI's 'loras' folder")
+    path = _check_lora_file(path)
     try:
         return load_file(path, device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise LoraError(
-            f"{quote(path)} is not a readable safetensors file ({clip(str(exc))}); LoRAs must be .safetensors "
+            f"{clip(path)} is not a readable safetensors file ({clip(str(exc))}); LoRAs must be .safetensors "
             f"files (convert .ckpt/.pt LoRAs first)"
         ) from None
+
+
+def _check_lora_file(path: Union[str, os.PathLike]) -> str:
+    """The path as a string, if it exists and is not a GGUF file (a common mix-up: GGUF holds models)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise LoraError(f"LoRA file {path!r} does not exist; pick a file from ComfyUI's 'loras' folder")
+    with open(path, "rb") as f:
+        if f.read(4) == b"GGUF":
+            raise LoraError(
+                f"{clip(os.path.basename(path))} is a GGUF file; LoRAs are read from .safetensors files (the LoRA as "
+                "published, e.g. wan2.2_t2v_lightx2v_4steps_lora_v1.1_high_noise.safetensors). A GGUF file holds a "
+                "quantized model: load it with Wan22DuoExpertLoader or Wan22DuoTI2VLoader instead.")
+    return path
 
 
 def read_lora_header(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
@@ -95,16 +107,14 @@ def read_lora_header(path: Union[str, os.PathLike]) -> dict[str, torch.Tensor]:
     """
     from safetensors import SafetensorError, safe_open
 
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise LoraError(f"LoRA file {path!r} does not exist; pick a file from ComfyUI's 'loras' folder")
+    path = _check_lora_file(path)
     try:
         with safe_open(path, framework="pt") as f:
             return {key: f.get_tensor(key) if key.endswith(".alpha")
                     else torch.empty(f.get_slice(key).get_shape(), device="meta") for key in f.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise LoraError(
-            f"{quote(path)} is not a readable safetensors file ({clip(str(exc))}); LoRAs must be .safetensors "
+            f"{clip(path)} is not a readable safetensors file ({clip(str(exc))}); LoRAs must be .safetensors "
             f"files (convert .ckpt/.pt LoRAs first)"
         ) from None
 

@@ -64,9 +64,18 @@ def quote(value, limit: int = QUOTE_LIMIT) -> str:
 
 
 def clip(text, limit: int = 2 * QUOTE_LIMIT) -> str:
-    """``text`` unquoted (a file name), cut to about ``limit`` characters."""
+    """``text`` unquoted (a file name or path), cut in the middle to about ``limit`` characters.
+
+    The end is what names the file (its basename and extension), so it is kept: a long path
+    keeps its whole basename when that fits in ``limit`` and loses part of its folders instead.
+    """
     text = text if isinstance(text, str) else str(text)
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+    if len(text) <= limit:
+        return text
+    base = text.replace("\\", "/").rsplit("/", 1)[-1]
+    tail = len(base) + 1 if 0 < len(base) <= limit - 16 and len(base) < len(text) else limit // 2
+    head = max(limit - tail, 8)
+    return f"{text[:head]}...{text[len(text) - tail:]} ({len(text)} characters)"
 
 
 def quote_list(values, limit: int = 8) -> str:

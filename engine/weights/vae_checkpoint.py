@@ -160,4 +160,5 @@ def load_vae(path, dtype: torch.dtype = torch.float32, device="cpu") -> WanVAE:
         raise VAEFileError(f"{clip(path.name)} could not be read ({clip(str(err))}); the file is damaged. "
                            f"Download it again. {EXPECTED_FILES}") from None
     model.load_state_dict(state, strict=True, assign=True)
+    model.source = clip(path.name)
     return model.eval().requires_grad_(False)

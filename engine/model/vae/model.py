@@ -11,6 +11,7 @@ for the normalisation the diffusion models use.
 """
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -71,6 +72,7 @@ class WanVAE(nn.Module):
         self.conv1 = CausalConv3d(2 * z, 2 * z, 1)  # -> mean and log-variance; the latent is the mean
         self.conv2 = CausalConv3d(z, z, 1)
         self.decoder = decoder(config.dec_dim, z)
+        self.source: Optional[str] = None  # the file the weights came from (set by the loader), for messages
 
     # -- properties the rest of the engine reads -------------------------------------------
     @property
@@ -124,8 +126,9 @@ class WanVAE(nn.Module):
     def _weights_hint(self) -> str:
         dtype = str(self.dtype).replace("torch.", "")
         overflow = " or fp16 overflowed (use dtype fp32 or bf16 on Wan22DuoVAELoader)" if dtype == "float16" else ""
-        return (f"the VAE's weights ({dtype}) hold NaN/inf{overflow}. Load another copy of the VAE file "
-                "(wan_2.1_vae.safetensors or wan2.2_vae.safetensors).")
+        usual = "wan_2.1_vae.safetensors" if self.version == "2.1" else "wan2.2_vae.safetensors"
+        loaded = f"the VAE file {self.source}" if self.source else f"the VAE file ({usual})"
+        return f"the VAE's weights ({dtype}) hold NaN/inf{overflow}. Load another copy of {loaded}."
 
     def _encode_tile(self, video: torch.Tensor, chunks: Chunks) -> torch.Tensor:
         """Run the encoder over ``chunks`` of frames; returns the latent mean (float32)."""
