@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from . import _comfy
+from .speed import phase_models, speed_inputs
 from .vae import encode_video, require_version
 from ..engine.model import geometry
 
@@ -185,19 +186,21 @@ class Wan22DuoSampler:
     def INPUT_TYPES(cls):
         inputs = sampler_inputs("WAN22DUO_MODEL", SAMPLER_TIPS, {"default": 12.0, "min": 0.1})
         inputs["optional"]["gpu_budget"] = ("STRING", {"default": "auto", "tooltip": SAMPLER_TIPS["gpu_budget"]})
+        inputs["optional"].update(speed_inputs())
         return inputs
 
     def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = 12.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
-               low_noise_model=None, gpu_budget: Optional[str] = None):
+               low_noise_model=None, gpu_budget: Optional[str] = None, step_cache=None, lead_phases=None):
         from ..engine.sampling.loop import sample
 
         pos, pos_options = text_context(positive, "positive")
         neg, neg_options = text_context(negative, "negative")
         samples = latent["samples"].cpu()  # the engine draws noise and returns results on the CPU
         noise_mask = latent.get("noise_mask")
-        handles = [h for h in (high_noise_model, low_noise_model) if h is not None]
+        lead = phase_models(lead_phases, "WAN22DUO_MODEL", "Wan22DuoSampler")
+        handles = [h for h in (high_noise_model, low_noise_model) if h is not None] + [p.model for p in lead]
         for device, size in _memory_needed(handles, memory).items():
             _comfy.free_memory(size, device)
         progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
@@ -209,6 +212,7 @@ class Wan22DuoSampler:
             noise_mask=None if noise_mask is None else noise_mask.cpu(),
             i2v=i2v_conditioning(pos_options, neg_options),
             callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
+            lead=lead, step_cache=step_cache,
         )
         _comfy.empty_cache()
         out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
