@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from wan22duo.engine.sampling.step_cache import StepCacheError
-from wan22duo.nodes.speed import Wan22DuoModelPhase, Wan22DuoPhase, Wan22DuoStepCache, phase_models
+from wan22duo.nodes.speed import Wan22DuoPhase, Wan22DuoStepCache, phase_models
 
 from test_nodes_sampler import expert, models, run, small_t2v_latent  # noqa: F401  (models is a fixture)
 
@@ -44,9 +44,9 @@ def test_bad_cache_values_are_named():
 
 def test_a_phase_of_the_other_model_kind_is_named(models):
     high = expert(models, "t2v_high")
-    (phases,) = Wan22DuoModelPhase().add(high, cfg=3.5, steps=2)  # a pack model in the MODEL phase node
-    with pytest.raises(ValueError, match="lead phase 1 holds a Wan 2.2 Duo model .* build the phase with "
-                                         "Wan22DuoPhase"):
+    (phases,) = Wan22DuoPhase().add(high, cfg=3.5, steps=2)  # wired into the MODEL sampler (same socket type)
+    with pytest.raises(ValueError, match=r"lead phase 1 holds a Wan 2.2 Duo model .* build the phase with "
+                                         "Wan22DuoModelPhase"):
         phase_models(phases, "MODEL", "Wan22DuoModelSampler")
     with pytest.raises(ValueError, match="lead_phases entry 1 is a str"):
         phase_models(("x",), "WAN22DUO_MODEL", "Wan22DuoSampler")
