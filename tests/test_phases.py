@@ -86,3 +86,13 @@ def test_a_non_finite_phase_cfg_is_refused():
     high, low, _ = pair()
     with pytest.raises(SamplingError, match="cfg of lead phase 1 is nan"):
         run(high, low, steps=8, shift=5.0, lead=[Phase(high, float("nan"), 2)])
+
+
+def test_a_non_finite_leading_phase_is_named_in_the_error():
+    from wan22duo.engine.memory.residency import ModelHandle
+
+    broken = ModelHandle(lambda d: (lambda x, t, c: torch.full_like(x[:, :16], float("inf"))),
+                         info={"config": T2V, "role": "high_noise", "name": "broken"})
+    high, low, _ = pair()
+    with pytest.raises(SamplingError, match=r"NaN/inf at step 1 of 8 \(lead phase 1, "):
+        run(high, low, steps=8, shift=5.0, lead=[Phase(broken, 3.5, 2)])

@@ -569,7 +569,7 @@ def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive
             x = solver.step(i, x, v)
             if not bool(torch.isfinite(x).all()):
                 raise SamplingError(
-                    f"the latent became NaN/inf at step {i + 1} of {sched.steps} ({role}-noise expert, "
+                    f"the latent became NaN/inf at step {i + 1} of {sched.steps} ({_role_name(role)}, "
                     f"compute dtype {model_dtype}). {_non_finite_hint(model_dtype)}")
             if mask is not None:
                 x = hold(x, kept, mask)
@@ -593,11 +593,18 @@ def _model_velocity(residency: Residency, role: str, sched: Schedule, i: int, x:
         x_in = torch.cat([x_in, image[0]], dim=1)  # I2V: [noise(16), mask(4), image latent(16)]
     v = guided_velocity(model, x_in, t, pos, neg, cfg)
     if v.shape != x.shape:
-        raise SamplingError(f"the {role}-noise model returned shape {tuple(v.shape)} for a latent of "
+        raise SamplingError(f"the {_role_name(role)} returned shape {tuple(v.shape)} for a latent of "
                             f"shape {tuple(x.shape)}; it does not fit this latent")
     model_dtype = str(getattr(model, "compute_dtype", "unknown")).replace("torch.", "")
     del model  # the residency's handle holds the only long-lived reference
     return v, model_dtype
+
+
+def _role_name(role: str) -> str:
+    """"high" -> "high-noise expert", "lead2" -> "lead phase 2" (for messages)."""
+    if role.startswith("lead"):
+        return f"lead phase {role[len('lead'):]}"
+    return f"{role}-noise expert"
 
 
 def _non_finite_hint(model_dtype: str) -> str:
