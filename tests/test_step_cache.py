@@ -5,6 +5,7 @@ from collections import defaultdict
 import pytest
 import torch
 
+from wan22duo.engine.sampling.loop import sample
 from wan22duo.engine.sampling.phases import Phase, Stage
 from wan22duo.engine.sampling.step_cache import MIN_STEPS, CacheRun, StepCache, StepCacheError
 
@@ -153,3 +154,29 @@ def test_a_new_stage_starts_from_nothing():
 def test_bad_settings_are_named(kwargs, match):
     with pytest.raises(StepCacheError, match=match):
         StepCache(**kwargs)
+
+
+def test_the_batched_cfg_forward_runs_or_is_skipped_whole():
+    """A real (tiny) WanModel: CFG runs as one batch-2 forward per step (engine.sampling.guidance); the cache
+    decides once for that forward, so every step makes exactly one batch-2 forward or none."""
+    from wan22duo.engine.memory.residency import ModelHandle
+    from wan22duo.engine.model.dit import WanModel
+    from wan22duo.engine.testing.tiny import random_state_dict, tiny_config
+
+    batches = []
+
+    def expert(seed, role):
+        config = tiny_config("t2v_a14b", dim=128, ffn_dim=256, num_layers=1)
+        model = WanModel(config)
+        model.load_state_dict(random_state_dict(config, seed=seed))
+        model.register_forward_pre_hook(lambda module, args: batches.append((role, args[0].shape[0])))
+        return ModelHandle.from_module(model, info={"role": f"{role}_noise", "name": role})
+
+    high, low = expert(1, "high"), expert(2, "low")
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(1, 5, 4096, generator=g), torch.randn(1, 5, 4096, generator=g)
+    result = sample(high, low, torch.zeros(1, 16, 1, 4, 4), pos, neg, seed=0, steps=12, shift=12.0, switch_step=5,
+                    cfg_high=4.0, cfg_low=3.0, step_cache=StepCache(threshold=HUGE))
+    reused = result.cache["reused"]
+    assert reused == expected_reused([(0, 5), (5, 12)], 2)
+    assert batches == [("high", 2)] * 3 + [("low", 2)] * 3  # steps 0, 1, 4 and 5, 6, 11: one batch-2 forward each
