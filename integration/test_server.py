@@ -162,6 +162,15 @@ def _check_switch(name: str, queued: dict, entry: dict, expected) -> dict:
         assert report["boundary"] == pytest.approx(plan.boundary, abs=1e-12)
     assert report["sigmas"] == pytest.approx([float(s) for s in plan.schedule.sigmas], abs=1e-6), where
     assert report["timesteps"] == pytest.approx([float(t) for t in plan.schedule.timesteps], abs=1e-4), where
+    lead = inputs.get("lead_phases")
+    if prep.is_link(lead):  # a phase plan: the leading phases, then the experts, split where the plan says
+        counts = prep.lead_steps(queued, lead)
+        starts = [sum(counts[:n]) for n in range(len(counts) + 1)]
+        want = [{"role": f"lead{n + 1}", "start": starts[n], "stop": starts[n + 1]} for n in range(len(counts))]
+        want += [{"role": "high", "start": starts[-1], "stop": plan.switch_step},
+                 {"role": "low", "start": plan.switch_step, "stop": plan.schedule.steps}]
+        got = [{k: s[k] for k in ("role", "start", "stop")} for s in report.get("stages", [])]
+        assert got == [s for s in want if s["stop"] > s["start"]], f"{where}: stages {got}"
     return report
 
 

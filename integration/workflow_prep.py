@@ -257,6 +257,8 @@ def shrink(api: dict, engine_sampling) -> dict:
             inputs.update(width=WIDTH, height=HEIGHT, length=LENGTH)
         elif isinstance(inputs.get("length"), int):  # a clip continuing another (extend nodes): same size
             inputs["length"] = clip_length(inputs.get("overlap"))
+        elif is_duo_sampler(node) and is_link(inputs.get("lead_phases")):
+            pass  # a phase plan (Lightning, 8 steps or so): its phases count on the bundled steps, so keep them
         elif is_duo_sampler(node):
             high, low = sampler_models(api, node_id)
             variant = model_variant(api, high)
@@ -329,6 +331,20 @@ def expected_switches(api: dict, engine_sampling) -> list[SwitchExpectation]:
             plan = plan_for(engine_sampling, variant, low is not None, inputs, int(inputs["steps"]), shift)
             out.append(SwitchExpectation(node_id, variant, low is not None, plan, shift))
     return out
+
+
+def lead_steps(api: dict, link) -> list[int]:
+    """The step counts of the leading phases behind a sampler's ``lead_phases`` link, first phase first."""
+    counts, node_id, seen = [], link[0], set()
+    while node_id in api and node_id not in seen:
+        seen.add(node_id)
+        inputs = api[node_id]["inputs"]
+        counts.append(int(inputs["steps"]))
+        previous = inputs.get("lead_phases")
+        if not is_link(previous):
+            break
+        node_id = previous[0]
+    return counts[::-1]
 
 
 def model_shifts(api: dict, link) -> list[float]:

@@ -19,6 +19,7 @@ from . import _comfy
 from .inputs import comfy_model, latent as checked_latent
 from .comfy_model import OFFICIAL_SHIFT, ComfyExpert, ComfyModelError, resolve_shift, shift_conflicts
 from .samplers import SAMPLER_TIPS, _cancel_check, i2v_conditioning, sampler_inputs, text_context
+from .speed import comfy_phases, speed_inputs
 
 log = logging.getLogger("wan22duo")
 
@@ -57,12 +58,14 @@ class Wan22DuoModelSampler:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return sampler_inputs("MODEL", MODEL_TIPS, {"default": -1.0, "min": -1.0})
+        inputs = sampler_inputs("MODEL", MODEL_TIPS, {"default": -1.0, "min": -1.0})
+        inputs["optional"].update(speed_inputs())
+        return inputs
 
     def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = -1.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
-               low_noise_model=None):
+               low_noise_model=None, step_cache=None, lead_phases=None):
         from ..engine.sampling.loop import sample
 
         comfy_model(high_noise_model, "high_noise_model")
@@ -82,7 +85,8 @@ class Wan22DuoModelSampler:
             log.warning("Wan22DuoModelSampler: shift %g from the sampler overrides the ModelSamplingSD3 shift of %s",
                         used, ", ".join(overridden))
         log.info("Wan22DuoModelSampler: shift %g (%s; official %g)", used, source, OFFICIAL_SHIFT[variant])
-        experts = [e for e in (high, low) if e is not None]
+        lead = comfy_phases(lead_phases, used)  # leading phases' MODELs as ComfyExperts
+        experts = [e for e in (high, low) if e is not None] + [phase.model for phase in lead]
         timesteps = _timesteps(scheduler, steps, used, source)
         for expert in experts:
             multiplier = float(getattr(expert.patcher.get_model_object("model_sampling"), "multiplier", 1000.0))
@@ -98,6 +102,7 @@ class Wan22DuoModelSampler:
                 noise_mask=None if noise_mask is None else noise_mask.cpu(),
                 i2v=i2v_conditioning(pos_options, neg_options),
                 callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
+                lead=lead, step_cache=step_cache,
             )
         finally:
             for expert in experts:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from . import _comfy
 from .inputs import latent as checked_latent, model_handle
+from .speed import phase_models, speed_inputs
 from .vae import encode_video, require_version
 from ..engine.model import geometry
 
@@ -68,6 +69,14 @@ def i2v_conditioning(positive_options: dict, negative_options: dict):
 def set_values(conditioning, values: dict):
     """A copy of CONDITIONING with ``values`` added to every entry's options (ComfyUI's idiom)."""
     return [[cond, {**options, **values}] for cond, options in conditioning]
+
+
+def _refuse_with_parallel(**chosen) -> None:
+    """Step caching and leading phases run in this process's loop only; the parallel workers do not take them yet."""
+    named = [name for name, value in chosen.items() if value]
+    if named:
+        raise ValueError(f"{' and '.join(named)} cannot be combined with the parallel input yet: the parallel workers "
+                         f"run the two experts only. Disconnect {' or '.join(named)}, or the Wan22DuoParallel node.")
 
 
 def _memory_needed(handles, policy: str) -> dict:
@@ -189,12 +198,14 @@ class Wan22DuoSampler:
         inputs = sampler_inputs("WAN22DUO_MODEL", SAMPLER_TIPS, {"default": 12.0, "min": 0.1})
         inputs["optional"]["gpu_budget"] = ("STRING", {"default": "auto", "tooltip": SAMPLER_TIPS["gpu_budget"]})
         inputs["optional"]["parallel"] = ("WAN22DUO_PARALLEL", {"tooltip": SAMPLER_TIPS["parallel"]})
+        inputs["optional"].update(speed_inputs())
         return inputs
 
     def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = 12.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
-               low_noise_model=None, gpu_budget: Optional[str] = None, parallel: Optional[dict] = None):
+               low_noise_model=None, gpu_budget: Optional[str] = None, parallel: Optional[dict] = None,
+               step_cache=None, lead_phases=None):
         from ..engine.sampling.loop import sample
 
         model_handle(high_noise_model, "high_noise_model")
@@ -204,7 +215,8 @@ class Wan22DuoSampler:
         neg, neg_options = text_context(negative, "negative")
         samples = checked_latent(latent)["samples"].cpu()  # the engine draws noise and returns results on the CPU
         noise_mask = latent.get("noise_mask")
-        handles = [h for h in (high_noise_model, low_noise_model) if h is not None]
+        lead = phase_models(lead_phases, "WAN22DUO_MODEL", "Wan22DuoSampler")
+        handles = [h for h in (high_noise_model, low_noise_model) if h is not None] + [p.model for p in lead]
         settings = dict(seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=shift,
                         boundary=None if boundary < 0 else boundary, switch_step=switch_step, solver=sampler,
                         schedule=scheduler, memory=memory, budget="auto" if gpu_budget is None else gpu_budget,
@@ -213,6 +225,7 @@ class Wan22DuoSampler:
         if parallel is not None:  # the workers load the experts; this process holds none of them
             from .parallel import run_parallel
 
+            _refuse_with_parallel(step_cache=step_cache, lead_phases=lead)
             result = run_parallel(parallel, high_noise_model, low_noise_model, latent=samples, positive=pos,
                                   negative=neg, **settings)
         else:
@@ -220,7 +233,8 @@ class Wan22DuoSampler:
                 _comfy.free_memory(size, device)
             progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
             result = sample(high_noise_model, low_noise_model, samples, pos, neg, **settings,
-                            callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check())
+                            callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
+                            lead=lead, step_cache=step_cache)
         _comfy.empty_cache()
         out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
         return {"ui": {"wan22duo_switch": [result.switch_info()]}, "result": (out, result.switch_step)}

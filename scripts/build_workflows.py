@@ -738,6 +738,57 @@ def describe_keyframes() -> list:
     return [_i2v_first_last(official_i2v), _ti2v_first_last(), _i2v_extend(official_i2v)]
 
 
+# ---------------------------------------------------------------- phase plans (issue 23)
+# The three-stage Lightning recipe in one sampler: a leading phase (the base high-noise expert with
+# CFG) in front of the Lightning-LoRA experts, on one schedule.
+
+THREE_STAGE = {"steps": 8, "cfg_high": 1.0, "cfg_low": 1.0, "shift": 5.0, "sampler": "euler", "scheduler": "simple"}
+THREE_STAGE_LEAD = {"cfg": 3.5, "steps": 2}
+
+
+def _three_stage() -> Workflow:
+    title = "T2V-A14B Lightning, three stages (8 steps)"
+    w = _a14b("t2v_a14b_lightning_3stage", title, T2V_HIGH, T2V_LOW, T2V_PROMPT, dict(THREE_STAGE), False,
+              size=(832, 480), lightning=True)
+    w.add(Node(14, "Wan22DuoPhase", (420, -20), (340, 130), dict(THREE_STAGE_LEAD), {"model": (10, "model")},
+               title="Stage 1: base high-noise expert with CFG", color=GREEN))
+    w.node(50).links["lead_phases"] = (14, "lead_phases")
+    steps, lead = THREE_STAGE["steps"], THREE_STAGE_LEAD["steps"]
+    k = _switch_split(steps, THREE_STAGE["shift"], 0.875, THREE_STAGE["scheduler"])
+    _replace_note(w, 2, _three_stage_note(title, steps, lead, k))
+    w.groups.insert(1, ("Stage 1 (leading phase)", [14]))
+    return w
+
+
+def _three_stage_note(title: str, steps: int, lead: int, k: int) -> str:
+    return "\n".join([
+        f"## {title}",
+        "",
+        "The three-stage Lightning recipe in **one sampler**, on one schedule and one trajectory (nothing is "
+        "re-noised between stages):",
+        "",
+        f"1. steps 1-{lead}: the **base high-noise expert** at cfg {THREE_STAGE_LEAD['cfg']:g} (the "
+        "**Wan 2.2 Duo Leading Phase** node), which keeps the motion the distilled LoRA tends to lose;",
+        f"2. steps {lead + 1}-{k}: the high-noise expert **with the Lightning LoRA** at cfg 1;",
+        f"3. steps {k + 1}-{steps}: the low-noise expert **with the Lightning LoRA** at cfg 1.",
+        "",
+        f"The hand-over to the low-noise expert is still the official boundary rule (0.875): {steps} steps at "
+        f"shift {THREE_STAGE['shift']:g} ({THREE_STAGE['scheduler']} schedule, {THREE_STAGE['sampler']}) give "
+        f"{k} high-noise steps. The phase's `steps` count on the sampler's steps and must end at or before "
+        "the switch; chain more phase nodes for more stages. The same plan by hand is three KSamplerAdvanced "
+        "nodes (0-2, 2-4, 4-8, leftover noise kept between them); this node gives the same result "
+        "(integration suite) and shows the stages after each run.",
+        "",
+        "**Memory:** the base and the Lightning high-noise models are the same file under two LoRA chains; "
+        "under `offload_cpu` only the running one sits on the GPU.",
+    ])
+
+
+def describe_phases() -> list:
+    """The phase-plan workflows (issue 23)."""
+    return [_three_stage()]
+
+
 # ---------------------------------------------------------------- serialisation
 
 
@@ -877,7 +928,7 @@ def dump(data: dict) -> str:
 def laid_out() -> list:
     """Every bundled workflow, placed by ``workflow_layout.arrange``; refuses a layout that covers a node."""
     sizes = load_sizes()
-    workflows = describe() + describe_native() + describe_keyframes()
+    workflows = describe() + describe_native() + describe_keyframes() + describe_phases()
     for w in workflows:
         arrange(w, sizes)
         problems = layout_problems(w)

@@ -6,15 +6,15 @@ from pathlib import Path
 import pytest
 
 from wan22duo import nodes
-from wan22duo.nodes import _comfy, keyframes, loaders, model_sampler, samplers, vae
+from wan22duo.nodes import _comfy, keyframes, loaders, model_sampler, samplers, speed, vae
 
 # Every ComfyUI 0.3.76 node id (with schema digests), committed so this runs on any machine.
 NODE_IDS = Path(__file__).resolve().parent.parent / "workflows" / "schema" / "comfyui-0.3.76-node-digests.json"
 OURS = {**loaders.NODE_CLASS_MAPPINGS, **samplers.NODE_CLASS_MAPPINGS, **vae.NODE_CLASS_MAPPINGS,
-        **model_sampler.NODE_CLASS_MAPPINGS, **keyframes.NODE_CLASS_MAPPINGS}
+        **model_sampler.NODE_CLASS_MAPPINGS, **keyframes.NODE_CLASS_MAPPINGS, **speed.NODE_CLASS_MAPPINGS}
 CATEGORIES = {"Wan22Duo/loaders", "Wan22Duo/sampling", "Wan22Duo/latent", "Wan22Duo/vae", "Wan22Duo/keyframes"}
-SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "WAN22DUO_KEYFRAMES", "WAN22DUO_PARALLEL", "MODEL", "CONDITIONING",
-           "LATENT", "IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}
+SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "WAN22DUO_KEYFRAMES", "WAN22DUO_PARALLEL", "WAN22DUO_STEP_CACHE",
+           "WAN22DUO_PHASES", "MODEL", "CONDITIONING", "LATENT", "IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
 @pytest.fixture(autouse=True)
@@ -192,3 +192,17 @@ def test_keyframe_node_inputs():
         want = (1280, 720, 81, 16) if node_id.startswith("Wan22DuoI2V") else (1280, 704, 121, 32)
         assert (req["width"][1]["default"], req["height"][1]["default"], req["length"][1]["default"],
                 req["width"][1]["step"]) == want
+
+
+def test_speed_inputs_are_appended_to_both_samplers():
+    """Issue 23: step_cache and lead_phases come after every existing input (names and order stay public API)."""
+    assert list(OURS["Wan22DuoSampler"].INPUT_TYPES()["optional"]) == [
+        "low_noise_model", "gpu_budget", "parallel", "step_cache", "lead_phases"]
+    assert list(OURS["Wan22DuoModelSampler"].INPUT_TYPES()["optional"]) == ["low_noise_model", "step_cache",
+                                                                          "lead_phases"]
+    assert list(_required("Wan22DuoStepCache")) == ["threshold", "warmup_steps"]
+    for node_id, model_type in (("Wan22DuoPhase", "WAN22DUO_MODEL"), ("Wan22DuoModelPhase", "MODEL")):
+        assert list(_required(node_id)) == ["model", "cfg", "steps"]
+        assert _required(node_id)["model"][0] == model_type
+        assert list(OURS[node_id].INPUT_TYPES()["optional"]) == ["lead_phases"]
+        assert OURS[node_id].RETURN_TYPES == ("WAN22DUO_PHASES",)

@@ -31,6 +31,7 @@ NATIVE = ["t2v_a14b_native", "i2v_a14b_native", "ti2v_5b_native", "t2v_a14b_gguf
 NAMES += NATIVE
 KEYFRAME_NAMES = ["i2v_a14b_first_last", "ti2v_5b_first_last", "i2v_a14b_extend"]  # issue 14
 NAMES += KEYFRAME_NAMES
+NAMES += ["t2v_a14b_lightning_3stage"]  # issue 23: a leading phase in front of the Lightning experts
 OFFICIAL_NEGATIVE = (  # spec §1.2, verbatim
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
@@ -256,7 +257,7 @@ def test_loaders_offer_their_downloads_and_the_note_names_them(path):
             assert value in notes and f"models/{folder}/" in notes, f"{path.name}: note lacks {value}"
     # two experts or one TI2V-5B model, the text encoder, the VAE, and the two Lightning LoRAs
     single = {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "t2v_a14b_lightning": 6, "ti2v_5b_native": 3,
-              "ti2v_5b_first_last": 3}
+              "ti2v_5b_first_last": 3, "t2v_a14b_lightning_3stage": 6}
     assert seen == single.get(path.stem, 4)
 
 
@@ -281,6 +282,8 @@ OFFICIAL = {  # spec §1.2; Lightning: Comfy-Org 4-step templates (landscape §0
 }
 OFFICIAL["i2v_a14b_first_last"] = OFFICIAL["i2v_a14b_extend"] = OFFICIAL["i2v_a14b"]
 OFFICIAL["ti2v_5b_first_last"] = OFFICIAL["ti2v_5b_i2v"]
+# The three-stage recipe of issue 23 (not an official template): 8 steps; its stages are checked below.
+OFFICIAL["t2v_a14b_lightning_3stage"] = {**OFFICIAL["t2v_a14b_lightning"], "steps": 8}
 IMAGES = {"i2v_a14b": 1, "ti2v_5b_i2v": 1, "i2v_a14b_extend": 1, "i2v_a14b_first_last": 2, "ti2v_5b_first_last": 2}
 
 
@@ -568,3 +571,21 @@ def _no_write(update, calls):
         calls.append(write)
         return update(files, write=False)
     return wrapped
+
+
+def test_three_stage_lightning_runs_the_base_expert_first_then_the_lightning_experts():
+    api = load(API_DIR / "t2v_a14b_lightning_3stage.json")
+    sampler = next(n for n in api.values() if n["class_type"] == "Wan22DuoSampler")
+    phase = api[sampler["inputs"]["lead_phases"][0]]
+    assert phase["class_type"] == "Wan22DuoPhase"
+    assert (phase["inputs"]["cfg"], phase["inputs"]["steps"]) == (3.5, 2)
+    base = api[phase["inputs"]["model"][0]]
+    assert base["class_type"] == "Wan22DuoExpertLoader" and "high_noise" in base["inputs"]["unet_name"]
+    for slot, role in (("high_noise_model", "high_noise"), ("low_noise_model", "low_noise")):
+        lora = api[sampler["inputs"][slot][0]]
+        assert lora["class_type"] == "Wan22DuoLoraLoader" and f"lightx2v_4steps_lora_v1.1_{role}" in lora["inputs"][
+            "lora_name"]
+        assert role in api[lora["inputs"]["model"][0]]["inputs"]["unet_name"]
+    s = sampler["inputs"]
+    assert (s["steps"], s["cfg_high"], s["cfg_low"], s["shift"], s["sampler"], s["scheduler"], s["switch_step"]) == (
+        8, 1.0, 1.0, 5.0, "euler", "simple", -1)

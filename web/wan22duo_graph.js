@@ -96,15 +96,27 @@ export function samplerInputs(node, variant) {
   };
 }
 
-/** The run's report, ui {"wan22duo_switch": [{switch_step, steps, boundary, sigmas, timesteps}]}, or null. */
+/**
+ * The run's report, ui {"wan22duo_switch": [{switch_step, steps, boundary, sigmas, timesteps}]}, or null.
+ * A run with a step cache adds `reused` (the 0-based steps that reused the cache); one with leading
+ * phases adds `stages` ([{role, start, stop}], "lead1".., "high", "low").
+ */
 export function parseReport(message) {
   const report = message?.wan22duo_switch?.[0];
   if (!report || !Number.isInteger(report.switch_step) || !Number.isInteger(report.steps)) return null;
-  return {
+  const out = {
     switch_step: report.switch_step,
     steps: report.steps,
     boundary: typeof report.boundary === "number" ? report.boundary : null,
     sigmas: Array.isArray(report.sigmas) ? report.sigmas : [],
     timesteps: Array.isArray(report.timesteps) ? report.timesteps : [],
   };
+  const reused = report.cache?.reused;
+  if (Array.isArray(reused)) out.reused = reused.filter((i) => Number.isInteger(i));
+  if (Array.isArray(report.stages)) {
+    out.stages = report.stages
+      .filter((s) => s && Number.isInteger(s.start) && Number.isInteger(s.stop))
+      .map((s) => ({ role: String(s.role ?? ""), start: s.start, stop: s.stop }));
+  }
+  return out;
 }

@@ -1,5 +1,6 @@
 // Wan 2.2 Duo: draws the switch plot (sigma curve over the steps, colored by expert, the boundary,
-// the switch, a caption) with the plain Canvas 2D API. No ComfyUI imports; tests drive it with a
+// the switch, a caption; after a run with a step cache, reused steps as hollow dots, and the ends of
+// leading phases as dotted lines) with the plain Canvas 2D API. No ComfyUI imports; tests drive it with a
 // recording context. Auto-loaded by ComfyUI, so no side effects at load time.
 
 export const PLOT_HEIGHT = 156;
@@ -202,16 +203,33 @@ function polyline(ctx, ax, sigmas, first, last, color) {
   call(ctx, "stroke");
 }
 
-function drawCurve(ctx, ax, sigmas, k, steps, dots) {
+function drawCurve(ctx, ax, sigmas, k, steps, dots, reused = null) {
   // Step i runs from sigma i to sigma i+1 on the expert that owns step i.
   polyline(ctx, ax, sigmas, 0, k, COLORS.high);
   polyline(ctx, ax, sigmas, k, steps, COLORS.low);
   if (!dots) return;
   for (let i = 0; i < steps; i++) {
-    ctx.fillStyle = i < k ? COLORS.high : COLORS.low;
+    const color = i < k ? COLORS.high : COLORS.low;
     call(ctx, "beginPath");
     call(ctx, "arc", ax.x(i), ax.y(sigmas[i]), 2.2, 0, 2 * Math.PI);
-    call(ctx, "fill");
+    if (reused?.has(i)) {
+      // A step that reused the step cache: hollow, the model did not run there.
+      ctx.strokeStyle = color;
+      ctx.lineWidth = 1;
+      call(ctx, "stroke");
+    } else {
+      ctx.fillStyle = color;
+      call(ctx, "fill");
+    }
+  }
+}
+
+/** Dotted lines where the last run's leading phases ended (stages "lead1", "lead2", ...). */
+function drawStages(ctx, area, ax, stages, steps, color) {
+  for (const stage of stages ?? []) {
+    if (!String(stage.role).startsWith("lead") || !(stage.stop > 0 && stage.stop < steps)) continue;
+    const x = ax.x(stage.stop);
+    line(ctx, x, area.y, x, area.y + area.h, color, 1, [1, 3]);
   }
 }
 
@@ -296,10 +314,17 @@ function drawSwitch(ctx, area, ax, k, steps, color, dash, label, lowQuality, lab
 export function reportedNote(plan, reported) {
   if (!reported || !Number.isInteger(reported.switch_step)) return null;
   const steps = plan?.schedule?.steps;
-  if (reported.steps === steps && reported.switch_step === plan?.switchStep) {
-    return `last run: switch at ${reported.switch_step} ✓`;
+  const extra = [];
+  const leads = (reported.stages ?? []).filter((s) => String(s.role).startsWith("lead")).length;
+  if (leads) extra.push(`${leads} leading phase${leads > 1 ? "s" : ""}`);
+  if (Array.isArray(reported.reused)) {
+    extra.push(`${reported.steps - reported.reused.length} of ${reported.steps} steps ran, ${reported.reused.length} reused`);
   }
-  return `last run: switch at ${reported.switch_step} of ${reported.steps} (settings changed)`;
+  const tail = extra.length ? `, ${extra.join(", ")}` : "";
+  if (reported.steps === steps && reported.switch_step === plan?.switchStep) {
+    return `last run: switch at ${reported.switch_step} ✓${tail}`;
+  }
+  return `last run: switch at ${reported.switch_step} of ${reported.steps} (settings changed)${tail}`;
 }
 
 /**
@@ -338,9 +363,11 @@ export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
   }
   line(ctx, area.x, area.y + area.h, area.x + area.w, area.y + area.h, t.outline, 1);
   if (!plan.single) drawBoundary(ctx, area, ax, plan.boundary, ax.x(k), t.dim, lowQuality, sigmas, steps);
-  drawCurve(ctx, ax, sigmas, k, steps, !lowQuality && steps <= 60);
-  if (!plan.single) drawSwitch(ctx, area, ax, k, steps, t.text, null, `switch ${k}`, lowQuality);
   const run = view?.reported;
+  const sameRun = run && run.steps === steps;  // reused steps and stages only mean something on this grid
+  drawCurve(ctx, ax, sigmas, k, steps, !lowQuality && steps <= 60, sameRun && run.reused ? new Set(run.reused) : null);
+  if (sameRun) drawStages(ctx, area, ax, run.stages, steps, t.dim);
+  if (!plan.single) drawSwitch(ctx, area, ax, k, steps, t.text, null, `switch ${k}`, lowQuality);
   const runNote = reportedNote(plan, run);
   if (run && run.steps === steps && run.switch_step !== k && !plan.single) {
     drawSwitch(ctx, area, ax, run.switch_step, steps, COLORS.reported, [3, 3], `last run ${run.switch_step}`, lowQuality, 1);

@@ -14,7 +14,11 @@
   image-to-video (``noise_mask=``: kept cells get timestep 0 and are written back after
   every step);
 * memory through ``engine.memory.residency``: by default only the expert that runs sits on
-  the compute device.
+  the compute device;
+* optional leading phases (``engine.sampling.phases``): more models that run the first
+  steps, each with its own cfg, before the high-noise expert, on the same schedule;
+* optional step caching (``engine.sampling.step_cache``): per stage, a step whose output
+  the run predicts to barely change reuses the last output change instead of a model call.
 
 Latents come in and go out *raw* (as the VAE makes them, ComfyUI's LATENT "samples");
 the loop works on normalised latents. Noise is drawn on CPU from ``seed`` exactly as
@@ -37,6 +41,8 @@ from ..model.ops import first_non_finite
 from ..memory.estimates import activation_bytes
 from ..memory.residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residency
 from ..memory.streaming import Budget
+from .phases import Phase, Stage, check_lead_steps, lead_role, stages
+from .step_cache import MIN_STEPS, CacheRun, StepCache
 from .schedule import Schedule, make_schedule, resolve_switch_step
 from .solvers import SOLVERS, make_solver
 
@@ -80,7 +86,7 @@ class StepInfo:
 
     step: int  # index of the step just finished, 0-based
     total: int
-    expert: str  # "high" or "low"
+    expert: str  # "high" or "low" ("lead1", "lead2", ... for leading phases)
     sigma: float
     timestep: float
     latent: torch.Tensor  # x after this step
@@ -98,20 +104,28 @@ class SampleResult:
     solver: str
     variant: str
     expert_steps: dict = field(default_factory=dict)
+    stages: list = field(default_factory=list)  # [{"role", "start", "stop", "cfg"}], in step order
+    cache: Optional[dict] = None  # the step cache's report (step_cache.CacheRun.report), None without a cache
 
     @property
     def steps(self) -> int:
         return self.schedule.steps
 
     def switch_info(self) -> dict:
-        """JSON-ready summary for the UI: switch step, boundary, sigmas and timesteps."""
-        return {
+        """JSON-ready summary for the UI: switch step, boundary, sigmas and timesteps; with leading phases
+        or a step cache also the stages and which steps reused the cache."""
+        info = {
             "switch_step": self.switch_step,
             "steps": self.steps,
             "boundary": self.boundary,
             "sigmas": [float(s) for s in self.schedule.sigmas],
             "timesteps": [float(t) for t in self.schedule.timesteps],
         }
+        if len(self.stages) > 2 or any(s["role"].startswith("lead") for s in self.stages):
+            info["stages"] = self.stages
+        if self.cache is not None:
+            info["cache"] = self.cache
+        return info
 
 
 @dataclass(frozen=True)
@@ -120,8 +134,18 @@ class SwitchPlan:
     schedule: Schedule
     switch_step: int
     boundary: Optional[float]
+    lead_steps: tuple = ()  # steps of each leading phase (engine.sampling.phases), in order
+
+    @property
+    def stages(self) -> tuple[Stage, ...]:
+        return stages(self.schedule.steps, self.switch_step, self.lead_steps)
 
     def role(self, i: int) -> str:
+        start = 0
+        for n, count in enumerate(self.lead_steps, 1):
+            if i < start + count:
+                return lead_role(n)
+            start += count
         return "high" if i < self.switch_step else "low"
 
 
@@ -323,10 +347,22 @@ def plan_switch(variant: str, low: Optional[ModelHandle], steps: int, shift: flo
     return SwitchPlan(variant, sched, k, boundary)
 
 
+def with_leads(plan: SwitchPlan, lead_steps: Sequence[int]) -> SwitchPlan:
+    """``plan`` with leading phases of ``lead_steps`` steps in front of the high-noise expert."""
+    lead_steps = tuple(lead_steps)
+    problem = check_lead_steps(lead_steps, plan.switch_step, plan.schedule.steps)
+    if problem:
+        raise SamplingError(problem)
+    return replace(plan, lead_steps=lead_steps)
+
+
 def describe_plan(plan: SwitchPlan, solver: str) -> str:
     """One line for the log, counting steps from 1 as the web plot's caption does."""
     n, k = plan.schedule.steps, plan.switch_step
     head = f"{n} steps ({solver}, {plan.schedule.name} schedule, shift {plan.schedule.shift:g})"
+    if plan.lead_steps:
+        leads = ", ".join(f"{s.role} steps {s.start + 1}-{s.stop}" for s in plan.stages if s.role.startswith("lead"))
+        head = f"{head}: {leads}"
     if plan.boundary is None:
         return f"{head}: TI2V-5B, single model, steps 1-{n}"
     high = f"high-noise steps 1-{k}" if k else "no high-noise steps"
@@ -400,6 +436,8 @@ def sample(
     noise: Optional[torch.Tensor] = None,
     callback: Optional[Callable[[StepInfo], None]] = None,
     cancel: Optional[Callable[[], bool]] = None,
+    lead: Sequence[Phase] = (),
+    step_cache: Optional[StepCache] = None,
 ) -> SampleResult:
     """Denoise ``latent`` (raw ``[B, C, T, h, w]``) with the high- then low-noise expert.
 
@@ -416,20 +454,27 @@ def sample(
     device has free minus this run's activation estimate; a number of GB; None: no
     limit); an expert larger than it is streamed block by block (``engine.memory.streaming``).
     A ``streaming.Budget`` may be passed instead of a spec (tests pass a counting link).
+    ``lead``: leading phases (``phases.Phase``: a model handle, its cfg, its step count)
+    that run the first steps, in order, before ``high``; together they must end at or
+    before the switch. ``step_cache``: a ``step_cache.StepCache`` to reuse steps (None:
+    every step runs); the result's ``cache`` says which steps were reused.
     """
     if solver not in SOLVERS:
         raise SamplingError(f"unknown sampler {solver!r}; expected one of {SOLVERS}")
     if memory not in MEMORY_POLICIES:
         raise SamplingError(f"unknown memory policy {memory!r}; expected one of {MEMORY_POLICIES}")
     check_settings(cfg_high=cfg_high, cfg_low=cfg_low, shift=shift, boundary=boundary)
+    lead = tuple(lead)
     variant = _check_experts(high, low)
+    _check_leads(lead, variant)
     latent = latent.float()
     _check_latent(latent, high, variant, i2v, noise_mask)
     batch = latent.shape[0]
     text_dim = getattr(high.config, "text_dim", TEXT_DIM)
     positive = _check_context("positive", positive, batch, text_dim)
     negative = _check_context("negative", negative, batch, text_dim)
-    plan = plan_switch(variant, low, steps, shift, boundary, switch_step, schedule)
+    plan = with_leads(plan_switch(variant, low, steps, shift, boundary, switch_step, schedule),
+                      [phase.steps for phase in lead])
     check_wiring(plan, high, low)
     mask = noise_mask_for(noise_mask, latent.shape) if noise_mask is not None else None
     y = i2v.y(latent.shape) if i2v is not None else None
@@ -441,23 +486,51 @@ def sample(
         raise SamplingError(f"noise has shape {tuple(noise.shape)} but the latent is {tuple(latent.shape)}")
 
     handles = {"high": high} if low is None else {"high": high, "low": low}
+    handles.update({lead_role(n): phase.model for n, phase in enumerate(lead, 1)})
+    cfgs = {"high": cfg_high, "low": cfg_low, **{lead_role(n): phase.cfg for n, phase in enumerate(lead, 1)}}
     devices = dict(zip(("high", "low"), placement or (None, None)))
+    devices.update({lead_role(n): devices["high"] for n in range(1, len(lead) + 1)})  # leads sit with the high expert
     residency = Residency(memory, handles, {r: d for r, d in devices.items() if r in handles and d is not None},
-                          expert_budgets(budget, handles, latent.shape, (cfg_high, cfg_low)))
+                          expert_budgets(budget, handles, latent.shape, cfgs))
+    cache = CacheRun(step_cache, plan.stages, plan.schedule.steps) if step_cache is not None else None
     log.info("sampling %s", describe_plan(plan, solver))
+    if cache is not None and not cache.active:
+        log.info("step cache off: %d steps is under its minimum of %d", plan.schedule.steps, MIN_STEPS)
     try:
         x = _run(plan, residency, make_solver(solver, plan.schedule.sigmas), latent, noise, positive, negative,
-                 (cfg_high, cfg_low), mask, y, callback, cancel)
+                 cfgs, mask, y, callback, cancel, cache)
     finally:
         residency.finish()
     out = denormalize(x)
     if mask is not None:
         out = hold(out, latent, mask)  # kept cells come back bit-exact, not via a normalise round trip
-    counts = {"high": plan.switch_step, "low": plan.schedule.steps - plan.switch_step}
-    return SampleResult(out, plan.switch_step, plan.boundary, plan.schedule, solver, variant, counts)
+    counts = {"high": plan.switch_step - sum(plan.lead_steps), "low": plan.schedule.steps - plan.switch_step}
+    stage_list = [{**s.as_dict(), "cfg": float(cfgs[s.role])} for s in plan.stages]
+    report = cache.report() if cache is not None else None
+    if report is not None:
+        log.info("step cache: %d of %d steps reused", len(report["reused"]), plan.schedule.steps)
+    return SampleResult(out, plan.switch_step, plan.boundary, plan.schedule, solver, variant, counts, stage_list,
+                        report)
 
 
-def expert_budgets(budget: Any, handles: dict, latent_shape: Sequence[int], cfgs: tuple) -> dict:
+def _check_leads(lead: tuple, variant: str) -> None:
+    """Leading phases: phase objects with a finite cfg, models of the run's variant, no low-noise expert."""
+    for n, phase in enumerate(lead, 1):
+        if not isinstance(phase, Phase):
+            raise SamplingError(f"lead phase {n} is a {type(phase).__name__}; expected an engine.sampling.phases.Phase")
+        check_settings(**{f"the cfg of lead phase {n}": phase.cfg})
+        phase_variant = model_variant(phase.model)
+        if phase_variant != variant:
+            raise SamplingError(
+                f"lead phase {n} ({phase.model.name}) is a {phase_variant} model but the experts are {variant}; "
+                "every phase must be a model of the same Wan 2.2 variant")
+        if phase.model.info.get("role") == "low_noise":
+            raise SamplingError(
+                f"lead phase {n} ({phase.model.name}) is a low-noise expert, but leading phases run the first, "
+                "high-noise steps; connect a high-noise expert (the base model for the three-stage Lightning recipe)")
+
+
+def expert_budgets(budget: Any, handles: dict, latent_shape: Sequence[int], cfgs: Any) -> dict:
     """Per-expert ``streaming.Budget``: the spec plus that expert's activation estimate for this latent."""
     base = budget if isinstance(budget, Budget) else Budget(budget)
     out = {}
@@ -466,7 +539,7 @@ def expert_budgets(budget: Any, handles: dict, latent_shape: Sequence[int], cfgs
             continue  # e.g. a ComfyUI MODEL expert: ComfyUI's model manager places its weights
         config = handle.info.get("config")
         batch, _, frames, height, width = latent_shape
-        cfg = cfgs[0] if role == "high" else cfgs[1]
+        cfg = cfgs[role] if isinstance(cfgs, dict) else cfgs[0] if role == "high" else cfgs[1]
         known = all(hasattr(config, a) for a in ("dim", "ffn_dim", "head_dim", "text_len", "out_dim"))
         passes = 2 if cfg != 1.0 and batched_guidance_enabled() else 1  # engine.sampling.guidance batches CFG when it can
         act = [activation_bytes(config, frames, height, width, handle.compute_dtype, batch, cfg, guidance_batch=n)
@@ -475,8 +548,8 @@ def expert_budgets(budget: Any, handles: dict, latent_shape: Sequence[int], cfgs
     return out
 
 
-def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive, negative, cfgs, mask, y,
-         callback, cancel) -> torch.Tensor:
+def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive, negative, cfgs: dict, mask, y,
+         callback, cancel, cache: Optional[CacheRun] = None) -> torch.Tensor:
     """The step loop; returns the final normalised latent on CPU."""
     sched = plan.schedule
     state_device = residency.device(plan.role(0))
@@ -486,30 +559,21 @@ def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive
     x = noise.to(state_device)
     if mask is not None:
         x = hold(x, kept, mask)  # official TI2V start: image latent where kept, noise elsewhere
+    model_dtype = "unknown"
     with torch.no_grad():
         for i in range(sched.steps):
             if cancel is not None and cancel():
                 raise SamplingCancelled(f"sampling cancelled before step {i + 1} of {sched.steps}")
             role = plan.role(i)
-            model = residency.use(role)
-            device = residency.device(role)
-            t = torch.full((x.shape[0],), float(sched.timesteps[i]), dtype=torch.float32, device=device)
-            if mask is not None:
-                t = token_timesteps(mask.to(device), t, x.shape[0])  # kept tokens at t = 0
-            pos, neg, *image = constants.on(device)
-            x_in = x.to(device)
-            if image:
-                x_in = torch.cat([x_in, image[0]], dim=1)  # I2V: [noise(16), mask(4), image latent(16)]
-            cfg = cfgs[0] if role == "high" else cfgs[1]
-            v = guided_velocity(model, x_in, t, pos, neg, cfg).to(state_device)
-            if v.shape != x.shape:
-                raise SamplingError(f"the {role}-noise model returned shape {tuple(v.shape)} for a latent of "
-                                    f"shape {tuple(x.shape)}; it does not fit this latent")
+            v = cache.reuse(i, x) if cache is not None else None
+            if v is None:  # no cache, or the cache wants this step run
+                v = _model_velocity(residency, role, sched, i, x, mask, constants, cfgs[role]).to(state_device)
+                if cache is not None:
+                    cache.record(i, x, v)
             x0 = solver.x0(i, x, v) if callback is not None else None
             x = solver.step(i, x, v)
             if not bool(torch.isfinite(x).all()):
-                raise SamplingError(_non_finite_message(i, sched.steps, role, residency.handles[role], model))
-            del model  # the residency's handle holds the only long-lived reference
+                raise SamplingError(_non_finite_message(i, sched.steps, role, residency))
             if mask is not None:
                 x = hold(x, kept, mask)
             if callback is not None:
@@ -518,14 +582,45 @@ def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive
     return x.cpu()
 
 
-def _non_finite_message(i: int, steps: int, role: str, handle: ModelHandle, model: Any) -> str:
-    """Which step, which expert (its file), and the first weight that holds NaN/inf when one does."""
+def _model_velocity(residency: Residency, role: str, sched: Schedule, i: int, x: torch.Tensor, mask, constants,
+                    cfg: float) -> torch.Tensor:
+    """One step's model call: the guided velocity at ``x`` (on the model's device)."""
+    model = residency.use(role)
+    device = residency.device(role)
+    t = torch.full((x.shape[0],), float(sched.timesteps[i]), dtype=torch.float32, device=device)
+    if mask is not None:
+        t = token_timesteps(mask.to(device), t, x.shape[0])  # kept tokens at t = 0
+    pos, neg, *image = constants.on(device)
+    x_in = x.to(device)
+    if image:
+        x_in = torch.cat([x_in, image[0]], dim=1)  # I2V: [noise(16), mask(4), image latent(16)]
+    v = guided_velocity(model, x_in, t, pos, neg, cfg)
+    if v.shape != x.shape:
+        raise SamplingError(f"the {_role_name(role)} returned shape {tuple(v.shape)} for a latent of "
+                            f"shape {tuple(x.shape)}; it does not fit this latent")
+    del model  # the residency's handle holds the only long-lived reference
+    return v
+
+
+def _role_name(role: str) -> str:
+    """"high" -> "high-noise expert", "lead2" -> "lead phase 2" (for messages)."""
+    if role.startswith("lead"):
+        return f"lead phase {role[len('lead'):]}"
+    return f"{role}-noise expert"
+
+
+def _non_finite_message(i: int, steps: int, role: str, residency: Residency) -> str:
+    """Which step, which expert (its file), and the first weight that holds NaN/inf when one does.
+
+    Runs only once sampling has failed: the expert that made the step is still in place."""
+    model = residency.use(role)
+    name = getattr(residency.handles[role], "name", role)
     model_dtype = str(getattr(model, "compute_dtype", "unknown")).replace("torch.", "")
     culprit = first_non_finite(model) if isinstance(model, torch.nn.Module) else None
     found = f" Its weight {culprit} holds NaN/inf as the layer uses it." if culprit else ""
     hint = ("That file is damaged (NaN/inf weights or GGUF scales, or a tensor stored in another type than its "
             "header says): load another copy." if culprit else _non_finite_hint(model_dtype))
-    return (f"the latent became NaN/inf at step {i + 1} of {steps} ({role}-noise expert {handle.name}, compute dtype "
+    return (f"the latent became NaN/inf at step {i + 1} of {steps} ({_role_name(role)} {name}, compute dtype "
             f"{model_dtype}).{found} {hint}")
 
 

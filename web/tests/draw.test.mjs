@@ -148,3 +148,36 @@ test("sampler inputs and the run report", () => {
   assert.equal(parseReport({ wan22duo_switch: [{ switch_step: "x" }] }), null);
   assert.equal(parseReport(undefined), null);
 });
+
+test("a cached run's reused steps are hollow dots and the note counts them (issue 23)", () => {
+  const report = { switch_step: 26, steps: 40, boundary: 0.875, sigmas: [], timesteps: [],
+    cache: { reused: [3, 4, 5, 30], threshold: 0.05 }, stages: [{ role: "high", start: 0, stop: 26 }] };
+  const reported = parseReport({ wan22duo_switch: [report] });
+  assert.deepEqual(reported.reused, [3, 4, 5, 30]);
+  const ctx = recordingContext();
+  drawSwitchPlot(ctx, box, { plan: t2v, reported });
+  const arcs = ctx.calls.map((c, i) => [c, ctx.calls[i + 1]]).filter(([c]) => c[0] === "arc");
+  assert.equal(arcs.length, 40);
+  const hollow = arcs.filter(([, next]) => next[0] === "stroke").length;
+  assert.equal(hollow, 4, "one hollow dot per reused step");
+  assert.equal(arcs.length - hollow, 36);
+  assert.ok(ctx.texts().some((s) => s.includes("36 of 40 steps ran, 4 reused")), ctx.texts().join(" | "));
+  // A run on another grid marks nothing.
+  const other = recordingContext();
+  drawSwitchPlot(other, box, { plan: t2v, reported: { ...reported, steps: 20 } });
+  assert.equal(other.calls.filter((c, i) => c[0] === "arc" && other.calls[i + 1][0] === "stroke").length, 0);
+});
+
+test("leading phases from the last run are drawn and counted (issue 23)", () => {
+  const plan = planSwitch({ scheduler: "simple", steps: 8, shift: 5, boundary: -1, switchStep: -1, variant: "t2v_a14b" });
+  const report = { switch_step: 4, steps: 8, boundary: 0.875, sigmas: [], timesteps: [],
+    stages: [{ role: "lead1", start: 0, stop: 2, cfg: 3.5 }, { role: "high", start: 2, stop: 4, cfg: 1 },
+      { role: "low", start: 4, stop: 8, cfg: 1 }] };
+  const reported = parseReport({ wan22duo_switch: [report] });
+  assert.deepEqual(reported.stages.map((s) => s.role), ["lead1", "high", "low"]);
+  assert.equal(reportedNote(plan, reported), "last run: switch at 4 ✓, 1 leading phase");
+  const ctx = recordingContext();
+  drawSwitchPlot(ctx, box, { plan, reported });
+  const dotted = ctx.calls.filter((c) => c[0] === "setLineDash" && c[1].length === 2 && c[1][0] === 1);
+  assert.equal(dotted.length, 1, "one dotted line where the leading phase ends");
+});
