@@ -17,6 +17,7 @@ import logging
 
 from . import _comfy
 from .comfy_model import OFFICIAL_SHIFT, ComfyExpert, resolve_shift, shift_conflicts
+from .comfy_wrappers import inexact_notes, run_wrapped
 from .samplers import SAMPLER_TIPS, _cancel_check, i2v_conditioning, sampler_inputs, text_context
 
 log = logging.getLogger("wan22duo")
@@ -62,7 +63,7 @@ class Wan22DuoModelSampler:
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = -1.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
                low_noise_model=None):
-        from ..engine.sampling.loop import sample
+        from ..engine.sampling.loop import check_settings, make_noise, plan_switch, sample
         from ..engine.sampling.schedule import make_schedule
 
         pos, pos_options = text_context(positive, "positive")
@@ -80,26 +81,42 @@ class Wan22DuoModelSampler:
                         used, ", ".join(overridden))
         log.info("Wan22DuoModelSampler: shift %g (%s; official %g)", used, source, OFFICIAL_SHIFT[variant])
         experts = [e for e in (high, low) if e is not None]
-        for expert in experts:
-            multiplier = float(getattr(expert.patcher.get_model_object("model_sampling"), "multiplier", 1000.0))
-            sigmas = make_schedule(scheduler, steps, used).timesteps / multiplier  # what the model is fed
-            expert.prepare(samples.shape, _with_zero(sigmas), seed)
+        check_settings(cfg_high=cfg_high, cfg_low=cfg_low, shift=used, boundary=None if boundary < 0 else boundary)
+        plan = plan_switch(variant, low, steps, used, None if boundary < 0 else boundary, switch_step, scheduler)
+        k = plan.switch_step
+        # The experts that run a step, in the order they run: their sampler-level wrappers wrap the loop.
+        running = [e for e, n in ((high, k), (low, steps - k)) if e is not None and n]
         progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
+        notes: list[str] = []
         try:
-            result = sample(
-                high, low, samples, pos, neg,
-                seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=used,
-                boundary=None if boundary < 0 else boundary, switch_step=switch_step,
-                solver=sampler, schedule=scheduler, memory=memory,
-                noise_mask=None if noise_mask is None else noise_mask.cpu(),
-                i2v=i2v_conditioning(pos_options, neg_options),
-                callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
-            )
+            for expert in experts:
+                multiplier = float(getattr(expert.patcher.get_model_object("model_sampling"), "multiplier", 1000.0))
+                sigmas = make_schedule(scheduler, steps, used).timesteps / multiplier  # what the model is fed
+                expert.prepare(samples.shape, _with_zero(sigmas), seed)
+            for expert in running:
+                notes += inexact_notes(expert.input_name, expert.guider.model_options)
+            for note in notes:
+                log.warning("Wan22DuoModelSampler: %s", note)
+
+            def loop(noise):
+                return sample(
+                    high, low, samples, pos, neg,
+                    seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=used,
+                    boundary=None if boundary < 0 else boundary, switch_step=switch_step,
+                    solver=sampler, schedule=scheduler, memory=memory, noise=noise,
+                    noise_mask=None if noise_mask is None else noise_mask.cpu(),
+                    i2v=i2v_conditioning(pos_options, neg_options),
+                    callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
+                )
+
+            # Each expert's wrappers see the sigmas its own KSamplerAdvanced would get.
+            segments = [(e, e.sample_sigmas[:k + 1] if e is high else e.sample_sigmas[k:]) for e in running]
+            result = run_wrapped(segments, make_noise(seed, samples.shape), samples, seed, loop)
         finally:
             for expert in experts:
                 expert.finish()
         out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
-        report = {**result.switch_info(), "shift": used, "shift_source": source}
+        report = {**result.switch_info(), "shift": used, "shift_source": source, "patch_notes": notes}
         return {"ui": {"wan22duo_switch": [report]}, "result": (out, result.switch_step)}
 
 
