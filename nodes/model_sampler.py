@@ -8,8 +8,11 @@ loader node caches), the shift may come from a ``ModelSamplingSD3`` on the MODEL
 with ``WAN22DUO_MODEL`` keep their node and meaning untouched.
 
 Both nodes run the same loop, ``engine.sampling.loop.sample``; only the model handle differs
-(``nodes.comfy_model.ComfyExpert``). The CONDITIONING/LATENT translation, progress bar,
-previews and Cancel are the helpers of ``nodes.samplers``.
+(``nodes.comfy_model.ComfyExpert``). Here the loop runs inside the sampler-level wrappers of
+the experts that run a step (``nodes.comfy_wrappers.run_wrapped``), with the seeded noise as
+their SAMPLER_SAMPLE wrappers leave it; wrappers that cannot act exactly as in a KSampler are
+named in the log and in the report's ``patch_notes``. The CONDITIONING/LATENT translation,
+progress bar, previews and Cancel are the helpers of ``nodes.samplers``.
 """
 from __future__ import annotations
 
@@ -113,7 +116,7 @@ class Wan22DuoModelSampler:
             segments = [(e, e.sample_sigmas[:k + 1] if e is high else e.sample_sigmas[k:]) for e in running]
             result = run_wrapped(segments, make_noise(seed, samples.shape), samples, seed, loop)
         finally:
-            for expert in experts:
+            for expert in reversed(experts):  # one patcher in both inputs gets its own hook mode back last
                 expert.finish()
         out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
         report = {**result.switch_info(), "shift": used, "shift_source": source, "patch_notes": notes}
