@@ -19,8 +19,9 @@ def _executor(comfy):
         def queue_updated(self):
             pass
 
+    # main.py's cache arguments; ComfyUI 0.33 reads "ram_inactive" too (0.3.76 ignores it).
     return execution.PromptExecutor(Server(), cache_type=execution.CacheType.CLASSIC,
-                                    cache_args={"lru": 0, "ram": 0})
+                                    cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
 
 
 def test_a_sampler_error_is_reported_as_wan22duo_sampling_error(comfy):

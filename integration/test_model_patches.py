@@ -129,26 +129,30 @@ def skipped(records, name: str) -> list[tuple[int, int]]:
 
 @pytest.mark.parametrize("node", ["EasyCache", "LazyCache"])
 def test_caches_skip_the_steps_they_skip_in_the_graph(comfy, experts, node, caplog, record_property):
+    """Each expert's cache holder is prepared for the run (its start/end percentages as sigmas), skips where the
+    graph's does, and is reset afterwards. A threshold at which they skip on the tiny experts (EasyCache skips
+    4 of the 9 low-noise steps; measured on this tiny model, not a quality setting)."""
     caplog.set_level(logging.INFO)
-    steps, threshold = 20, 0.4
+    steps, threshold = 12, 0.8
 
     def cached():
         return [result(comfy.run(node, model=m, reuse_threshold=threshold, start_percent=0.15, end_percent=0.95,
                                  verbose=False))[0] for m in models(comfy, experts)]
 
     reference = graph(comfy, cached(), steps=steps)
-    in_graph = skipped(caplog.records, node)
+    in_graph = skipped(caplog.records, node)  # [high, low]: (skipped, steps given)
     caplog.clear()
     samples, report = ours(comfy, cached(), steps=steps)
-    in_ours = skipped(caplog.records, node)
+    in_ours = skipped(caplog.records, node)[::-1]  # the low-noise expert's wrapper is inside, so it ends first
     plain, _ = ours(comfy, models(comfy, experts), steps=steps)
+    err = rel_l2(samples, reference)
     record_property("skipped_graph_ours", (in_graph, in_ours))
-    print(f"\n{node} skipped (per expert, of the steps it was given): graph {in_graph}, ours {in_ours}; "
-          f"ours vs graph rel L2 {rel_l2(samples, reference):.2e}")
-    assert len(in_graph) == len(in_ours) == 2
-    assert sum(s for s, _ in in_graph) > 0, "the threshold must make the cache skip steps on the tiny model"
-    assert [s for s, _ in in_ours] == [s for s, _ in in_graph]
-    assert rel_l2(samples, reference) <= PARITY
+    print(f"\n{node} skipped (high, low: skipped/steps): graph {in_graph}, ours {in_ours}; ours vs graph rel L2 "
+          f"{err:.2e}, vs no cache {rel_l2(samples, plain):.2e}")
+    assert in_graph == [(0, SWITCH), (in_graph[1][0], steps - SWITCH)]
+    assert in_graph[1][0] > 0, "the threshold must make the cache skip steps on the tiny model"
+    assert in_ours == in_graph
+    assert err <= PARITY
     assert rel_l2(samples, plain) > 100 * PARITY  # skipping changed the result
     assert report["patch_notes"] == []  # both caches act here as in the graph: nothing to warn about
 
@@ -188,7 +192,7 @@ def test_context_windows_with_and_without_freenoise_as_in_the_graph(comfy, exper
 
     def windowed():
         return [result(comfy.run("WanContextWindowsManual", model=m, context_length=17, context_overlap=4,
-                                 context_schedule="static_standard", context_stride=1, closed_loop=False,
+                                 context_schedule="standard_static", context_stride=1, closed_loop=False,
                                  fuse_method="pyramid", freenoise=freenoise))[0] for m in models(comfy, experts)]
 
     reference = graph(comfy, windowed(), frames=frames)
@@ -199,7 +203,7 @@ def test_context_windows_with_and_without_freenoise_as_in_the_graph(comfy, exper
     assert err <= PARITY
     if freenoise:  # FreeNoise changed the run (it did nothing before the SAMPLER_SAMPLE level was honoured)
         pair = [result(comfy.run("WanContextWindowsManual", model=m, context_length=17, context_overlap=4,
-                                 context_schedule="static_standard", context_stride=1, closed_loop=False,
+                                 context_schedule="standard_static", context_stride=1, closed_loop=False,
                                  fuse_method="pyramid", freenoise=False))[0] for m in models(comfy, experts)]
         off, _ = ours(comfy, pair, frames=frames)
         assert rel_l2(samples, off) > 100 * PARITY

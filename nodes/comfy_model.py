@@ -21,6 +21,12 @@ offload or release. :class:`ComfyExpert` answers all of that for a ModelPatcher:
   does, so partial loading works on small GPUs), and :meth:`ComfyExpert.offload` takes
   the idle one out of ComfyUI's manager. "release" cannot drop more than that: the RAM
   copy belongs to the loader node's cache.
+* **patches**: :meth:`ComfyExpert.prepare` does per run what ComfyUI's guider does before
+  sampling (``comfy.sampler_helpers.prepare_model_patcher``): the wrappers and callbacks that
+  patch nodes put on the ModelPatcher are merged into the expert's run options, so the
+  PREPARE_SAMPLING, CALC_COND_BATCH, APPLY_MODEL and DIFFUSION_MODEL wrappers run, per expert,
+  for that expert's steps. The sampler levels (OUTER_SAMPLE, SAMPLER_SAMPLE, PREDICT_NOISE) run
+  through :mod:`nodes.comfy_wrappers`; :meth:`ComfyExpert.finish` undoes the preparation.
 
 ComfyUI modules are imported inside functions only (the pack's rule), so this module
 imports anywhere; the shift rule (:func:`resolve_shift`) and the velocity conversion are
@@ -185,9 +191,9 @@ class ComfyExpert:
 
     ``acquire()`` returns the handle itself: it is callable as ``model(x_in, t, context)``
     (one conditional pass) and has ``guided_velocity(x_in, t, positive, negative, cfg)``,
-    which the loop prefers, so that ComfyUI's own CFG (with its cfg patches) runs.
-    Call :meth:`prepare` with the run's latent shape, model sigmas and seed before the
-    run and :meth:`finish` after it.
+    which the loop prefers, so that ComfyUI's own CFG (with its cfg patches and PREDICT_NOISE
+    wrappers) runs. Call :meth:`prepare` with the run's latent shape, model sigmas and seed
+    before the run and :meth:`finish` after it (also when the run failed).
     """
 
     def __init__(self, patcher: Any, role: str, input_name: str):
@@ -198,9 +204,13 @@ class ComfyExpert:
                      "shift": model_shift(patcher), "loader": "UNETLoader / UnetLoaderGGUF"}
         self.offload_device = torch.device(patcher.offload_device)
         self._shape: Optional[tuple] = None
-        self._options: Optional[dict] = None
+        self.sample_sigmas: Optional[torch.Tensor] = None  # the run's model sigmas, ending in 0
+        self._options: Optional[dict] = None  # the run options the model calls get (KSampler's extra_args ones)
         self._seed: Optional[int] = None
         self._extra_models: list = []
+        self._prepared_sampling = False  # prepare_sampling ran in this run (once per run, as in a KSampler)
+        self._hook_mode = None
+        self.guider = None  # nodes.comfy_wrappers.ExpertGuider of the run
         self._uuids = (uuid.uuid4(), uuid.uuid4())  # positive, negative: stable over the run, as in a KSampler
 
     def shares_weights(self, other) -> Optional[str]:
@@ -249,9 +259,20 @@ class ComfyExpert:
         return f"ComfyExpert({self.input_name!r}, device={self.device}, loaded={self.loaded})"
 
     def prepare(self, latent_shape, sample_sigmas: torch.Tensor, seed: int) -> None:
-        """Per-run settings: the noise shape (memory estimate), the model sigmas of the run, the seed."""
+        """Per-run settings (noise shape, the run's model sigmas, seed) and ComfyUI's pre-sampling step.
+
+        As ``CFGGuider.sample`` does: a clone of the MODEL's options, the hook mode for
+        conds without hooks, then ``prepare_model_patcher``, which merges the patcher's
+        wrappers and callbacks into the clone's ``transformer_options``. The clone becomes
+        the expert's guider options; :meth:`begin_run` derives the model calls' options
+        from them.
+        """
+        import comfy.hooks
         import comfy.model_patcher
         import comfy.model_sampling
+        import comfy.sampler_helpers
+
+        from .comfy_wrappers import ExpertGuider
 
         sampling = self.patcher.get_model_object("model_sampling")
         if not isinstance(sampling, comfy.model_sampling.CONST):
@@ -260,10 +281,33 @@ class ComfyExpert:
                 "Wan 2.2 is a flow model. Remove that ModelSampling* node (ModelSamplingSD3 is fine).")
         self._shape = tuple(latent_shape)
         self._seed = int(seed)
+        self.sample_sigmas = sample_sigmas
+        self._prepared_sampling = False
         options = comfy.model_patcher.create_model_options_clone(self.patcher.model_options)
-        # What KSampler's inner_sample adds: cache and step-aware patches read it.
-        options.setdefault("transformer_options", {})["sample_sigmas"] = sample_sigmas.to(self.device)
+        options.setdefault("transformer_options", {})
+        if self._hook_mode is None:  # our conds carry no hooks: ComfyUI's choice for at most one hook group
+            self._hook_mode = self.patcher.hook_mode
+            self.patcher.hook_mode = comfy.hooks.EnumHookMode.MinVram
+        comfy.sampler_helpers.prepare_model_patcher(self.patcher, {}, options)
+        self.guider = ExpertGuider(self.patcher, options)
+        self.begin_run()
+
+    def begin_run(self) -> None:
+        """The model calls' options: the guider's (as OUTER_SAMPLE wrappers left them) plus the run's sigmas.
+
+        What KSampler's ``inner_sample`` adds: cache and step-aware patches read ``sample_sigmas``.
+        """
+        import comfy.model_patcher
+
+        options = comfy.model_patcher.create_model_options_clone(self.guider.model_options)
+        options.setdefault("transformer_options", {})["sample_sigmas"] = self.sample_sigmas.to(self.device)
         self._options = options
+
+    @property
+    def run_options(self) -> dict:
+        if self._options is None:
+            raise RuntimeError("ComfyExpert.prepare() must run before the expert is used")
+        return self._options
 
     def acquire(self, device=None) -> "ComfyExpert":
         if device is not None and torch.device(device) != self.device:
@@ -271,8 +315,8 @@ class ComfyExpert:
                                   f"placed on {device}")
         if self._options is None:
             raise RuntimeError("ComfyExpert.prepare() must run before the expert is used")
-        if not self.loaded:
-            self._load()
+        if not self.loaded or not self._prepared_sampling:
+            self._load()  # once per run even when still loaded: PREPARE_SAMPLING wrappers run, as in a KSampler
         if getattr(self.patcher.model, "current_patcher", None) is not self.patcher:
             # As a KSampler before sampling; again when a clone sharing the base model ran meanwhile,
             # or when a kept model (keep_both) starts a new run after finish() cleared it.
@@ -298,14 +342,22 @@ class ComfyExpert:
         return False
 
     def finish(self) -> None:
-        """What a KSampler does after sampling: the patcher's cleanup callbacks, extra models' cleanup."""
+        """What a KSampler does after sampling: cleanup callbacks, extra models, hook mode and patches back."""
         import comfy.sampler_helpers
+        import comfy.samplers
 
         try:
             self.patcher.cleanup()
         finally:
             comfy.sampler_helpers.cleanup_additional_models(self._extra_models)
             self._extra_models = []
+            if self.guider is not None:
+                comfy.samplers.cast_to_load_options(self.guider.model_options, device=self.offload_device)
+            if self._hook_mode is not None:
+                self.patcher.hook_mode = self._hook_mode
+                self._hook_mode = None
+            self.patcher.restore_hook_patches()
+            self._prepared_sampling = False
 
     def _loaded_index(self) -> Optional[int]:
         try:
@@ -318,13 +370,17 @@ class ComfyExpert:
         return None
 
     def _load(self) -> None:
+        """``prepare_sampling`` (PREPARE_SAMPLING wrappers, then ComfyUI's loader) with the guider's options."""
         import comfy.sampler_helpers
         import comfy.samplers
 
         log.info("Wan22Duo: loading %s through ComfyUI's model manager", self.input_name)
-        _, _, models = comfy.sampler_helpers.prepare_sampling(self.patcher, self._shape, {}, self._options)
+        options = self.guider.model_options
+        _, _, models = comfy.sampler_helpers.prepare_sampling(self.patcher, self._shape, {}, options)
         self._extra_models = models
-        comfy.samplers.cast_to_load_options(self._options, device=self.device, dtype=self.patcher.model_dtype())
+        self._prepared_sampling = True
+        for opts in (options, self._options):
+            comfy.samplers.cast_to_load_options(opts, device=self.device, dtype=self.patcher.model_dtype())
 
     # ------------------------------------------------------------ model interface
     def __call__(self, x_in: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
@@ -337,13 +393,13 @@ class ComfyExpert:
 
     def guided_velocity(self, x_in: torch.Tensor, t: torch.Tensor, positive: torch.Tensor,
                         negative: torch.Tensor, cfg: float) -> torch.Tensor:
-        """CFG as a KSampler does it (``sampling_function``: one batch when the shapes allow, cfg patches)."""
-        import comfy.samplers
-
+        """CFG as a KSampler does it: its guider's prediction (``sampling_function``: one batch when the
+        shapes allow, cfg patches) inside the PREDICT_NOISE wrappers."""
         x, sigma, cond = self._inputs(x_in, t, positive, 0)
         _, _, uncond = self._inputs(x_in, t, negative, 1)
-        x0 = comfy.samplers.sampling_function(self.patcher.model, x, sigma, uncond, cond, float(cfg),
-                                              model_options=self._options, seed=self._seed)
+        self.guider.conds = {"positive": cond, "negative": uncond}
+        self.guider.cfg = float(cfg)
+        x0 = self.guider.outer_predict_noise(x, sigma, self._options, self._seed)
         return velocity(x, x0, sigma)
 
     def _inputs(self, x_in: torch.Tensor, t: torch.Tensor, context: torch.Tensor, which: int):

@@ -98,22 +98,24 @@ class ExpertGuider:
             x, timestep, model_options, seed)
 
 
-def run_wrapped(experts: Sequence[Any], noise, latent, sigmas, seed: int, loop: Callable):
-    """``loop(noise)`` inside the OUTER_SAMPLE, then the SAMPLER_SAMPLE chains of ``experts``.
+def run_wrapped(runs: Sequence[tuple[Any, Any]], noise, latent, seed: int, loop: Callable):
+    """``loop(noise)`` inside the OUTER_SAMPLE, then the SAMPLER_SAMPLE chains of the running experts.
 
-    ``experts`` are the ComfyExperts that run at least one step, in the order they run
-    (prepared: each has ``guider``, ``begin_run()`` and ``run_options``). ``noise`` is the
-    seeded noise on the CPU and ``sigmas`` the run's model sigmas (ending in 0); ``loop`` gets
-    the noise as the first expert's SAMPLER_SAMPLE wrappers left it.
+    ``runs`` holds ``(expert, sigmas)`` for each ComfyExpert that runs at least one step, in
+    the order they run; ``sigmas`` are the model sigmas of its steps (ending where the next
+    expert starts, or in 0), what its KSamplerAdvanced would be given. The experts are
+    prepared (each has ``guider``, ``begin_run()`` and ``run_options``). ``noise`` is the
+    seeded noise on the CPU; ``loop`` gets the noise as the first expert's SAMPLER_SAMPLE
+    wrappers left it and returns what the node returns.
     """
     from comfy.patcher_extension import WrapperExecutor
 
     import torch
 
     def outer(i: int):
-        if i == len(experts):
+        if i == len(runs):
             return sampler_level(0, noise)
-        expert = experts[i]
+        expert, sigmas = runs[i]
 
         def original(*args, **kwargs):
             expert.begin_run()  # the guider's model options as the OUTER_SAMPLE wrappers left them
@@ -124,9 +126,9 @@ def run_wrapped(experts: Sequence[Any], noise, latent, sigmas, seed: int, loop: 
             noise, latent, LoopSampler(), sigmas, None, None, True, seed, latent_shapes=[latent.shape])
 
     def sampler_level(i: int, run_noise):
-        if i == len(experts):
+        if i == len(runs):
             return loop(run_noise)
-        expert = experts[i]
+        expert, sigmas = runs[i]
         given = run_noise if i == 0 else torch.zeros_like(run_noise)
 
         def original(guider, sigmas_, extra_args, callback, wrapped_noise, *args, **kwargs):

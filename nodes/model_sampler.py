@@ -8,8 +8,11 @@ loader node caches), the shift may come from a ``ModelSamplingSD3`` on the MODEL
 with ``WAN22DUO_MODEL`` keep their node and meaning untouched.
 
 Both nodes run the same loop, ``engine.sampling.loop.sample``; only the model handle differs
-(``nodes.comfy_model.ComfyExpert``). The CONDITIONING/LATENT translation, progress bar,
-previews and Cancel are the helpers of ``nodes.samplers``.
+(``nodes.comfy_model.ComfyExpert``). Here the loop runs inside the sampler-level wrappers of
+the experts that run a step (``nodes.comfy_wrappers.run_wrapped``), with the seeded noise as
+their SAMPLER_SAMPLE wrappers leave it; wrappers that cannot act exactly as in a KSampler are
+named in the log and in the report's ``patch_notes``. The CONDITIONING/LATENT translation,
+progress bar, previews and Cancel are the helpers of ``nodes.samplers``.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import logging
 from . import _comfy
 from .inputs import comfy_model, latent as checked_latent
 from .comfy_model import OFFICIAL_SHIFT, ComfyExpert, ComfyModelError, resolve_shift, shift_conflicts
+from .comfy_wrappers import inexact_notes, run_wrapped
 from .samplers import SAMPLER_TIPS, _cancel_check, i2v_conditioning, sampler_inputs, text_context
 from .speed import comfy_phases, speed_inputs
 
@@ -66,7 +70,7 @@ class Wan22DuoModelSampler:
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = -1.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
                low_noise_model=None, step_cache=None, lead_phases=None):
-        from ..engine.sampling.loop import sample
+        from ..engine.sampling.loop import check_settings, make_noise, plan_switch, sample
 
         comfy_model(high_noise_model, "high_noise_model")
         if low_noise_model is not None:
@@ -88,28 +92,53 @@ class Wan22DuoModelSampler:
         lead = comfy_phases(lead_phases, used)  # leading phases' MODELs as ComfyExperts
         experts = [e for e in (high, low) if e is not None] + [phase.model for phase in lead]
         timesteps = _timesteps(scheduler, steps, used, source)
-        for expert in experts:
-            multiplier = float(getattr(expert.patcher.get_model_object("model_sampling"), "multiplier", 1000.0))
-            sigmas = timesteps / multiplier  # what the model is fed
-            expert.prepare(samples.shape, _with_zero(sigmas), seed)
+        check_settings(cfg_high=cfg_high, cfg_low=cfg_low, shift=used, boundary=None if boundary < 0 else boundary)
+        plan = plan_switch(variant, low, steps, used, None if boundary < 0 else boundary, switch_step, scheduler)
+        # The experts that run a step, in the order they run (leading phases, then the high- and low-noise
+        # experts), with their steps [first, end): their sampler-level wrappers wrap the loop in that order.
+        running = [(e, a, b) for e, a, b in _spans(lead, high, low, plan.switch_step, steps) if e is not None and b > a]
         progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
+        notes: list[str] = []
         try:
-            result = sample(
-                high, low, samples, pos, neg,
-                seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=used,
-                boundary=None if boundary < 0 else boundary, switch_step=switch_step,
-                solver=sampler, schedule=scheduler, memory=memory,
-                noise_mask=None if noise_mask is None else noise_mask.cpu(),
-                i2v=i2v_conditioning(pos_options, neg_options),
-                callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
-                lead=lead, step_cache=step_cache,
-            )
-        finally:
             for expert in experts:
+                multiplier = float(getattr(expert.patcher.get_model_object("model_sampling"), "multiplier", 1000.0))
+                sigmas = timesteps / multiplier  # what the model is fed
+                expert.prepare(samples.shape, _with_zero(sigmas), seed)
+            for expert, _, _ in running:
+                notes += inexact_notes(expert.input_name, expert.guider.model_options)
+            for note in notes:
+                log.warning("Wan22DuoModelSampler: %s", note)
+
+            def loop(noise):
+                return sample(
+                    high, low, samples, pos, neg,
+                    seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=used,
+                    boundary=None if boundary < 0 else boundary, switch_step=switch_step,
+                    solver=sampler, schedule=scheduler, memory=memory, noise=noise,
+                    noise_mask=None if noise_mask is None else noise_mask.cpu(),
+                    i2v=i2v_conditioning(pos_options, neg_options),
+                    callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
+                    lead=lead, step_cache=step_cache,
+                )
+
+            # Each expert's wrappers see the sigmas its own KSamplerAdvanced would get.
+            segments = [(e, e.sample_sigmas[a:b + 1]) for e, a, b in running]
+            result = run_wrapped(segments, make_noise(seed, samples.shape), samples, seed, loop)
+        finally:
+            for expert in reversed(experts):  # one patcher in both inputs gets its own hook mode back last
                 expert.finish()
         out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
-        report = {**result.switch_info(), "shift": used, "shift_source": source}
+        report = {**result.switch_info(), "shift": used, "shift_source": source, "patch_notes": notes}
         return {"ui": {"wan22duo_switch": [report]}, "result": (out, result.switch_step)}
+
+
+def _spans(lead, high, low, switch_step: int, steps: int) -> list:
+    """``(expert, first step, end)`` of the leading phases, the high- and the low-noise expert, in run order."""
+    spans, start = [], 0
+    for phase in lead:
+        spans.append((phase.model, start, start + phase.steps))
+        start += phase.steps
+    return spans + [(high, start, switch_step), (low, switch_step, steps)]
 
 
 def _timesteps(scheduler: str, steps: int, shift: float, source: str):

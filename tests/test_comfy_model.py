@@ -198,3 +198,27 @@ def test_one_model_in_both_inputs_is_detected_as_the_engine_path_does():
     for one_expert in (0, 8):  # a deliberate one-expert run, as on the engine path
         check_wiring(plan_switch("t2v_a14b", same_weights, 8, 12.0, None, one_expert, "wan"), high, same_weights)
     check_wiring(plan, high, other_lora)  # one base model under two LoRA chains: a warning only
+
+
+def test_sampler_level_wrappers_that_cannot_act_exactly_are_named():
+    """EasyCache/LazyCache (OUTER_SAMPLE) and FreeNoise (SAMPLER_SAMPLE) act as in a two-sampler graph; any other
+    wrapper at those levels wraps the whole run, so the node names it (log and report). Other levels run per step."""
+    from wan22duo.nodes.comfy_wrappers import inexact_notes, wrapper_name
+
+    def preview(executor, *args, **kwargs):
+        return executor(*args, **kwargs)
+
+    options = {"transformer_options": {"wrappers": {
+        "outer_sample": {"easycache": [preview], "preview_key": [preview]},
+        "sampler_sample": {"ContextWindows_sampler_sample": [preview], None: [preview]},
+        "predict_noise": {"lazycache": [preview], "other": [preview]},
+        "apply_model": {"torch.compile": [preview]},
+    }}}
+    notes = inexact_notes("low_noise_model", options)
+    assert len(notes) == 2
+    assert notes[0].startswith("low_noise_model: the OUTER_SAMPLE wrapper 'preview_key' runs around the whole run")
+    assert notes[1].startswith("low_noise_model: the SAMPLER_SAMPLE wrapper "
+                               "'test_sampler_level_wrappers_that_cannot_act_exactly_are_named.<locals>.preview'")
+    assert inexact_notes("high_noise_model", {"transformer_options": {}}) == []
+    assert inexact_notes("high_noise_model", {}) == []
+    assert wrapper_name(None, []) == "an unnamed wrapper"
