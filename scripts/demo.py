@@ -1,16 +1,22 @@
 """Run the pack's nodes end to end without ComfyUI and without downloads.
 
-    python scripts/demo.py [--out output] [--steps 8] [--gif]
+    python scripts/demo.py [--caption "a red disc moves right over a gray background"] [--steps 20] [--gif]
+    python scripts/demo.py --random      # the random-weight plumbing check instead
 
-It writes tiny *random-weight* checkpoints (two T2V-A14B-shaped experts and a Wan 2.1
-VAE) to a temporary folder, then calls the same node classes ComfyUI would:
-Wan22DuoExpertLoader x2 -> Wan22DuoEmptyLatent -> Wan22DuoSampler (both experts, the
-official switch rule) -> Wan22DuoVAEDecode, and saves the frames as an animated WebP
-(and optionally a GIF). There is no text encoder here either: the prompts are random
-tensors of the umT5-XXL shape [1, tokens, 4096].
+By default it samples the toy Wan 2.2 MoE committed in toy/weights/ (two T2V-A14B-layout
+experts and a Wan 2.1-layout VAE, trained in this repository on synthetic clips of one
+coloured shape moving over a plain background): Wan22DuoExpertLoader x2 ->
+Wan22DuoEmptyLatent -> Wan22DuoSampler (both experts, the official switch rule) ->
+Wan22DuoVAEDecode, the same node classes ComfyUI runs. The caption goes through the toy
+text encoder (toy/text.py, umT5's [1, 512, 4096] layout). It saves the frames as an
+animated WebP (optionally a GIF) and prints the toy quality score of the video against
+its caption (toy/score.py). The toy is a yardstick, not Wan: it knows only its own
+vocabulary (colours red/green/blue/yellow, disc/square, left/right/up/down,
+black/gray/white backgrounds).
 
-Random weights give noise, not a picture. The demo shows that loading, expert
-switching, sampling, decoding and saving work, and how long they take on this machine.
+--random writes tiny random-weight checkpoints instead, with random umT5-shaped prompts:
+noise, not a picture, but it shows that loading, switching, sampling, decoding and
+saving work, and how long they take on this machine.
 """
 from __future__ import annotations
 
@@ -31,10 +37,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "output", help="folder for the video (default: output/)")
-    parser.add_argument("--width", type=int, default=96, help="multiple of 16 (default 96)")
+    parser.add_argument("--caption", default=None,
+                        help='toy caption (default "a red disc moves right over a gray background")')
+    parser.add_argument("--random", action="store_true", help="random weights instead of the toy (plumbing check)")
+    parser.add_argument("--width", type=int, default=64, help="multiple of 16 (default 64)")
     parser.add_argument("--height", type=int, default=64, help="multiple of 16 (default 64)")
-    parser.add_argument("--frames", type=int, default=13, help="4n+1 (default 13)")
-    parser.add_argument("--steps", type=int, default=8, help="sampling steps over both experts (default 8)")
+    parser.add_argument("--frames", type=int, default=17, help="4n+1 (default 17)")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps over both experts (default 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gif", action="store_true", help="also write a GIF")
     return parser.parse_args(argv)
@@ -69,9 +78,35 @@ def write_models(folder: Path) -> dict:
     }
 
 
+def run_toy(args) -> tuple[list[Path], object]:
+    """Sample the trained toy, save the video and print its score; returns (files, Score)."""
+    from wan22duo.toy import run, score
+
+    caption = args.caption or run.DEFAULT_CAPTION
+    print(f"Wan 2.2 Duo demo: the toy Wan 2.2 MoE trained on synthetic clips (toy/weights), caption {caption!r}")
+    start = time.perf_counter()
+    models = run.load()
+    print(f"loaded {models['high']!r}\n       {models['low']!r}")
+    images, switch_step = run.generate(models, caption, seed=args.seed, steps=args.steps,
+                                       width=args.width, height=args.height, frames=args.frames)
+    print(f"sampled {args.steps} steps at shift 12: high-noise steps 1-{switch_step}, "
+          f"low-noise steps {switch_step + 1}-{args.steps}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    written = [save_video(images, args.out / "demo_t2v.webp")]
+    if args.gif:
+        written.append(save_video(images, args.out / "demo_t2v.gif"))
+    print(f"decoded {images.shape[0]} frames of {images.shape[2]}x{images.shape[1]}; wrote "
+          + ", ".join(str(p) for p in written) + f" in {time.perf_counter() - start:.1f} s")
+    result = score.score_video(images, caption)
+    print("toy quality " + result.line())
+    return written, result
+
+
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     load_pack()
+    if not args.random:
+        return run_toy(args)[0]
     from wan22duo.nodes.loaders import Wan22DuoExpertLoader, Wan22DuoVAELoader
     from wan22duo.nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoSampler
     from wan22duo.nodes.vae import Wan22DuoVAEDecode
