@@ -1,10 +1,11 @@
 """Train the whole toy (VAE, then the T2V experts) and write its files into ``toy/weights``.
 
-    python scripts/train_toy.py [--stage all|vae|t2v] [--threads 1]
+    python scripts/train_toy.py [--stage all|vae|latents|t2v_high|t2v_low|i2v_high|i2v_low] [--threads 1]
 
-Stages: ``vae`` trains the Wan 2.1-layout VAE on the synthetic clips and writes it; ``t2v`` encodes the
-training clips with that VAE, trains the high-noise and the low-noise expert, each on its side of the
-T2V boundary, and writes them. Everything is seeded; the loss curves go to ``weights/train_log.json`` and
+Stages: ``vae`` trains the Wan 2.1-layout VAE on the synthetic clips and writes it; ``latents`` encodes
+the training clips with it (into ``cache/``, not committed); each expert stage trains one expert on
+its side of the boundary (T2V 0.875, I2V 0.900) and writes it; the I2V stages first encode the
+clips' first frames as the official I2V conditioning. Everything is seeded; the loss curves go to ``weights/train_log.json`` and
 the checksums to ``weights/SHA256SUMS``. Files are stored in fp16 under the real checkpoint key names.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from ..engine.model.conditioning import I2VConditioning, official_i2v_mask
 from ..engine.model.latents import normalize
 from ..engine.weights.vae_checkpoint import load_vae
 from . import data, dit, text, vae as toy_vae
@@ -26,6 +28,8 @@ FILES = {
     "vae": "toy_wan_2.1_vae.safetensors",
     "t2v_high": "toy_t2v_high_noise.safetensors",
     "t2v_low": "toy_t2v_low_noise.safetensors",
+    "i2v_high": "toy_i2v_high_noise.safetensors",
+    "i2v_low": "toy_i2v_low_noise.safetensors",
 }
 VAE_STEPS, EXPERT_STEPS = 1200, 1000
 TRAIN_SEEDS = range(0, 96 * 3)  # every caption at three start positions
@@ -67,20 +71,40 @@ def train_vae_stage(log=print) -> None:
 
 
 @torch.no_grad()
-def encode_clips(seeds, log=print) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def encode_clips(seeds, log=print, batch: int = 16) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Normalised latents ``[N, 16, 5, 8, 8]`` and the caption rows of clips ``seeds``."""
     vae = load_vae(path("vae"), torch.float32)
-    latents, rows = [], []
-    for i, s in enumerate(seeds):
-        clip = data.draw_clip(s)
-        latents.append(normalize(vae.encode(data.to_model_range(data.render(clip)))))
-        rows.append(text.encode_rows(clip.caption))
-        if i % 50 == 0:
-            log(f"encoded {i}/{len(seeds)} clips")
-    return torch.cat(latents), rows
+    clips = [data.draw_clip(s) for s in seeds]
+    latents = []
+    for i in range(0, len(clips), batch):
+        video = torch.cat([data.to_model_range(data.render(c)) for c in clips[i:i + batch]])
+        latents.append(normalize(vae.encode(video)))
+        log(f"encoded {i + video.shape[0]}/{len(clips)} clips")
+    return torch.cat(latents), [text.encode_rows(c.caption) for c in clips]
+
+
+@torch.no_grad()
+def encode_i2v_conditions(seeds, log=print, batch: int = 16) -> torch.Tensor:
+    """The I2V-A14B ``y = [mask(4), normalised image latent(16)]`` of each clip, ``[N, 20, 5, 8, 8]``.
+
+    As the official I2V pipeline (and ``Wan22DuoI2VConditioning``) builds it: the VAE encodes the
+    clip's first frame followed by zero (mid-gray) frames, and the mask marks video frame 0 as known.
+    """
+    vae = load_vae(path("vae"), torch.float32)
+    clips = [data.draw_clip(s) for s in seeds]
+    out = []
+    for i in range(0, len(clips), batch):
+        video = torch.cat([data.to_model_range(data.render(c)) for c in clips[i:i + batch]])
+        video[:, :, 1:] = 0.0
+        raw = vae.encode(video)
+        mask = official_i2v_mask([f == 0 for f in range(data.FRAMES)], tuple(raw.shape[-2:]))
+        out.append(I2VConditioning(raw, mask).y(tuple(raw.shape)))
+        log(f"encoded {i + video.shape[0]}/{len(clips)} start frames")
+    return torch.cat(out)
 
 
 CACHE = Path(__file__).resolve().parent / "cache" / "t2v_latents.pt"
+I2V_CACHE = CACHE.with_name("i2v_conditions.pt")
 
 
 def latents_stage(log=print) -> None:
@@ -90,19 +114,24 @@ def latents_stage(log=print) -> None:
     torch.save({"latents": latents, "rows": rows}, CACHE)
 
 
-def train_t2v_stage(which: tuple[str, ...] = ("t2v_high", "t2v_low"), log=print) -> None:
+def train_experts_stage(which: tuple[str, ...] = ("t2v_high", "t2v_low"), log=print) -> None:
+    """Train the named experts (``t2v_high``, ``t2v_low``, ``i2v_high``, ``i2v_low``) and write them."""
     if not CACHE.exists():
         latents_stage(log)
     cached = torch.load(CACHE)
     latents, rows = cached["latents"], cached["rows"]
-    for name, high in (("t2v_high", True), ("t2v_low", False)):
-        if name not in which:
-            continue
+    if any(name.startswith("i2v") for name in which) and not I2V_CACHE.exists():
+        torch.save(encode_i2v_conditions(list(TRAIN_SEEDS), log), I2V_CACHE)
+    for name in which:
+        high, i2v = name.endswith("high"), name.startswith("i2v")
+        variant = "i2v_a14b" if i2v else "t2v_a14b"
+        cond = torch.load(I2V_CACHE) if i2v else None
         start = time.perf_counter()
-        model, curve = dit.train_expert(latents, rows, high=high, steps=EXPERT_STEPS, seed=1 if high else 2, log=log)
-        side = "t >= 875" if high else "t < 875"
-        save(model, name, f"toy T2V-A14B-layout {'high' if high else 'low'}-noise expert, dim {dit.DIM}, "
-                          f"{dit.LAYERS} layers, trained {EXPERT_STEPS} steps on {side}")
+        model, curve = dit.train_expert(latents, rows, high=high, variant=variant, cond=cond, steps=EXPERT_STEPS,
+                                        seed=(3 if i2v else 1) + (0 if high else 1), log=log)
+        side = ("t >= " if high else "t < ") + ("900" if i2v else "875")
+        save(model, name, f"toy {'I2V' if i2v else 'T2V'}-A14B-layout {'high' if high else 'low'}-noise expert, "
+                          f"dim {dit.DIM}, {dit.LAYERS} layers, trained {EXPERT_STEPS} steps on {side}")
         update_log(name, {"steps": EXPERT_STEPS, "seconds": round(time.perf_counter() - start),
                           "clips": len(latents), "loss_curve": curve})
         write_sums()

@@ -17,6 +17,11 @@ from .build import FILES, WEIGHTS
 DEFAULT_CAPTION = "a red disc moves right over a gray background"
 
 
+def first_frame(seed: int) -> torch.Tensor:
+    """Frame 0 of clip ``seed`` as an IMAGE ``[1, H, W, 3]`` in [0, 1] (an I2V start image)."""
+    return data.render(data.draw_clip(seed))[:1].float() / 255.0
+
+
 def weight_path(name: str, folder: Optional[Path] = None) -> Path:
     path = (folder or WEIGHTS) / FILES[name]
     if not path.exists():
@@ -26,32 +31,50 @@ def weight_path(name: str, folder: Optional[Path] = None) -> Path:
 
 
 def load(high: Optional[str] = None, low: Optional[str] = None, vae: Optional[str] = None,
-         compute_dtype: str = "fp32") -> dict:
-    """The two experts and the VAE, loaded by the pack's loader nodes (paths default to the committed toy)."""
+         compute_dtype: str = "fp32", task: str = "t2v") -> dict:
+    """The two experts of ``task`` ("t2v" or "i2v") and the VAE, loaded by the pack's loader nodes.
+
+    Paths default to the committed toy files.
+    """
     from ..nodes.loaders import Wan22DuoExpertLoader, Wan22DuoVAELoader
 
-    high = high or str(weight_path("t2v_high"))
-    low = low or str(weight_path("t2v_low"))
+    high = high or str(weight_path(f"{task}_high"))
+    low = low or str(weight_path(f"{task}_low"))
     vae = vae or str(weight_path("vae"))
     (high_model,) = Wan22DuoExpertLoader().load(high, "high_noise", "default", compute_dtype, "cpu")
     (low_model,) = Wan22DuoExpertLoader().load(low, "low_noise", "default", compute_dtype, "cpu")
     (vae_model,) = Wan22DuoVAELoader().load(vae, "fp32", "cpu")["result"]
-    return {"high": high_model, "low": low_model, "vae": vae_model}
+    return {"high": high_model, "low": low_model, "vae": vae_model, "task": task}
 
 
 def generate(models: dict, caption: str = DEFAULT_CAPTION, seed: int = 0, steps: int = 20,
              sampler: str = "unipc", boundary: float = -1.0, cfg_high: float = 4.0, cfg_low: float = 3.0,
              swap_experts: bool = False, width: int = data.WIDTH, height: int = data.HEIGHT,
-             frames: int = data.FRAMES) -> tuple[torch.Tensor, int]:
-    """Sample one toy video; returns IMAGE ``[F, H, W, 3]`` in [0, 1] and the sampler's switch step."""
+             frames: int = data.FRAMES, start_image: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, int]:
+    """Sample one toy video; returns IMAGE ``[F, H, W, 3]`` in [0, 1] and the sampler's switch step.
+
+    I2V models (``load(task="i2v")``) start from ``start_image`` at shift 5 (official I2V-A14B); cfg
+    defaults are T2V's official 4.0 / 3.0 (pass 3.5 / 3.5 for I2V's).
+    """
     from ..nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoSampler
     from ..nodes.vae import Wan22DuoVAEDecode
 
     high, low = (models["low"], models["high"]) if swap_experts else (models["high"], models["low"])
-    (latent,) = Wan22DuoEmptyLatent().generate(width, height, frames, 1)
-    out = Wan22DuoSampler().sample(high, text.conditioning(caption), text.conditioning(""), latent, seed,
-                                   steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, boundary=boundary,
-                                   sampler=sampler, low_noise_model=low)
+    positive, negative = text.conditioning(caption), text.conditioning("")
+    shift = 12.0
+    if models.get("task") == "i2v":
+        from ..nodes.samplers import Wan22DuoI2VConditioning
+
+        if start_image is None:
+            raise ValueError("the I2V toy needs start_image (IMAGE [1, H, W, 3]); see first_frame()")
+        positive, negative, latent = Wan22DuoI2VConditioning().encode(positive, negative, models["vae"],
+                                                                      start_image, width, height, frames)
+        shift = 5.0
+    else:
+        (latent,) = Wan22DuoEmptyLatent().generate(width, height, frames, 1)
+    out = Wan22DuoSampler().sample(high, positive, negative, latent, seed, steps=steps, cfg_high=cfg_high,
+                                   cfg_low=cfg_low, shift=shift, boundary=boundary, sampler=sampler,
+                                   low_noise_model=low)
     sampled, switch_step = out["result"]
     (images,) = Wan22DuoVAEDecode().decode(models["vae"], sampled, 0, 64)
     return images, switch_step
