@@ -46,6 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=20, help="sampling steps over both experts (default 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gif", action="store_true", help="also write a GIF")
+    parser.add_argument("--strip", action="store_true", help="also write a PNG strip of 6 frames side by side")
     return parser.parse_args(argv)
 
 
@@ -64,6 +65,17 @@ def save_video(images, path: Path, fps: int = FPS) -> Path:
     frames = [Image.fromarray((f.clamp(0, 1) * 255).round().byte().numpy()) for f in images]
     extra = {"lossless": False, "quality": 80} if path.suffix == ".webp" else {}
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0, **extra)
+    return path
+
+
+def save_strip(images, path: Path, count: int = 6) -> Path:
+    """``count`` evenly spaced frames of IMAGE ``[frames, H, W, 3]`` side by side, as a PNG."""
+    import torch
+    from PIL import Image
+
+    picks = torch.linspace(0, images.shape[0] - 1, count).round().long()
+    strip = torch.cat([images[i] for i in picks], dim=1)
+    Image.fromarray((strip.clamp(0, 1) * 255).round().byte().numpy()).save(path)
     return path
 
 
@@ -95,6 +107,8 @@ def run_toy(args) -> tuple[list[Path], object]:
     written = [save_video(images, args.out / "demo_t2v.webp")]
     if args.gif:
         written.append(save_video(images, args.out / "demo_t2v.gif"))
+    if args.strip:
+        written.append(save_strip(images, args.out / "demo_t2v_strip.png"))
     print(f"decoded {images.shape[0]} frames of {images.shape[2]}x{images.shape[1]}; wrote "
           + ", ".join(str(p) for p in written) + f" in {time.perf_counter() - start:.1f} s")
     result = score.score_video(images, caption)

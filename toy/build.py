@@ -32,6 +32,7 @@ FILES = {
     "i2v_low": "toy_i2v_low_noise.safetensors",
 }
 VAE_STEPS, EXPERT_STEPS = 1200, 1000
+VAE_TUNE_STEPS, VAE_TUNE_WINDOWS = 300, ((17, 32), (5, 64))  # then whole clips and whole frames, alternately
 TRAIN_SEEDS = range(0, 96 * 3)  # every caption at three start positions
 
 
@@ -60,13 +61,33 @@ def write_sums() -> None:
     (WEIGHTS / "SHA256SUMS").write_text("".join(lines))
 
 
+@torch.no_grad()
+def vae_psnr(seeds) -> list[float]:
+    """Reconstruction PSNR (dB, frames in [-1, 1]) of the saved VAE on whole clips ``seeds``."""
+    vae = load_vae(path("vae"), torch.float32)
+    out = []
+    for s in seeds:
+        video = data.to_model_range(data.render(data.draw_clip(s)))
+        mse = float((vae.decode(vae.encode(video)) - video).square().mean())
+        out.append(toy_vae.psnr_from_mse(mse))
+    return out
+
+
+HELD_OUT_VAE = [data.HELD_OUT_SEED + 7 * i for i in range(12)]
+
+
 def train_vae_stage(log=print) -> None:
     start = time.perf_counter()
     vae, curve = toy_vae.train(steps=VAE_STEPS, log=log)
-    vae.eval()
+    vae, tune_curve = toy_vae.train(steps=VAE_TUNE_STEPS, batch_size=1, windows=VAE_TUNE_WINDOWS, lr=1e-4, seed=1,
+                                    vae=vae, log=log)
     toy_vae.match_wan21_stats(vae, list(TRAIN_SEEDS[::4]))
     save(vae, "vae", f"toy Wan 2.1 VAE, base_dim {toy_vae.BASE_DIM}, trained {VAE_STEPS} steps on toy clips")
-    update_log("vae", {"steps": VAE_STEPS, "seconds": round(time.perf_counter() - start), "mse_curve": curve})
+    psnr = vae_psnr(HELD_OUT_VAE)
+    log(f"held-out PSNR: mean {sum(psnr) / len(psnr):.2f} dB, min {min(psnr):.2f} dB")
+    update_log("vae", {"steps": VAE_STEPS, "seconds": round(time.perf_counter() - start), "mse_curve": curve,
+                       "tune_steps": VAE_TUNE_STEPS, "tune_windows": VAE_TUNE_WINDOWS, "tune_mse_curve": tune_curve,
+                       "held_out_psnr_db": [round(p, 2) for p in psnr]})
     write_sums()
 
 

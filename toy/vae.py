@@ -66,23 +66,31 @@ def batch(seeds: list[int], frames: int) -> torch.Tensor:
                       for s in seeds])
 
 
-def train(steps: int = 1200, batch_size: int = 2, frames: int = 5, crop: int = 32, lr: float = 3e-4,
-          seed: int = 0, log=print) -> tuple[WanVAE, list[tuple[int, float]]]:
-    """Fit a VAE on ``crop``-pixel windows of ``frames`` frames; returns it and the curve [(step, pixel mse)].
+def train(steps: int = 1200, batch_size: int = 2, windows=((5, 32),), lr: float = 3e-4, seed: int = 0,
+          vae: WanVAE | None = None, log=print) -> tuple[WanVAE, list[tuple[int, float]]]:
+    """Fit a VAE (a new one, or continue ``vae``); returns it and the curve [(step, pixel mse)].
 
-    The VAE is convolutional (its middle attention is over whatever grid it gets), so small windows
-    train it for full frames at a quarter of the cost.
+    Step ``i`` trains on windows of ``windows[i % len(windows)] = (frames, crop)``: ``frames``
+    consecutive frames starting anywhere in the clip, a ``crop``-pixel square at a multiple of 8.
+    Small windows train fast; whole frames and long windows teach the middle attention the full grid
+    and the causal caches the whole clip (both need it: 32-pixel, 5-frame training alone gives 37 dB
+    on such windows but 12 dB on whole 17-frame clips).
     """
     torch.manual_seed(seed)
-    vae = new_vae(seed)
+    vae = vae if vae is not None else new_vae(seed)
+    vae.train()
+    for p in vae.parameters():
+        p.requires_grad_(True)
     opt = torch.optim.Adam(vae.parameters(), lr=lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2 / steps))
     curve, start = [], time.perf_counter()
     for step in range(steps):
+        frames, crop = windows[step % len(windows)]
         # frame windows start anywhere in the clip so every phase of the motion is seen
         video = batch([seed * 100_000 + step * batch_size + i for i in range(batch_size)], data.FRAMES)
         first = (step * 7) % (data.FRAMES - frames + 1)
-        top, left = 8 * ((step * 3) % (1 + (data.HEIGHT - crop) // 8)), 8 * ((step * 5) % (1 + (data.WIDTH - crop) // 8))
+        top = 8 * ((step * 3) % (1 + (data.HEIGHT - crop) // 8))
+        left = 8 * ((step * 5) % (1 + (data.WIDTH - crop) // 8))
         video = video[:, :, first:first + frames, top:top + crop, left:left + crop]
         z = encode_train(vae, video)
         rec = decode_train(vae, z)
@@ -95,8 +103,9 @@ def train(steps: int = 1200, batch_size: int = 2, frames: int = 5, crop: int = 3
         sched.step()
         if step % 10 == 0 or step == steps - 1:
             curve.append((step, mse.item()))
-            log(f"vae step {step} mse {mse.item():.5f} psnr {psnr_from_mse(mse.item()):.2f} dB "
-                f"{time.perf_counter() - start:.0f} s")
+            log(f"vae step {step} ({frames} frames, {crop} px) mse {mse.item():.5f} "
+                f"psnr {psnr_from_mse(mse.item()):.2f} dB {time.perf_counter() - start:.0f} s")
+    vae.eval()
     return vae, curve
 
 
