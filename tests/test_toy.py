@@ -127,7 +127,7 @@ def test_score_separates_good_samples_from_wrong_caption_noise_and_swapped_exper
 
     caption = "a green square moves down over a black background"
     good, _ = run.generate(toy_models, caption, seed=data.HELD_OUT_SEED, steps=8)
-    swapped, _ = run.generate(toy_models, caption, seed=data.HELD_OUT_SEED, steps=8, swap_experts=True)
+    swapped, _ = run.generate(run.load(swap_experts=True), caption, seed=data.HELD_OUT_SEED, steps=8)
     noise = torch.rand(good.shape, generator=torch.Generator().manual_seed(0))
     right = score.score_video(good, caption)
     assert right.ok, right.line()

@@ -31,16 +31,20 @@ def weight_path(name: str, folder: Optional[Path] = None) -> Path:
 
 
 def load(high: Optional[str] = None, low: Optional[str] = None, vae: Optional[str] = None,
-         compute_dtype: str = "fp32", task: str = "t2v") -> dict:
+         compute_dtype: str = "fp32", task: str = "t2v", swap_experts: bool = False) -> dict:
     """The two experts of ``task`` ("t2v" or "i2v") and the VAE, loaded by the pack's loader nodes.
 
-    Paths default to the committed toy files.
+    Paths default to the committed toy files. ``swap_experts`` loads the low-noise file in the
+    high-noise role and the reverse (through the loaders' ``role`` option, as for misnamed files; the
+    sampler refuses plainly swapped connections): a deliberately broken run for the score to catch.
     """
     from ..nodes.loaders import Wan22DuoExpertLoader, Wan22DuoVAELoader
 
     high = high or str(weight_path(f"{task}_high"))
     low = low or str(weight_path(f"{task}_low"))
     vae = vae or str(weight_path("vae"))
+    if swap_experts:
+        high, low = low, high
     (high_model,) = Wan22DuoExpertLoader().load(high, "high_noise", "default", compute_dtype, "cpu")
     (low_model,) = Wan22DuoExpertLoader().load(low, "low_noise", "default", compute_dtype, "cpu")
     (vae_model,) = Wan22DuoVAELoader().load(vae, "fp32", "cpu")["result"]
@@ -49,7 +53,7 @@ def load(high: Optional[str] = None, low: Optional[str] = None, vae: Optional[st
 
 def generate(models: dict, caption: str = DEFAULT_CAPTION, seed: int = 0, steps: int = 20,
              sampler: str = "unipc", boundary: float = -1.0, cfg_high: float = 4.0, cfg_low: float = 3.0,
-             swap_experts: bool = False, width: int = data.WIDTH, height: int = data.HEIGHT,
+             width: int = data.WIDTH, height: int = data.HEIGHT,
              frames: int = data.FRAMES, start_image: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, int]:
     """Sample one toy video; returns IMAGE ``[F, H, W, 3]`` in [0, 1] and the sampler's switch step.
 
@@ -59,7 +63,7 @@ def generate(models: dict, caption: str = DEFAULT_CAPTION, seed: int = 0, steps:
     from ..nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoSampler
     from ..nodes.vae import Wan22DuoVAEDecode
 
-    high, low = (models["low"], models["high"]) if swap_experts else (models["high"], models["low"])
+    high, low = models["high"], models["low"]
     positive, negative = text.conditioning(caption), text.conditioning("")
     shift = 12.0
     if models.get("task") == "i2v":
