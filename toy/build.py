@@ -31,8 +31,10 @@ FILES = {
     "i2v_high": "toy_i2v_high_noise.safetensors",
     "i2v_low": "toy_i2v_low_noise.safetensors",
 }
-VAE_STEPS, EXPERT_STEPS = 1200, 1000
+VAE_STEPS, EXPERT_STEPS = 1200, 700
 VAE_TUNE_STEPS, VAE_TUNE_WINDOWS = 300, ((17, 32), (5, 64))  # then whole clips and whole frames, alternately
+# then whole clips on crops centred on the shape, shape pixels weighted (see toy.vae.train)
+VAE_SHAPE_STEPS, VAE_SHAPE_WINDOWS, VAE_SHAPE_WEIGHT = 150, ((17, 32), (17, 32), (9, 64)), 10.0
 TRAIN_SEEDS = range(0, 96 * 3)  # every caption at three start positions
 
 
@@ -81,12 +83,15 @@ def train_vae_stage(log=print) -> None:
     vae, curve = toy_vae.train(steps=VAE_STEPS, log=log)
     vae, tune_curve = toy_vae.train(steps=VAE_TUNE_STEPS, batch_size=1, windows=VAE_TUNE_WINDOWS, lr=1e-4, seed=1,
                                     vae=vae, log=log)
+    vae, shape_curve = toy_vae.train(steps=VAE_SHAPE_STEPS, batch_size=1, windows=VAE_SHAPE_WINDOWS, lr=3e-4, seed=2,
+                                     vae=vae, shape_weight=VAE_SHAPE_WEIGHT, centred=True, log=log)
     toy_vae.match_wan21_stats(vae, list(TRAIN_SEEDS[::4]))
     save(vae, "vae", f"toy Wan 2.1 VAE, base_dim {toy_vae.BASE_DIM}, trained {VAE_STEPS} steps on toy clips")
     psnr = vae_psnr(HELD_OUT_VAE)
     log(f"held-out PSNR: mean {sum(psnr) / len(psnr):.2f} dB, min {min(psnr):.2f} dB")
     update_log("vae", {"steps": VAE_STEPS, "seconds": round(time.perf_counter() - start), "mse_curve": curve,
                        "tune_steps": VAE_TUNE_STEPS, "tune_windows": VAE_TUNE_WINDOWS, "tune_mse_curve": tune_curve,
+                       "shape_steps": VAE_SHAPE_STEPS, "shape_mse_curve": shape_curve,
                        "held_out_psnr_db": [round(p, 2) for p in psnr]})
     write_sums()
 

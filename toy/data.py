@@ -22,7 +22,7 @@ SHAPES = ("disc", "square")
 DIRECTIONS = {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}
 
 WIDTH, HEIGHT, FRAMES = 64, 64, 17
-SPEED = 2.0  # pixels per frame
+SPEED = 1.0  # pixels per frame: 16 px over a clip (the tiny VAE follows slower motion within a latent frame better)
 RADIUS = 7.0  # disc radius; the square's half side is RADIUS * 0.89 (about the same area)
 HELD_OUT_SEED = 1_000_000
 
