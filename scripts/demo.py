@@ -1,22 +1,21 @@
 """Run the pack's nodes end to end without ComfyUI and without downloads.
 
-    python scripts/demo.py [--caption "a red disc moves right over a gray background"] [--steps 20] [--gif]
-    python scripts/demo.py --random      # the random-weight plumbing check instead
+    python scripts/demo.py [--out output] [--steps 8] [--gif]
+    python scripts/demo.py --toy [--toy-weights toy/weights] [--caption "a red disc moves right over a gray background"]
 
-By default it samples the toy Wan 2.2 MoE committed in toy/weights/ (two T2V-A14B-layout
-experts and a Wan 2.1-layout VAE, trained in this repository on synthetic clips of one
-coloured shape moving over a plain background): Wan22DuoExpertLoader x2 ->
-Wan22DuoEmptyLatent -> Wan22DuoSampler (both experts, the official switch rule) ->
-Wan22DuoVAEDecode, the same node classes ComfyUI runs. The caption goes through the toy
-text encoder (toy/text.py, umT5's [1, 512, 4096] layout). It saves the frames as an
-animated WebP (optionally a GIF) and prints the toy quality score of the video against
-its caption (toy/score.py). The toy is a yardstick, not Wan: it knows only its own
-vocabulary (colours red/green/blue/yellow, disc/square, left/right/up/down,
-black/gray/white backgrounds).
+By default it writes tiny *random-weight* checkpoints (two T2V-A14B-shaped experts and a
+Wan 2.1 VAE) to a temporary folder, then calls the same node classes ComfyUI would:
+Wan22DuoExpertLoader x2 -> Wan22DuoEmptyLatent -> Wan22DuoSampler (both experts, the
+official switch rule) -> Wan22DuoVAEDecode, and saves the frames as an animated WebP
+(and optionally a GIF). There is no text encoder here either: the prompts are random
+tensors of the umT5-XXL shape [1, tokens, 4096]. Random weights give noise, not a
+picture: the demo shows that loading, expert switching, sampling, decoding and saving
+work, and how long they take on this machine.
 
---random writes tiny random-weight checkpoints instead, with random umT5-shaped prompts:
-noise, not a picture, but it shows that loading, switching, sampling, decoding and
-saving work, and how long they take on this machine.
+--toy runs the same nodes on the toy Wan 2.2 MoE of toy/ (experts and VAE files written by
+scripts/train_toy.py), with the caption through the toy text encoder, and prints the toy
+quality score of the video against its caption. No trained toy weights are committed yet
+(toy/build.py says why), so --toy needs a folder of trained toy files.
 """
 from __future__ import annotations
 
@@ -39,11 +38,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "output", help="folder for the video (default: output/)")
     parser.add_argument("--caption", default=None,
                         help='toy caption (default "a red disc moves right over a gray background")')
-    parser.add_argument("--random", action="store_true", help="random weights instead of the toy (plumbing check)")
-    parser.add_argument("--width", type=int, default=64, help="multiple of 16 (default 64)")
+    parser.add_argument("--toy", action="store_true", help="sample the trained toy model instead of random weights")
+    parser.add_argument("--toy-weights", type=Path, default=None, help="folder of toy files (default toy/weights)")
+    parser.add_argument("--width", type=int, default=None, help="multiple of 16 (default 96; the toy's 64)")
     parser.add_argument("--height", type=int, default=64, help="multiple of 16 (default 64)")
-    parser.add_argument("--frames", type=int, default=17, help="4n+1 (default 17)")
-    parser.add_argument("--steps", type=int, default=20, help="sampling steps over both experts (default 20)")
+    parser.add_argument("--frames", type=int, default=None, help="4n+1 (default 13; the toy's 17)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps over both experts (default 8; toy 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gif", action="store_true", help="also write a GIF")
     parser.add_argument("--strip", action="store_true", help="also write a PNG strip of 6 frames side by side")
@@ -95,9 +95,9 @@ def run_toy(args) -> tuple[list[Path], object]:
     from wan22duo.toy import run, score
 
     caption = args.caption or run.DEFAULT_CAPTION
-    print(f"Wan 2.2 Duo demo: the toy Wan 2.2 MoE trained on synthetic clips (toy/weights), caption {caption!r}")
+    print(f"Wan 2.2 Duo demo: the toy Wan 2.2 MoE ({args.toy_weights or 'toy/weights'}), caption {caption!r}")
     start = time.perf_counter()
-    models = run.load()
+    models = run.load(args.toy_weights)
     print(f"loaded {models['high']!r}\n       {models['low']!r}")
     images, switch_step = run.generate(models, caption, seed=args.seed, steps=args.steps,
                                        width=args.width, height=args.height, frames=args.frames)
@@ -119,7 +119,16 @@ def run_toy(args) -> tuple[list[Path], object]:
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     load_pack()
-    if not args.random:
+    if args.toy:
+        from wan22duo.toy import data
+
+        defaults = {"width": data.WIDTH, "frames": data.FRAMES, "steps": 20}
+    else:
+        defaults = {"width": 96, "frames": 13, "steps": 8}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.toy:
         return run_toy(args)[0]
     from wan22duo.nodes.loaders import Wan22DuoExpertLoader, Wan22DuoVAELoader
     from wan22duo.nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoSampler

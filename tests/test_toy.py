@@ -1,8 +1,8 @@
-"""The toy Wan 2.2 MoE (toy/): deterministic data, the toy text encoder, the committed weights, the
-training forward, and the quality score telling good samples from bad ones."""
-import hashlib
-import math
+"""The toy Wan 2.2 MoE (toy/): deterministic data, the toy text encoder, the training forwards through
+the engine's modules, files the pack's loaders read, and the quality score.
 
+No trained toy weights are committed yet (toy/build.py says why), so the files here are untrained and
+the score is checked on rendered ground truth, a wrong caption and noise, not on samples."""
 import pytest
 import torch
 
@@ -47,23 +47,20 @@ def test_toy_text_encoder_has_umt5_layout():
     assert not bool(text.encode("").any())
 
 
-def test_committed_weights_match_their_sha256():
-    sums = (build.WEIGHTS / "SHA256SUMS").read_text().split("\n")
-    listed = dict(reversed(line.split("  ")) for line in sums if line)
-    assert set(listed) == {p.name for p in build.WEIGHTS.glob("*.safetensors")}
-    assert set(build.FILES.values()) <= set(listed)
-    total = 0
-    for name, digest in listed.items():
-        blob = (build.WEIGHTS / name).read_bytes()
-        total += len(blob)
-        assert hashlib.sha256(blob).hexdigest() == digest, name
-    assert total <= 40 * 2**20
+@pytest.fixture(scope="module")
+def toy_files(tmp_path_factory):
+    """Untrained toy files written as the training writes them (no trained ones are committed yet)."""
+    folder = tmp_path_factory.mktemp("toy")
+    build.save(dit.new_model(seed=1), "t2v_high", "untrained", folder)
+    build.save(dit.new_model(seed=2), "t2v_low", "untrained", folder)
+    build.save(toy_vae.new_vae(base_dim=toy_vae.BASE_DIM), "vae", "untrained", folder)
+    return folder
 
 
-def test_training_forward_equals_the_inference_forward_on_the_committed_expert():
+def test_training_forward_equals_the_inference_forward_of_the_loaded_file(toy_files):
     from wan22duo.engine.weights.checkpoint import load_dit
 
-    model = load_dit(build.path("t2v_low"), compute_dtype=torch.float32)
+    model = load_dit(build.path("t2v_low", toy_files), compute_dtype=torch.float32)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 16, 5, 8, 8, generator=gen)
     t = torch.tensor([700.0, 120.0])
@@ -73,6 +70,7 @@ def test_training_forward_equals_the_inference_forward_on_the_committed_expert()
         got = dit.velocity(model, x, t, [text.encode_rows(c) for c in captions])
     # one float32 forward computed two ways (deduplicated padding keys): a few ulps of order-one outputs
     assert (got - want).abs().max() < 1e-5 * want.abs().max()
+    assert want.abs().max() > 0.01  # not a vacuous comparison of zeros
 
 
 def test_gradients_reach_every_parameter_of_the_engine_modules():
@@ -91,49 +89,55 @@ def test_gradients_reach_every_parameter_of_the_engine_modules():
 
 
 def test_matching_wan21_latent_stats_does_not_change_reconstructions():
+    from wan22duo.engine.model.latents import WAN21_MEAN, WAN21_STD
+
     vae = toy_vae.new_vae(base_dim=4)
     vae.eval()
     video = data.to_model_range(data.render(data.draw_clip(3)))
     with torch.no_grad():
         before = vae.decode(vae.encode(video))
         toy_vae.match_wan21_stats(vae, [3, 4])
-        z = vae.encode(video)
-        after = vae.decode(z)
-    from wan22duo.engine.model.latents import WAN21_MEAN
-
+        after = vae.decode(vae.encode(video))
+        z = torch.cat([vae.encode(data.to_model_range(data.render(data.draw_clip(s)))) for s in (3, 4)])
+    # an exact reparametrisation, up to float32 rounding of the rescaled weights
     assert (before - after).abs().max() < 1e-4
-    assert z.mean(dim=(0, 2, 3, 4)).sub(torch.tensor(WAN21_MEAN)).abs().max() < 1.0
+    assert torch.allclose(z.mean(dim=(0, 2, 3, 4)), torch.tensor(WAN21_MEAN), atol=1e-3)
+    assert torch.allclose(z.std(dim=(0, 2, 3, 4)), torch.tensor(WAN21_STD), rtol=1e-3)
 
 
-def test_vae_reconstructs_held_out_clips():
-    from wan22duo.engine.weights.vae_checkpoint import load_vae
-
-    vae = load_vae(build.path("vae"), torch.float32)
-    video = data.to_model_range(data.render(data.draw_clip(data.HELD_OUT_SEED + 1)))
-    with torch.no_grad():
-        mse = float((vae.decode(vae.encode(video)) - video).square().mean())
-    assert toy_vae.psnr_from_mse(mse) >= build.PSNR_TARGET_DB
-
-
-@pytest.fixture(scope="module")
-def toy_models():
+def test_toy_files_load_through_the_pack_loaders_and_sample(toy_files):
     from wan22duo.toy import run
 
-    return run.load()
+    models = run.load(toy_files)
+    assert models["high"].info.get("role") == "high_noise" and models["low"].info.get("role") == "low_noise"
+    images, switch_step = run.generate(models, seed=0, steps=3)
+    assert images.shape == (data.FRAMES, data.HEIGHT, data.WIDTH, 3) and bool(torch.isfinite(images).all())
+    assert switch_step == 2  # 3 steps at shift 12: t = 999, 957, 856 -> two at or above 875
+    score.score_video(images, run.DEFAULT_CAPTION)  # scores any decoded video without error
 
 
-def test_score_separates_good_samples_from_wrong_caption_noise_and_swapped_experts(toy_models):
-    from wan22duo.toy import run
+def test_score_separates_ground_truth_from_wrong_caption_and_noise():
+    clip = data.draw_clip(data.HELD_OUT_SEED + 11)
+    video = data.render(clip).float() / 255.0
+    right = score.score_video(video, clip.caption)
+    assert right.ok and right.score == 1.0, right.line()
+    other_colour = next(c for c in data.COLOURS if c != clip.colour)
+    other_direction = next(d for d in data.DIRECTIONS if d != clip.direction)
+    wrong = score.score_video(video, f"a {other_colour} {clip.shape} moves {other_direction} over a "
+                                     f"{clip.background} background")
+    assert not wrong.ok and not wrong.colour_ok and not wrong.direction_ok and wrong.score < right.score
+    noise = score.score_video(torch.rand(video.shape, generator=torch.Generator().manual_seed(0)), clip.caption)
+    assert not noise.ok and noise.score < right.score, noise.line()
+    # a frozen shape (no motion) fails direction and speed; a jittered one fails jitter
+    frozen = video[:1].expand_as(video)
+    assert not score.score_video(frozen, clip.caption).direction_ok
+    shaken = torch.stack([torch.roll(f, shifts=(4 * (i % 2), 0), dims=(0, 1)) for i, f in enumerate(video)])
+    shaken_score = score.score_video(shaken, clip.caption)
+    assert shaken_score.jitter > score.TARGETS["jitter"] and not shaken_score.ok
+    assert score.distance(video, video) == {"pixel_rms": 0.0, "track_rms": 0.0}
+    assert score.distance(shaken, video)["track_rms"] > 1.0
 
-    caption = "a green square moves down over a black background"
-    good, _ = run.generate(toy_models, caption, seed=data.HELD_OUT_SEED, steps=8)
-    swapped, _ = run.generate(run.load(swap_experts=True), caption, seed=data.HELD_OUT_SEED, steps=8)
-    noise = torch.rand(good.shape, generator=torch.Generator().manual_seed(0))
-    right = score.score_video(good, caption)
-    assert right.ok, right.line()
-    wrong = score.score_video(good, "a yellow square moves up over a black background")
-    assert not wrong.ok and not wrong.colour_ok and not wrong.direction_ok
-    for bad in (score.score_video(noise, caption), score.score_video(swapped, caption)):
-        assert not bad.ok and bad.score < right.score, bad.line()
-    assert score.distance(good, good) == {"pixel_rms": 0.0, "track_rms": 0.0}
-    assert score.distance(swapped, good)["pixel_rms"] > 10
+
+def test_score_rejects_a_caption_outside_the_toy_vocabulary():
+    with pytest.raises(ValueError, match="not a toy caption"):
+        score.score_video(torch.zeros(data.FRAMES, 8, 8, 3), "a cat sleeps on a sofa in the sun")

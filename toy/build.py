@@ -7,6 +7,12 @@ the training clips with it (into ``cache/``, not committed); each expert stage t
 its side of the boundary (T2V 0.875, I2V 0.900) and writes it; the I2V stages first encode the
 clips' first frames as the official I2V conditioning. Everything is seeded; the loss curves go to ``weights/train_log.json`` and
 the checksums to ``weights/SHA256SUMS``. Files are stored in fp16 under the real checkpoint key names.
+
+Status (2026-12-04): no trained weights are committed. On the shared 2-core CPU the VAE recipe
+below reached 21.7 dB mean reconstruction PSNR on held-out whole clips after its first two phases
+(target 30 dB) and reconstructs the moving shape poorly after the first latent frame (see
+``bench/results_quality.md``), so the experts were not trained on its latents. The stages run; they
+need a longer VAE run (or a GPU) to give a usable toy.
 """
 from __future__ import annotations
 
@@ -31,20 +37,21 @@ FILES = {
     "i2v_high": "toy_i2v_high_noise.safetensors",
     "i2v_low": "toy_i2v_low_noise.safetensors",
 }
-VAE_STEPS, EXPERT_STEPS = 1200, 700
+VAE_STEPS, EXPERT_STEPS = 1200, 600
 VAE_TUNE_STEPS, VAE_TUNE_WINDOWS = 300, ((17, 32), (5, 64))  # then whole clips and whole frames, alternately
 # then whole clips on crops centred on the shape, shape pixels weighted (see toy.vae.train)
-VAE_SHAPE_STEPS, VAE_SHAPE_WINDOWS, VAE_SHAPE_WEIGHT = 150, ((17, 32), (17, 32), (9, 64)), 10.0
+VAE_SHAPE_STEPS, VAE_SHAPE_WINDOWS, VAE_SHAPE_WEIGHT = 150, ((17, 32), (17, 32), (9, 64)), 5.0
 TRAIN_SEEDS = range(0, 96 * 3)  # every caption at three start positions
 
 
-def path(name: str) -> Path:
-    return WEIGHTS / FILES[name]
+def path(name: str, folder: Path | None = None) -> Path:
+    return (folder or WEIGHTS) / FILES[name]
 
 
-def save(module: torch.nn.Module, name: str, note: str) -> Path:
+def save(module: torch.nn.Module, name: str, note: str, folder: Path | None = None) -> Path:
+    """Write ``module``'s state dict in fp16 under its checkpoint key names as the toy file ``name``."""
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in module.state_dict().items()}
-    out = path(name)
+    out = path(name, folder)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out), metadata={"wan22duo_toy": note})
     return out
@@ -83,7 +90,7 @@ def train_vae_stage(log=print) -> None:
     vae, curve = toy_vae.train(steps=VAE_STEPS, log=log)
     vae, tune_curve = toy_vae.train(steps=VAE_TUNE_STEPS, batch_size=1, windows=VAE_TUNE_WINDOWS, lr=1e-4, seed=1,
                                     vae=vae, log=log)
-    vae, shape_curve = toy_vae.train(steps=VAE_SHAPE_STEPS, batch_size=1, windows=VAE_SHAPE_WINDOWS, lr=3e-4, seed=2,
+    vae, shape_curve = toy_vae.train(steps=VAE_SHAPE_STEPS, batch_size=1, windows=VAE_SHAPE_WINDOWS, lr=1e-4, seed=2,
                                      vae=vae, shape_weight=VAE_SHAPE_WEIGHT, centred=True, log=log)
     toy_vae.match_wan21_stats(vae, list(TRAIN_SEEDS[::4]))
     save(vae, "vae", f"toy Wan 2.1 VAE, base_dim {toy_vae.BASE_DIM}, trained {VAE_STEPS} steps on toy clips")

@@ -23,26 +23,26 @@ def first_frame(seed: int) -> torch.Tensor:
 
 
 def weight_path(name: str, folder: Optional[Path] = None) -> Path:
-    path = (folder or WEIGHTS) / FILES[name]
+    path = Path(folder or WEIGHTS) / FILES[name]
     if not path.exists():
-        raise FileNotFoundError(f"toy weights {path} are missing; they are committed in toy/weights/ "
-                                "(or run `python scripts/train_toy.py` to train them again)")
+        raise FileNotFoundError(f"toy weights {path} are missing: run `python scripts/train_toy.py` to train "
+                                "the toy (no trained toy weights are committed yet)")
     return path
 
 
-def load(high: Optional[str] = None, low: Optional[str] = None, vae: Optional[str] = None,
-         compute_dtype: str = "fp32", task: str = "t2v", swap_experts: bool = False) -> dict:
+def load(folder: Optional[Path] = None, compute_dtype: str = "fp32", task: str = "t2v",
+         swap_experts: bool = False) -> dict:
     """The two experts of ``task`` ("t2v" or "i2v") and the VAE, loaded by the pack's loader nodes.
 
-    Paths default to the committed toy files. ``swap_experts`` loads the low-noise file in the
+    ``folder`` defaults to ``toy/weights``. ``swap_experts`` loads the low-noise file in the
     high-noise role and the reverse (through the loaders' ``role`` option, as for misnamed files; the
     sampler refuses plainly swapped connections): a deliberately broken run for the score to catch.
     """
     from ..nodes.loaders import Wan22DuoExpertLoader, Wan22DuoVAELoader
 
-    high = high or str(weight_path(f"{task}_high"))
-    low = low or str(weight_path(f"{task}_low"))
-    vae = vae or str(weight_path("vae"))
+    high = str(weight_path(f"{task}_high", folder))
+    low = str(weight_path(f"{task}_low", folder))
+    vae = str(weight_path("vae", folder))
     if swap_experts:
         high, low = low, high
     (high_model,) = Wan22DuoExpertLoader().load(high, "high_noise", "default", compute_dtype, "cpu")

@@ -97,7 +97,7 @@ def fit_line(points: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, 
 
 def score_video(video: torch.Tensor, caption: str) -> Score:
     """Score ``video`` (IMAGE ``[F, H, W, 3]`` in [0, 1], or uint8) against a toy ``caption``."""
-    words = caption.split()
+    words = caption.split() + [""] * 8
     colour, direction, background = words[1], words[4], words[7]
     if colour not in data.COLOURS or direction not in data.DIRECTIONS or background not in data.BACKGROUNDS:
         raise ValueError(f"caption {caption!r} is not a toy caption like "
