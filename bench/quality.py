@@ -1,6 +1,8 @@
 """Toy quality table: how sampling options change the video of the trained toy Wan 2.2 MoE (toy/).
 
-    python bench/quality.py [--clips 16] [--out bench/results_quality.md]
+    python bench/quality.py [--clips 16] [--weights toy/weights] [--out bench/results_quality.md]
+
+Not yet run: no trained toy is committed (see bench/results_quality.md).
 
 Every number is measured on the toy (a dim-128, 2-layer T2V-A14B-layout MoE trained on synthetic
 clips), never on Wan 2.2. For ``--clips`` held-out evaluation clips (seeds from ``data.HELD_OUT_SEED``,
@@ -41,7 +43,7 @@ CONFIGS = [  # (label, generate() options, compute dtype)
 REFERENCE = {"steps": 50}
 
 
-def evaluate(clips: int, log=print) -> list[dict]:
+def evaluate(clips: int, weights: Path | None = None, log=print) -> list[dict]:
     import torch
 
     from wan22duo.toy import data, run, score
@@ -49,8 +51,8 @@ def evaluate(clips: int, log=print) -> list[dict]:
     torch.set_num_threads(1)
     seeds = [data.HELD_OUT_SEED + 5 * i for i in range(clips)]
     captions = [data.draw_clip(s).caption for s in seeds]
-    models = {dtype: run.load(compute_dtype=dtype) for dtype in ("fp32", "bf16")}
-    models["swapped"] = run.load(swap_experts=True)
+    models = {dtype: run.load(weights, compute_dtype=dtype) for dtype in ("fp32", "bf16")}
+    models["swapped"] = run.load(weights, swap_experts=True)
     refs = [run.generate(models["fp32"], c, seed=s, **REFERENCE)[0] for s, c in zip(seeds, captions)]
     rows = []
     for label, options, dtype in [("UniPC 50 steps (the reference)", REFERENCE, "fp32")] + CONFIGS:
@@ -87,6 +89,7 @@ def format_row(r: dict) -> str:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--weights", type=Path, default=None, help="folder of toy files (default toy/weights)")
     parser.add_argument("--out", type=Path, default=None,
                         help="also write the table into this markdown file, replacing what follows its "
                              "'## Measurements' heading (e.g. bench/results_quality.md)")
@@ -94,7 +97,7 @@ def main(argv=None) -> None:
     load_pack()
     import torch
 
-    rows = evaluate(args.clips, lambda line: print(line, flush=True))
+    rows = evaluate(args.clips, args.weights, lambda line: print(line, flush=True))
     table = "\n".join([HEADER] + [format_row(r) for r in rows])
     print(table)
     if args.out:
