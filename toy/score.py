@@ -59,6 +59,7 @@ class Score:
 
 def to_uint8_frames(video: torch.Tensor) -> torch.Tensor:
     """IMAGE ``[F, H, W, 3]`` in [0, 1] (or already uint8) -> float 0-255 ``[F, H, W, 3]``."""
+    video = video.detach()
     if video.dtype == torch.uint8:
         return video.float()
     return (video.float().clamp(0, 1) * 255).round()
