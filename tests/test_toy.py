@@ -141,3 +141,31 @@ def test_score_separates_ground_truth_from_wrong_caption_and_noise():
 def test_score_rejects_a_caption_outside_the_toy_vocabulary():
     with pytest.raises(ValueError, match="not a toy caption"):
         score.score_video(torch.zeros(data.FRAMES, 8, 8, 3), "a cat sleeps on a sofa in the sun")
+
+
+def test_i2v_conditions_and_an_i2v_expert_follow_the_official_layout(toy_files):
+    from wan22duo.engine.model.latents import normalize
+    from wan22duo.engine.weights.vae_checkpoint import load_vae
+    from wan22duo.toy import run
+
+    y = build.encode_i2v_conditions([5, 6], log=lambda _: None, folder=toy_files)
+    assert y.shape == (2, 20, 5, 8, 8)
+    assert bool((y[:, :4, 0] == 1).all()) and not bool(y[:, :4, 1:].any())  # video frame 0 known
+    vae = load_vae(build.path("vae", toy_files), torch.float32)
+    video = data.to_model_range(data.render(data.draw_clip(5)))
+    video[:, :, 1:] = 0.0  # the start frame, then mid-gray
+    with torch.no_grad():
+        assert torch.allclose(y[:1, 4:], normalize(vae.encode(video)), atol=1e-5)
+    latents, rows = build.encode_clips([5, 6], log=lambda _: None, folder=toy_files)
+    model, curve = dit.train_expert(latents, rows, high=True, variant="i2v_a14b", cond=y, steps=4, batch_size=2,
+                                    log=lambda _: None)
+    assert model.config.in_dim == 36 and curve == []
+    build.save(model, "i2v_high", "untrained", toy_files)
+    build.save(dit.new_model("i2v_a14b", seed=4), "i2v_low", "untrained", toy_files)
+    models = run.load(toy_files, task="i2v")
+    images, switch_step = run.generate(models, seed=0, steps=3, cfg_high=3.5, cfg_low=3.5,
+                                       start_image=run.first_frame(5))
+    assert images.shape == (data.FRAMES, data.HEIGHT, data.WIDTH, 3) and bool(torch.isfinite(images).all())
+    assert switch_step == 2  # 3 steps at shift 5 (I2V): two at or above t = 900
+    with pytest.raises(ValueError, match="start_image"):
+        run.generate(models, steps=1)

@@ -104,9 +104,9 @@ def train_vae_stage(log=print) -> None:
 
 
 @torch.no_grad()
-def encode_clips(seeds, log=print, batch: int = 16) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def encode_clips(seeds, log=print, batch: int = 16, folder: Path | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Normalised latents ``[N, 16, 5, 8, 8]`` and the caption rows of clips ``seeds``."""
-    vae = load_vae(path("vae"), torch.float32)
+    vae = load_vae(path("vae", folder), torch.float32)
     clips = [data.draw_clip(s) for s in seeds]
     latents = []
     for i in range(0, len(clips), batch):
@@ -117,13 +117,13 @@ def encode_clips(seeds, log=print, batch: int = 16) -> tuple[torch.Tensor, list[
 
 
 @torch.no_grad()
-def encode_i2v_conditions(seeds, log=print, batch: int = 16) -> torch.Tensor:
+def encode_i2v_conditions(seeds, log=print, batch: int = 16, folder: Path | None = None) -> torch.Tensor:
     """The I2V-A14B ``y = [mask(4), normalised image latent(16)]`` of each clip, ``[N, 20, 5, 8, 8]``.
 
     As the official I2V pipeline (and ``Wan22DuoI2VConditioning``) builds it: the VAE encodes the
     clip's first frame followed by zero (mid-gray) frames, and the mask marks video frame 0 as known.
     """
-    vae = load_vae(path("vae"), torch.float32)
+    vae = load_vae(path("vae", folder), torch.float32)
     clips = [data.draw_clip(s) for s in seeds]
     out = []
     for i in range(0, len(clips), batch):

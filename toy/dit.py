@@ -133,7 +133,7 @@ def train_expert(latents: torch.Tensor, rows: list[torch.Tensor], high: bool, va
     boundary, shift = (T2V_BOUNDARY, T2V_SHIFT) if variant == "t2v_a14b" else (I2V_BOUNDARY, I2V_SHIFT)
     model = new_model(variant, seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2 / steps))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=min(0.5, max(0.05, 2 / steps)))
     gen = torch.Generator().manual_seed(seed)
     curve, window, start = [], [], time.perf_counter()
     for step in range(steps):

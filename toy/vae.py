@@ -86,7 +86,7 @@ def train(steps: int = 1200, batch_size: int = 2, windows=((5, 32),), lr: float 
     for p in vae.parameters():
         p.requires_grad_(True)
     opt = torch.optim.Adam(vae.parameters(), lr=lr, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=max(0.05, 2 / steps))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=min(0.5, max(0.05, 2 / steps)))
     curve, start = [], time.perf_counter()
     for step in range(steps):
         frames, crop = windows[step % len(windows)]
