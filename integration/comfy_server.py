@@ -56,7 +56,8 @@ class ComfyServer:
             self.process.wait(STOP_TIMEOUT_S)
 
 
-def start_server(root: Path, log_path: Path, required_nodes=(), timeout: float = START_TIMEOUT_S) -> ComfyServer:
+def start_server(root: Path, log_path: Path, required_nodes=(), timeout: float = START_TIMEOUT_S,
+                 extra_args=()) -> ComfyServer:
     """``python main.py --cpu --listen 127.0.0.1 --port P --cache-none`` in ``root``; returns once /object_info answers.
 
     ``--cache-none`` makes every node of every prompt run: with ComfyUI's default cache a node whose
@@ -65,9 +66,11 @@ def start_server(root: Path, log_path: Path, required_nodes=(), timeout: float =
 
     Raises RuntimeError with the log's tail when the server exits, does not answer in time, or lacks
     one of ``required_nodes`` (a custom node pack failed to import). The process is stopped then.
+    ``extra_args`` go on the command line (a second server of the same tree: its own ``--output-directory``).
     """
     port = free_port()
-    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--cache-none"]
+    command = [sys.executable, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--cache-none",
+               *extra_args]
     log = open(log_path, "wb")
     try:
         process = subprocess.Popen(command, cwd=root, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)

@@ -39,7 +39,7 @@ GGUF_FOLDER = "ComfyUI-GGUF"
 TEST_NODES_FOLDER = "wan22duo_test_nodes"
 # What a user's clone would not contain, or what is ours alone and must not travel into ComfyUI.
 _SKIP = shutil.ignore_patterns(".git", ".venv*", "__pycache__", "*.pyc", ".pytest_cache", "output", "node_modules",
-                               ".whl", ".gl", "out")
+                               ".whl", ".gl", "out", "artifacts")  # artifacts: the browser test's screenshots
 
 
 def pytest_addoption(parser):

@@ -196,3 +196,89 @@ def test_server_runs_the_copied_tree(server, comfy_tree):
         assert cwd.resolve() == comfy_tree.root.resolve()
     info = server.get_json("/object_info/Wan22DuoSampler")["Wan22DuoSampler"]
     assert info["python_module"] == f"custom_nodes.{comfy_tree.pack.name}"
+
+
+def test_t2v_on_two_parallel_workers_runs_on_the_server(server, client, prepared_files, engine_sampling, comfy_tree):
+    """The bundled T2V graph with Wan22DuoParallel(cpu,cpu) on its sampler, twice.
+
+    The workers are spawned from the server's ``main.py`` process (which they must not re-run)
+    and import the pack under ComfyUI's module name; the second prompt reuses the same group.
+    """
+    name = "workflows/api/t2v_a14b.json"
+    api = json.loads((REPO / name).read_text())
+    sampler = next(k for k, node in api.items() if node["class_type"] == "Wan22DuoSampler")
+    api["9000"] = {"class_type": "Wan22DuoParallel", "inputs": {"devices": "cpu,cpu", "cfg_parallel": False}}
+    api[sampler]["inputs"]["parallel"] = ["9000", 0]
+    reports = []
+    for _ in range(2):
+        queued, entry, _ = _run(name, api, server, client, prepared_files, engine_sampling, comfy_tree)
+        (expected,) = prep.expected_switches(queued, engine_sampling)
+        reports.append(_check_switch(name + " + Wan22DuoParallel", queued, entry, expected))
+    assert reports[0] == reports[1]
+    log = server.log_path.read_text(errors="replace")
+    assert log.count("parallel group of 2 ranks on ['cpu', 'cpu'] started") == 1, server.log_tail()  # kept
+
+
+def test_a_batch_spreads_over_two_servers_and_survives_a_dying_one(server, client, prepared_files, engine_sampling,
+                                                                    comfy_tree, tmp_path_factory, capsys):
+    """queue_workflow.py with three --server addresses: an address where nothing listens and two real
+    ComfyUI servers, the second of which is killed (SIGKILL) while it runs a job.
+
+    Both dead servers' jobs go to the surviving one; all four videos arrive, each in its own folder.
+    """
+    import threading
+    import time
+
+    from comfy_server import free_port
+
+    name = "workflows/api/t2v_a14b.json"
+    if name in prepared_files:
+        pytest.fail(f"{name}: {prepared_files[name]}")
+    work = tmp_path_factory.mktemp("batch")
+    workflow = work / "t2v.json"
+    workflow.write_text(json.dumps(prep.shrink(json.loads((REPO / name).read_text()), engine_sampling)))
+    second = start_server(comfy_tree.root, work / "second.log", REQUIRED_NODES,
+                          extra_args=("--output-directory", str(work / "second_output")))
+    dead = f"http://127.0.0.1:{free_port()}"
+    killed = threading.Event()
+
+    def kill_second_mid_job() -> None:
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                if second.get_json("/queue", timeout=5).get("queue_running"):
+                    second.process.kill()
+                    killed.set()
+                    return
+            except OSError:
+                return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_second_mid_job, daemon=True)
+    killer.start()
+    try:
+        queue_module, _ = client
+        capsys.readouterr()
+        code = queue_module.main([str(workflow), "--server", dead, "--server", server.url, "--server", second.url,
+                                  "--seeds", "1-4", "--out", str(work / "out"), "--timeout", str(RUN_TIMEOUT_S)])
+        out = capsys.readouterr().out
+    finally:
+        killer.join(10)
+        second.stop()
+    assert killed.is_set(), f"the second server never ran a job\n{out}"
+    assert code == 0, f"{out}\n--- second server log ---\n{second.log_tail()}"
+    lines = out.splitlines()
+    for url in (dead, second.url):
+        assert any(line.startswith(f"[{url}] unreachable") and "goes to another server" in line for line in lines), out
+    assert "4 of 4 job(s) done, 0 failed" in lines, out
+    assert f"{server.url}: 4 job(s) done" in out, out
+    api = json.loads(workflow.read_text())
+    for seed in range(1, 5):
+        folder = work / "out" / f"job{seed:03d}-seed{seed}"
+        videos = [p for p in folder.iterdir() if p.suffix in VIDEO_SUFFIXES]
+        assert len(videos) == 1, (folder, list(folder.iterdir()))
+        _check_video(videos[0], prep.expected_frames(api, _video_node(api)))
+
+
+def _video_node(api: dict) -> str:
+    return next(k for k, node in api.items() if node["class_type"] == "SaveVideo")

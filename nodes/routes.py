@@ -4,7 +4,7 @@ The canvas plot on ``Wan22DuoSampler`` needs the model's official boundary when 
 ``boundary`` is -1 (auto): 0.875 for T2V-A14B, 0.900 for I2V-A14B, none for TI2V-5B (one model,
 no switch). The browser only knows the loader's ``unet_name``, so it asks
 
-    GET /wan22duo/model_info?name=<file in diffusion_models>
+    GET /wan22duo/model_info?name=<file in diffusion_models (.safetensors or .gguf)>
     -> {"variant": "t2v_a14b" | "i2v_a14b" | "ti2v_5b", "role": ..., "boundary": ..., ...}
     (or {"variant": null, "error": ..., "guess": <same shape from the file name, or null>})
 
@@ -108,10 +108,18 @@ def lookup(name: str, resolve: Callable[[str], Optional[str]]) -> tuple[int, dic
 
 
 def _resolve_in_comfy(name: str) -> Optional[str]:
-    """Full path of a *listed* diffusion model; names outside the list are refused."""
+    """Full path of a file the expert loaders list; names outside that list are refused.
+
+    The list is the loaders' own (``loaders.model_files``): ComfyUI's ``diffusion_models`` list
+    plus the ``.gguf`` files of its paths, which ComfyUI's list never holds, so a GGUF expert is
+    described from its header (``detect_dit`` reads it with ``engine.weights.gguf``) rather than
+    guessed from its name.
+    """
     import folder_paths
 
-    if name not in folder_paths.get_filename_list(FOLDER):
+    from .loaders import model_files
+
+    if name not in model_files():
         return None
     return folder_paths.get_full_path(FOLDER, name)
 

@@ -127,6 +127,8 @@ SAMPLER_TIPS = {
                   "activation estimate. A number (e.g. 12 or 10.5) is that many GB; none: no limit. Blocks that "
                   "do not fit stay in RAM (the model file) and are copied in just before they run, overlapping "
                   "the previous block's compute: slower, but a 14B expert runs on a 12 GB card. Ignored on CPU.",
+    "parallel": "Optional Wan22DuoParallel: run each step split over several devices (worker processes that "
+                "load the experts from their files). No step previews and no cancel inside such a run.",
 }
 
 
@@ -185,12 +187,13 @@ class Wan22DuoSampler:
     def INPUT_TYPES(cls):
         inputs = sampler_inputs("WAN22DUO_MODEL", SAMPLER_TIPS, {"default": 12.0, "min": 0.1})
         inputs["optional"]["gpu_budget"] = ("STRING", {"default": "auto", "tooltip": SAMPLER_TIPS["gpu_budget"]})
+        inputs["optional"]["parallel"] = ("WAN22DUO_PARALLEL", {"tooltip": SAMPLER_TIPS["parallel"]})
         return inputs
 
     def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = 12.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
-               low_noise_model=None, gpu_budget: Optional[str] = None):
+               low_noise_model=None, gpu_budget: Optional[str] = None, parallel: Optional[dict] = None):
         from ..engine.sampling.loop import sample
 
         pos, pos_options = text_context(positive, "positive")
@@ -198,18 +201,22 @@ class Wan22DuoSampler:
         samples = latent["samples"].cpu()  # the engine draws noise and returns results on the CPU
         noise_mask = latent.get("noise_mask")
         handles = [h for h in (high_noise_model, low_noise_model) if h is not None]
-        for device, size in _memory_needed(handles, memory).items():
-            _comfy.free_memory(size, device)
-        progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
-        result = sample(
-            high_noise_model, low_noise_model, samples, pos, neg,
-            seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=shift,
-            boundary=None if boundary < 0 else boundary, switch_step=switch_step,
-            solver=sampler, schedule=scheduler, memory=memory, budget="auto" if gpu_budget is None else gpu_budget,
-            noise_mask=None if noise_mask is None else noise_mask.cpu(),
-            i2v=i2v_conditioning(pos_options, neg_options),
-            callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
-        )
+        settings = dict(seed=seed, steps=steps, cfg_high=cfg_high, cfg_low=cfg_low, shift=shift,
+                        boundary=None if boundary < 0 else boundary, switch_step=switch_step, solver=sampler,
+                        schedule=scheduler, memory=memory, budget="auto" if gpu_budget is None else gpu_budget,
+                        noise_mask=None if noise_mask is None else noise_mask.cpu(),
+                        i2v=i2v_conditioning(pos_options, neg_options))
+        if parallel is not None:  # the workers load the experts; this process holds none of them
+            from .parallel import run_parallel
+
+            result = run_parallel(parallel, high_noise_model, low_noise_model, latent=samples, positive=pos,
+                                  negative=neg, **settings)
+        else:
+            for device, size in _memory_needed(handles, memory).items():
+                _comfy.free_memory(size, device)
+            progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
+            result = sample(high_noise_model, low_noise_model, samples, pos, neg, **settings,
+                            callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check())
         _comfy.empty_cache()
         out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
         return {"ui": {"wan22duo_switch": [result.switch_info()]}, "result": (out, result.switch_step)}

@@ -6,6 +6,10 @@ Writes, for every workflow described in ``WORKFLOWS`` below:
   pack's templates (Workflow -> Browse Templates), and the frontend's Missing Models dialog
   reads ``properties.models`` on the loader nodes.
 * ``workflows/api/<name>.json``: the API format that ``POST /prompt`` accepts as it is.
+* ``example_workflows/<name>.jpg``: the template browser's picture of it (``workflow_thumbnails.py``).
+
+Positions come from ``workflow_layout.py``: each node is described by its column (``x``) and its
+order in the column (``y``), and placed from the sizes ComfyUI's frontend renders.
 
 UI ``widgets_values`` are positional. Their order comes from the live schemas (our nodes'
 ``INPUT_TYPES``; ComfyUI core nodes from ``workflows/schema/comfyui-0.3.76-core-nodes.json``, a
@@ -30,6 +34,9 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from workflow_layout import arrange, first_view, group_box, layout_problems, load_sizes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "example_workflows"
@@ -204,6 +211,7 @@ class Workflow:
     uid: str = ""
     nodes: list = field(default_factory=list)
     groups: list = field(default_factory=list)  # (title, [node ids])
+    title: str = ""  # what it does, for its thumbnail ("T2V-A14B text-to-video")
 
     def add(self, node: Node) -> Node:
         if any(n.id == node.id for n in self.nodes):
@@ -282,7 +290,7 @@ def _output(w: Workflow, latent_from: int, fps: float, prefix: str) -> None:
     w.add(Node(60, "Wan22DuoVAEDecode", (1340, 60), (300, 110), decode,
                {"vae": (30, "vae"), "samples": (latent_from, "latent")}))
     w.add(Node(61, "CreateVideo", (1340, 220), (300, 80), {"fps": fps}, {"images": (60, "images")}))
-    w.add(Node(62, "SaveVideo", (1680, 60), (640, 620),
+    w.add(Node(62, "SaveVideo", (1340, 380), (400, 420),
                {"filename_prefix": f"video/{prefix}", "format": "auto", "codec": "auto"},
                {"video": (61, "VIDEO")}))
     w.groups.append(("Decode and save", [60, 61, 62]))
@@ -309,7 +317,7 @@ def _sampler(w: Workflow, latent: tuple, cond: tuple, settings: dict, low: bool 
 
 def _a14b(name: str, title: str, high: dict, low: dict, prompt: str, sampler: dict, i2v: bool,
           size: tuple = (1280, 720), lightning: bool = False) -> Workflow:
-    w = Workflow(name)
+    w = Workflow(name, title=title)
     w.add(_expert(10, high, "high_noise", (40, 60)))
     w.add(_expert(11, low, "low_noise", (40, 260)))
     high_from, low_from = (10, "model"), (11, "model")
@@ -416,6 +424,7 @@ def _ti2v(name: str, i2v: bool, prompt: str) -> Workflow:
              {"high_from": (10, "model"), "steps": 50, "cfg_high": 5.0, "cfg_low": 5.0, "shift": 5.0}, low=False)
     _output(w, 50, 24.0, f"wan22duo_{name}")
     title = "TI2V-5B image-to-video" if i2v else "TI2V-5B text-to-video"
+    w.title = title
     w.note(1, "Model files", model_note(title, [TI2V_5B, VAE22, UMT5], VAE_5B), (-520, 60), (500, 460))
     w.note(2, "How this workflow samples", _ti2v_note(title, i2v), (-520, 560), (500, 360))
     w.groups[:0] = [("Models", [10, 20, 30]), ("Prompt and size", [21, 22, 40, 31] if i2v else [21, 22, 40]),
@@ -477,8 +486,11 @@ T2V_LOW_GGUF = {"name": "Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf", "directory": "un
 
 def _native_loader(node_id: int, entry: dict, title: str, pos: tuple) -> Node:
     if entry["name"].endswith(".gguf"):
-        return Node(node_id, "UnetLoaderGGUF", pos, (340, 90), {"unet_name": entry["name"]}, title=title,
-                    models=[entry])
+        # No properties.models: ComfyUI 0.3.76's Missing Models dialog checks entries against its own
+        # model lists, which never hold .gguf files, and refuses the "unet" folder for downloads, so it
+        # would mark both experts "Invalid directory specified" even when they are installed. The
+        # download links stay in the model note.
+        return Node(node_id, "UnetLoaderGGUF", pos, (340, 90), {"unet_name": entry["name"]}, title=title)
     return Node(node_id, "UNETLoader", pos, (340, 110), {"unet_name": entry["name"], "weight_dtype": "default"},
                 title=title, models=[entry])
 
@@ -486,7 +498,7 @@ def _native_loader(node_id: int, entry: dict, title: str, pos: tuple) -> Node:
 def _native_output(w: Workflow, fps: float, prefix: str) -> None:
     w.add(Node(60, "VAEDecode", (1340, 60), (300, 60), {}, {"samples": (50, "latent"), "vae": (30, "VAE")}))
     w.add(Node(61, "CreateVideo", (1340, 180), (300, 80), {"fps": fps}, {"images": (60, "IMAGE")}))
-    w.add(Node(62, "SaveVideo", (1680, 60), (640, 620),
+    w.add(Node(62, "SaveVideo", (1340, 380), (400, 420),
                {"filename_prefix": f"video/{prefix}", "format": "auto", "codec": "auto"},
                {"video": (61, "VIDEO")}))
     w.groups.append(("Decode and save", [60, 61, 62]))
@@ -534,7 +546,7 @@ def _native_text(w: Workflow, prompt: str) -> None:
 
 
 def _native_a14b(name: str, title: str, high: dict, low: dict, prompt: str, widgets: dict, i2v: bool) -> Workflow:
-    w = Workflow(name)
+    w = Workflow(name, title=title)
     w.add(_native_loader(10, high, "High-noise expert", (40, 60)))
     w.add(_native_loader(11, low, "Low-noise expert", (40, 260)))
     _native_text(w, prompt)
@@ -554,7 +566,12 @@ def _native_a14b(name: str, title: str, high: dict, low: dict, prompt: str, widg
     _native_output(w, 16.0, f"wan22duo_{name}")
     boundary = 0.900 if i2v else 0.875
     k = _switch_split(s.widgets["steps"], s.widgets["shift"], boundary, s.widgets["scheduler"])
-    w.note(1, "Model files", model_note(title, [high, low, VAE21, UMT5], VAE_A14B), (-520, 60), (500, 560))
+    files_note = model_note(title, [high, low, VAE21, UMT5], VAE_A14B)
+    if high["name"].endswith(".gguf"):
+        files_note += ("\n\nThe two GGUF experts are not in that dialog (ComfyUI's model lists never hold `.gguf` "
+                       "files, so it could not tell them present): download them from the links above into "
+                       "`models/unet/`.")
+    w.note(1, "Model files", files_note, (-520, 60), (500, 560))
     w.note(2, "How this workflow samples", _native_note(title, s.widgets, boundary, k, high["directory"] == "unet"),
            (-520, 660), (500, 460))
     w.groups[:0] = [("Models", [10, 11, 20, 30]), ("Prompt and size", [21, 22, 40, 31] if i2v else [21, 22, 40]),
@@ -575,6 +592,7 @@ def _native_ti2v(name: str, prompt: str) -> Workflow:
                        {"steps": 50, "cfg_high": 5.0, "cfg_low": 5.0, "shift": 5.0}, low=False)
     _native_output(w, 24.0, f"wan22duo_{name}")
     title = "TI2V-5B text-to-video (ComfyUI loaders)"
+    w.title = title
     w.note(1, "Model files", model_note(title, [TI2V_5B, VAE22, UMT5], VAE_5B), (-520, 60), (500, 460))
     w.note(2, "How this workflow samples", _native_note(title, s.widgets, None, 50, False), (-520, 560), (500, 420))
     w.groups[:0] = [("Models", [10, 20, 30]), ("Prompt and size", [21, 22, 40]), ("Sample", [50])]
@@ -645,6 +663,7 @@ _FIRST_LAST_A14B_NOTE = (
 
 def _ti2v_first_last() -> Workflow:
     w = _ti2v("ti2v_5b_first_last", True, FIRST_LAST_PROMPT)
+    w.title = "TI2V-5B first-last frame"
     _end_image(w, (420, 1180))
     latent = w.node(40)
     latent.type = "Wan22DuoTI2VKeyframes"
@@ -822,22 +841,14 @@ def to_ui(w: Workflow, schemas: dict) -> dict:
         "links": links,
         "groups": _groups(w),
         "config": {},
-        "extra": {"ds": {"scale": 0.7, "offset": [560, 320]}},
+        "extra": {"ds": first_view(w)},
         "version": 0.4,
     }
 
 
 def _groups(w: Workflow) -> list:
-    groups = []
-    for i, (title, ids) in enumerate(w.groups, start=1):
-        members = [w.node(n) for n in ids if any(m.id == n for m in w.nodes)]
-        left = min(n.pos[0] for n in members) - 20
-        top = min(n.pos[1] for n in members) - 60
-        right = max(n.pos[0] + n.size[0] for n in members) + 20
-        bottom = max(n.pos[1] + n.size[1] for n in members) + 20
-        groups.append({"id": i, "title": title, "bounding": [left, top, right - left, bottom - top],
-                       "color": "#3f789e", "font_size": 24, "flags": {}})
-    return groups
+    return [{"id": i, "title": title, "bounding": group_box(w, ids), "color": "#3f789e", "font_size": 24, "flags": {}}
+            for i, (title, ids) in enumerate(w.groups, start=1)]
 
 
 def to_api(w: Workflow, schemas: dict) -> dict:
@@ -863,11 +874,48 @@ def dump(data: dict) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
 
-def render(schemas: Optional[dict] = None) -> dict:
+def laid_out() -> list:
+    """Every bundled workflow, placed by ``workflow_layout.arrange``; refuses a layout that covers a node."""
+    sizes = load_sizes()
+    workflows = describe() + describe_native() + describe_keyframes()
+    for w in workflows:
+        arrange(w, sizes)
+        problems = layout_problems(w)
+        if problems:
+            raise ValueError("the layout covers nodes:\n" + "\n".join(problems))
+    return workflows
+
+
+def _sampler_curve(w: Workflow) -> tuple:
+    """(sigmas, high-noise step count, caption) of the workflow's first sampler, for its thumbnail."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from packpath import load_pack
+
+    load_pack()
+    from wan22duo.engine.sampling.schedule import boundary_switch_step, make_schedule
+
+    s = next(n for n in sorted(w.nodes, key=lambda n: n.id) if n.type in ("Wan22DuoSampler", "Wan22DuoModelSampler"))
+    v = s.widgets
+    schedule = make_schedule(v["scheduler"], v["steps"], v["shift"])
+    sigmas = [float(x) for x in schedule.sigmas]
+    if w.name.startswith("ti2v"):
+        return sigmas, v["steps"], f"one model, {v['steps']} steps"
+    k = boundary_switch_step(schedule.timesteps, 0.900 if "i2v" in w.name else 0.875)
+    return sigmas, k, f"high-noise steps 1–{k}, low-noise {k + 1}–{v['steps']}"
+
+
+def write_thumbnails(workflows: list) -> None:
+    from workflow_thumbnails import write
+
+    for w in workflows:
+        write(w, UI_DIR, *_sampler_curve(w))
+
+
+def render(schemas: Optional[dict] = None, workflows: Optional[list] = None) -> dict:
     """``{path: text}`` for every generated file."""
     schemas = schemas if schemas is not None else load_schemas()
     files = {}
-    for w in describe() + describe_native() + describe_keyframes():
+    for w in workflows if workflows is not None else laid_out():
         files[UI_DIR / f"{w.name}.json"] = dump(to_ui(w, schemas))
         files[API_DIR / f"{w.name}.json"] = dump(to_api(w, schemas))
     return files
@@ -904,7 +952,8 @@ def main(argv: Optional[list] = None) -> int:
     if args.core_reference:
         refresh_core_schema(args.core_reference)
     stale = []
-    for path, text in render().items():
+    workflows = laid_out()
+    for path, text in render(workflows=workflows).items():
         current = path.read_text(encoding="utf-8") if path.exists() else None
         if current == text:
             continue
@@ -916,6 +965,8 @@ def main(argv: Optional[list] = None) -> int:
     if args.check and stale:
         print("out of date: " + ", ".join(str(p.relative_to(ROOT)) for p in stale))
         return 1
+    if not args.check:
+        write_thumbnails(workflows)  # JPEG bytes vary by Pillow build: written, never compared
     return 0
 
 

@@ -595,7 +595,9 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     p.add_argument("--steps", type=int)
     p.add_argument("--image", type=Path, help="start image for image-to-video workflows (uploaded first)")
     p.add_argument("--end-image", type=Path, help="end image for the first-last-frame workflows (uploaded first)")
-    p.add_argument("--server", default="http://127.0.0.1:8188")
+    p.add_argument("--server", action="append", default=None,
+                   help="ComfyUI address (default http://127.0.0.1:8188); give it several times to spread a batch "
+                        "over several servers")
     p.add_argument("--out", type=Path, default=Path("out"), help="folder for the downloaded files")
     p.add_argument("--no-websocket", action="store_true",
                    help="follow progress by polling /queue and /history (queue place, start, time running; "
@@ -603,7 +605,11 @@ def parse_args(argv: Optional[list] = None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     p.add_argument("--poll-interval", type=float, default=1.0, help="seconds between /history polls")
     p.add_argument("--dry-run", action="store_true", help="print the workflow that would be queued and stop")
-    return p.parse_args(argv)
+    add_batch_args(p)
+    args = p.parse_args(argv)
+    args.servers = args.server or ["http://127.0.0.1:8188"]
+    args.server = args.servers[0]
+    return args
 
 
 def main(argv: Optional[list] = None) -> int:
@@ -620,6 +626,8 @@ def main(argv: Optional[list] = None) -> int:
     except (WorkflowError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if is_batch(args):
+        return batch_main(args, api)
     if args.dry_run:
         if args.image is not None or args.end_image is not None:  # shown as named after the upload
             api = apply_overrides(api, Overrides(image=args.image and args.image.name,
@@ -645,6 +653,78 @@ def main(argv: Optional[list] = None) -> int:
     for path in paths:
         print(f"saved {path}")
     return 0
+
+
+# ---------------------------------------------------------------- a batch over several servers
+
+
+def add_batch_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--seeds", help="a batch, one video per seed: 1,2,5-8")
+    p.add_argument("--prompts-file", type=Path, help="a batch, one video per prompt: one prompt per line")
+    p.add_argument("--images", type=Path, help="a batch, one video per start image in this folder")
+    p.add_argument("--retries", type=int, default=2,
+                   help="how many times a job whose server dies is given to another server (default 2)")
+
+
+def is_batch(args: argparse.Namespace) -> bool:
+    return len(args.servers) > 1 or any(x is not None for x in (args.seeds, args.prompts_file, args.images))
+
+
+def batch_main(args: argparse.Namespace, api: dict) -> int:
+    """Every combination of seeds, prompts and images, spread over ``args.servers`` (scripts/queue_batch.py).
+
+    Each job's files go to ``<out>/<job label>/``; a summary is printed at the end. The exit
+    status is 0 when every job succeeded, 1 otherwise, 2 for bad batch options.
+    """
+    import threading
+
+    here = str(Path(__file__).resolve().parent)
+    if here not in sys.path:  # this file may have been loaded by path (the integration suite does)
+        sys.path.insert(0, here)
+    import queue_batch
+
+    try:
+        seeds = queue_batch.parse_seeds(args.seeds) if args.seeds else [args.seed]
+        prompts = queue_batch.read_prompts(args.prompts_file) if args.prompts_file else [args.prompt]
+        images = queue_batch.image_folder(args.images) if args.images else [args.image]
+        if args.images is not None and not find_image_loaders(api, "start"):
+            raise WorkflowError(NO_IMAGE_INPUT)
+    except (WorkflowError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    jobs = queue_batch.make_jobs(seeds, prompts, images)
+    if args.dry_run:
+        for job in jobs:
+            print(f"{job.label}: seed {job.seed}, prompt {job.prompt!r}, image {job.image}")
+        return 0
+    printing = threading.Lock()
+
+    def say(line: str) -> None:
+        with printing:
+            print(line, flush=True)
+
+    def run_job(server: str, job) -> list:
+        try:
+            return run_one(server, job)
+        except urllib.error.HTTPError as exc:  # the server answers, with an error: not a dead server
+            raise ComfyError([f"HTTP {exc.code} from {server}: {exc.reason}"]) from None
+
+    def run_one(server: str, job) -> list:
+        client = ComfyClient(server, log=lambda line: say(f"[{server}] {job.label}: {line}"))
+        job_api = apply_overrides(api, Overrides(prompt=job.prompt, seed=job.seed))
+        if job.image is not None:
+            job_api = apply_overrides(job_api, Overrides(image=client.upload_image(job.image)))
+        if args.end_image is not None:
+            job_api = apply_overrides(job_api, Overrides(end_image=client.upload_image(args.end_image)))
+        return run(client, job_api, Path(args.out) / job.label, use_websocket=not args.no_websocket,
+                   poll_interval=args.poll_interval, timeout=args.timeout)
+
+    say(f"{len(jobs)} job(s) over {len(args.servers)} server(s): {', '.join(args.servers)}")
+    outcomes = queue_batch.spread(jobs, args.servers, run_job, retries=args.retries, failure_types=(ComfyError,),
+                                  log=say)
+    for line in queue_batch.summary(outcomes):
+        say(line)
+    return 0 if all(o.ok for o in outcomes) else 1
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Read from the source with ``ast`` (nothing is imported), so a cycle that only a 
 function-level import closes is caught too. The packages, lowest first, and the one
 rule each obeys are in ``engine/__init__.py`` and ``docs/architecture.md``:
 
-    errors < memory < model < weights < sampling < testing
+    errors < memory < model < weights < sampling < parallel < testing
 
 A module may import from its own package or from a lower one. ``engine.testing``
 (fixture writers, simulators) is imported by no product module: not by the rest of
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-LAYERS = ("errors", "memory", "model", "weights", "sampling", "testing")
+LAYERS = ("errors", "memory", "model", "weights", "sampling", "parallel", "testing")
 FIXTURES = "engine.testing"
 
 

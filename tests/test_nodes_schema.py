@@ -13,8 +13,8 @@ NODE_IDS = Path(__file__).resolve().parent.parent / "workflows" / "schema" / "co
 OURS = {**loaders.NODE_CLASS_MAPPINGS, **samplers.NODE_CLASS_MAPPINGS, **vae.NODE_CLASS_MAPPINGS,
         **model_sampler.NODE_CLASS_MAPPINGS, **keyframes.NODE_CLASS_MAPPINGS}
 CATEGORIES = {"Wan22Duo/loaders", "Wan22Duo/sampling", "Wan22Duo/latent", "Wan22Duo/vae", "Wan22Duo/keyframes"}
-SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "WAN22DUO_KEYFRAMES", "MODEL", "CONDITIONING", "LATENT", "IMAGE", "INT",
-           "FLOAT", "STRING", "BOOLEAN"}
+SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "WAN22DUO_KEYFRAMES", "WAN22DUO_PARALLEL", "MODEL", "CONDITIONING",
+           "LATENT", "IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
 @pytest.fixture(autouse=True)

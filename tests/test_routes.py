@@ -89,12 +89,14 @@ class _FakeRoutes:
         return decorate
 
 
-def _install_fake_comfy(monkeypatch, listed, full_paths):
+def _install_fake_comfy(monkeypatch, listed, full_paths, gguf=()):
     fake_routes = _FakeRoutes()
     server = types.ModuleType("server")
     server.PromptServer = types.SimpleNamespace(instance=types.SimpleNamespace(routes=fake_routes))
     folder_paths = types.ModuleType("folder_paths")
-    folder_paths.get_filename_list = lambda folder: list(listed) if folder == "diffusion_models" else []
+    lists = {"diffusion_models": list(listed), "unet_gguf": list(gguf)}  # ComfyUI-GGUF registers unet_gguf
+    folder_paths.folder_names_and_paths = {"diffusion_models": ([], set()), "unet_gguf": ([], {".gguf"})}
+    folder_paths.get_filename_list = lambda folder: lists.get(folder, [])
     folder_paths.get_full_path = lambda folder, name: full_paths.get(name)
     aiohttp = types.ModuleType("aiohttp")
     web = types.ModuleType("aiohttp.web")
@@ -132,3 +134,22 @@ def test_route_reads_a_listed_file(monkeypatch, tmp_path):
     routes.register_routes()
     body = json.loads(_get(fake.handlers[routes.ROUTE], name="a.safetensors")["text"])
     assert body["variant"] == "i2v_a14b" and body["boundary"] == 0.9
+
+
+def test_route_reads_a_gguf_header(monkeypatch, tmp_path):
+    """ComfyUI's diffusion_models list never holds .gguf files; the route takes the loaders' list."""
+    from wan22duo.engine.testing.tiny_gguf import write_tiny_gguf
+
+    path = write_tiny_gguf(tmp_path / "Wan2.2-whatever-Q8_0.gguf", variant="i2v_a14b", qtype="Q8_0")
+    name = path.name
+    fake = _install_fake_comfy(monkeypatch, listed=[], full_paths={name: str(path)}, gguf=[name])
+    routes.register_routes()
+    body = json.loads(_get(fake.handlers[routes.ROUTE], name=name)["text"])
+    # The name says nothing about the variant: only the header can tell I2V-A14B.
+    assert routes.guess_variant(name) is None
+    assert body["variant"] == "i2v_a14b" and body["source"] == "header" and body["boundary"] == 0.9, body
+    # Not in any list: refused without reading, even though the path exists.
+    fake = _install_fake_comfy(monkeypatch, listed=[], full_paths={name: str(path)}, gguf=[])
+    routes.register_routes()
+    body = json.loads(_get(fake.handlers[routes.ROUTE], name=name)["text"])
+    assert body["variant"] is None and "is not a file" in body["error"], body

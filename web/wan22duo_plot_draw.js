@@ -11,10 +11,28 @@ export const COLORS = Object.freeze({
   reported: "#ff6fa0", // the switch step the last run reported, when it differs
   error: "#ff7b6b",
   warning: "#ffb36b",
+  errorOnLight: "#b3261e", // the same on a light palette, where the light ones wash out
+  warningOnLight: "#9a5800",
 });
+
+/** Whether a CSS hex colour ("#rgb" or "#rrggbb") is light (relative luminance above 0.5). */
+export function isLight(color) {
+  const hex = String(color ?? "").trim().replace(/^#/, "");
+  const full = hex.length === 3 ? [...hex].map((c) => c + c).join("") : hex;
+  if (!/^[0-9a-f]{6}$/i.test(full)) return false;
+  const [r, g, b] = [0, 2, 4].map((i) => parseInt(full.slice(i, i + 2), 16) / 255);
+  return 0.2126 * r + 0.7152 * g + 0.0722 * b > 0.5;
+}
+
+/** The error and warning colours readable on the plot's background. */
+export function messageColors(background) {
+  return isLight(background)
+    ? { error: COLORS.errorOnLight, warning: COLORS.warningOnLight }
+    : { error: COLORS.error, warning: COLORS.warning };
+}
 const DEFAULT_THEME = { background: "#222", outline: "#666", text: "#ddd", dim: "#999" };
 const MARGIN = 15; // LiteGraph's widget side margin
-const CAPTION_LINES = 2;
+const CAPTION_LINES = 3; // who runs which steps; boundary (or a warning); shift and the last run
 const LINE_HEIGHT = 14;
 const MESSAGE_LINE_HEIGHT = 13;
 const BOTTOM_PAD = 6; // kept free under the plot when it fills the node
@@ -85,6 +103,42 @@ export function wrapText(ctx, str, maxWidth, maxLines) {
 export function plotHeight(nodeHeight, top, isLastWidget) {
   if (!isLastWidget || !Number.isFinite(nodeHeight) || !Number.isFinite(top)) return PLOT_HEIGHT;
   return Math.max(PLOT_HEIGHT, Math.floor(nodeHeight - top - BOTTOM_PAD));
+}
+
+/**
+ * The plot's height for one draw call. Nodes 2.0 gives the widget a canvas of its own, sized to
+ * computeSize, and passes that height: the plot must fit inside it. The classic canvas passes the
+ * row height (LiteGraph.NODE_WIDGET_HEIGHT, meaningless for a tall widget) and lays the plot out
+ * from computeSize, so it gets PLOT_HEIGHT, or down to the node's bottom edge (plotHeight).
+ */
+export function plotBoxHeight({ ownCanvas, given, nodeHeight, top, isLastWidget }) {
+  if (ownCanvas) return Number.isFinite(given) && given > 0 ? given : PLOT_HEIGHT;
+  return plotHeight(nodeHeight, top, isLastWidget);
+}
+
+// Nodes 2.0 (frontend 1.33, WidgetLegacy) places a widget's own canvas 13 px above its row
+// (class "mt-[-13px]"), over the bottom of the widget row before it.
+export const OWN_CANVAS_OVERLAP = 13;
+
+/**
+ * The box to draw the plot in: on a Nodes 2.0 canvas, the given height less the strip the
+ * frontend lays over the row above (left empty, so that row stays readable); on the classic
+ * canvas, from the widget's y down to plotBoxHeight.
+ */
+export function plotBox({ ownCanvas, given, nodeHeight, top, isLastWidget, width }) {
+  const height = plotBoxHeight({ ownCanvas, given, nodeHeight, top, isLastWidget });
+  if (!ownCanvas) return { x: 0, y: top, width, height };
+  const y = Math.max(top, OWN_CANVAS_OVERLAP);
+  return { x: 0, y, width, height: Math.max(0, height - (y - top)) };
+}
+
+/** "shift 8 from ModelSamplingSD3", "shift 12 (official, T2V-A14B)", "shift 5": which shift the plan used. */
+export function shiftText(shift) {
+  if (!shift || !Number.isFinite(shift.value)) return null;
+  const value = `shift ${Number(shift.value.toFixed(3))}`;
+  if (shift.source === "ModelSamplingSD3") return `${value} from ModelSamplingSD3`;
+  if (shift.source === "official") return `${value} (official${shift.label ? `, ${shift.label}` : ""}; shift -1)`;
+  return `${value} (sampler)`;
 }
 
 function frame(ctx, x, y, w, h, theme) {
@@ -222,7 +276,8 @@ function drawMessage(ctx, x, y, w, h, title, message, theme) {
   ctx.font = "10px sans-serif";
   const maxLines = Math.max(1, Math.floor((y + h - 6 - (first + MESSAGE_LINE_HEIGHT)) / MESSAGE_LINE_HEIGHT) + 1);
   wrapText(ctx, message, textWidth, maxLines).forEach((row, i) => {
-    text(ctx, row, x + 8, first + (i + 1) * MESSAGE_LINE_HEIGHT, COLORS.error, 10, "left", textWidth);
+    text(ctx, row, x + 8, first + (i + 1) * MESSAGE_LINE_HEIGHT, messageColors(theme.background).error, 10, "left",
+      textWidth);
   });
 }
 
@@ -248,7 +303,8 @@ export function reportedNote(plan, reported) {
 }
 
 /**
- * Draw into box {x, y, width, height}. view = {plan, reported, lowQuality}; theme colors are
+ * Draw into box {x, y, width, height}. view = {plan, reported, lowQuality, shift}; shift is
+ * {value, source, label} (see shiftText) or absent; theme colors are
  * optional. Never throws on odd input: a plan with an error is drawn as its message.
  */
 export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
@@ -291,9 +347,11 @@ export function drawSwitchPlot(ctx, box, view, theme = DEFAULT_THEME) {
   }
   if (!lowQuality) {
     text(ctx, plan.caption, x + 8, captionTop + LINE_HEIGHT - 2, t.text, 12, "left", textWidth);
-    const second = plan.warning ?? (runNote ? `${runNote} · ${plan.note}` : plan.note);
-    const color = plan.warning ? COLORS.warning : t.dim;
+    const second = plan.warning ?? plan.note;
+    const color = plan.warning ? messageColors(t.background).warning : t.dim;
     text(ctx, second ?? "", x + 8, captionTop + 2 * LINE_HEIGHT - 2, color, 10, "left", textWidth);
+    const third = [shiftText(view?.shift), runNote].filter(Boolean).join(" · ");
+    if (third) text(ctx, third, x + 8, captionTop + 3 * LINE_HEIGHT - 2, t.dim, 10, "left", textWidth);
   }
   call(ctx, "restore");
 }

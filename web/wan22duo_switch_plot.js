@@ -12,9 +12,9 @@ import { api } from "../../scripts/api.js";
 import {
   MODEL_SOCKETS, WATCHED, parseReport, resolveShift, samplerInputs, upstreamModelName, upstreamShift,
 } from "./wan22duo_graph.js";
-import { createModelInfoClient } from "./wan22duo_model_info.js";
-import { PLOT_HEIGHT, drawSwitchPlot, plotHeight } from "./wan22duo_plot_draw.js";
-import { planSwitch } from "./wan22duo_switch_plan.js";
+import { LABELS, createModelInfoClient } from "./wan22duo_model_info.js";
+import { PLOT_HEIGHT, drawSwitchPlot, plotBox } from "./wan22duo_plot_draw.js";
+import { FALLBACK_VARIANT, planSwitch } from "./wan22duo_switch_plan.js";
 
 const NODE_CLASSES = new Set(["Wan22DuoSampler", "Wan22DuoModelSampler"]);
 const MODEL_SAMPLER = "Wan22DuoModelSampler"; // ComfyUI MODEL inputs: shift -1 = from the MODEL
@@ -48,17 +48,21 @@ function currentView(node, lowQuality) {
   const info = modelInfo.get(upstreamModelName(node, "high_noise_model"));
   const inputs = samplerInputs(node, info?.variant);
   let shiftError = null;
+  let shift = { value: inputs.shift, source: "sampler" };
   if ((node.comfyClass ?? node.type) === MODEL_SAMPLER) {
     const resolved = resolveShift(inputs.shift, inputs.variant, upstreamShift(node, "high_noise_model"),
       upstreamShift(node, "low_noise_model"));
     if (resolved.error) shiftError = resolved.error;
-    else inputs.shift = resolved.shift;
+    else {
+      inputs.shift = resolved.shift;
+      shift = { value: resolved.shift, source: resolved.source, label: LABELS[inputs.variant ?? FALLBACK_VARIANT] };
+    }
   }
   const key = JSON.stringify([inputs, shiftError]);
   const cache = node.__wan22duoPlan;
   const plan = cache?.key === key ? cache.plan : shiftError ? { error: shiftError } : planSwitch(inputs);
   node.__wan22duoPlan = { key, plan };
-  return { plan, reported: node.__wan22duoRun ?? null, lowQuality };
+  return { plan, reported: node.__wan22duoRun ?? null, lowQuality, shift };
 }
 
 function theme() {
@@ -82,13 +86,14 @@ function makePlotWidget(node) {
     computeSize(width) {
       return [width ?? node.size?.[0] ?? 0, PLOT_HEIGHT];
     },
-    draw(ctx, _node, width, y, _height, lowQuality) {
+    draw(ctx, _node, width, y, given, lowQuality) {
       try {
-        // Fill the node down to its bottom edge when it is taller than needed (LiteGraph draws a
-        // computeSize widget at its fixed height and leaves the rest of the node empty).
+        // Nodes 2.0 draws the widget on a canvas of its own and passes its height; the classic
+        // canvas passes a row height, and there the plot fills the node down to its bottom edge.
+        const ownCanvas = !!ctx?.canvas && ctx.canvas !== app.canvas?.canvas;
         const last = node.widgets?.[node.widgets.length - 1] === this;
-        const height = plotHeight(node.size?.[1], y, last);
-        drawSwitchPlot(ctx, { x: 0, y, width, height }, currentView(node, !!lowQuality), theme());
+        const box = plotBox({ ownCanvas, given, nodeHeight: node.size?.[1], top: y, isLastWidget: last, width });
+        drawSwitchPlot(ctx, box, currentView(node, !!lowQuality), theme());
       } catch (err) {
         if (!warned) console.warn("[wan22duo] switch plot could not draw:", err);
         warned = true;

@@ -20,7 +20,7 @@ place. The forward is for inference: call it under ``torch.no_grad()`` or
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -165,12 +165,16 @@ class SelfAttention(nn.Module):
     def heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.num_heads, -1))
 
-    def forward(self, x: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
-        """x: ``[B, L, D]`` in the compute dtype; q and k get RoPE, v does not."""
+    def forward(self, x: torch.Tensor, freqs: torch.Tensor, attend: Callable = attention) -> torch.Tensor:
+        """x: ``[B, L, D]`` in the compute dtype; q and k get RoPE, v does not.
+
+        ``attend(q, k, v)`` is the attention over ``[B, L, N, d]`` (a sequence-parallel
+        model passes one that first gathers the other ranks' tokens, see ``SequenceSplit``).
+        """
         q = apply_rope(self.heads(self.norm_q(self.q(x))), freqs).to(x.dtype)
         k = apply_rope(self.heads(self.norm_k(self.k(x))), freqs).to(x.dtype)
         v = self.heads(self.v(x))
-        return self.o(attention(q, k, v))
+        return self.o(attend(q, k, v))
 
 
 class CrossAttention(SelfAttention):
@@ -223,7 +227,7 @@ class WanBlock(nn.Module):
         self.modulation = nn.Parameter(torch.empty(1, 6, dim), requires_grad=False)
 
     def forward(self, x: torch.Tensor, e0: torch.Tensor, context: torch.Tensor, freqs: torch.Tensor,
-                dtype: torch.dtype, ffn_chunk: Optional[int]) -> torch.Tensor:
+                dtype: torch.dtype, ffn_chunk: Optional[int], attend: Callable = attention) -> torch.Tensor:
         """x: float32 stream ``[B, L, D]``; e0: ``[B, G, 6, D]`` float32 per token group."""
         b, length, dim = x.shape
         groups = e0.shape[1]
@@ -233,7 +237,7 @@ class WanBlock(nn.Module):
         xg = x.view(b, groups, -1, dim)
 
         u = modulate(self.norm1(xg), shift1, scale1).to(dtype).view(b, length, dim)
-        y = self.self_attn(u, freqs).view(b, groups, -1, dim)
+        y = self.self_attn(u, freqs, attend).view(b, groups, -1, dim)
         x = add_gated(xg, y, gate1).view(b, length, dim)
 
         x = x.add_(self.cross_attn(self.norm3(x).to(dtype), context))
@@ -265,6 +269,24 @@ class Head(nn.Module):
 # ---------------------------------------------------------------- model
 
 
+class SequenceSplit(Protocol):
+    """How one process of a sequence-parallel group holds its share of the tokens.
+
+    ``engine.parallel.sequence`` implements it (Ulysses all-to-all over heads); the model
+    is told to use one through ``forward(..., sequence=...)`` and never imports it.
+    """
+
+    def split(self, x: torch.Tensor, e: torch.Tensor, e0: torch.Tensor,
+              freqs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """This rank's tokens, time embeddings and RoPE rows (see ``WanModel.forward``)."""
+
+    def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Self-attention of the local queries over every rank's keys: ``[B, L_local, N*d]``."""
+
+    def gather(self, out: torch.Tensor) -> torch.Tensor:
+        """The head output ``[B, L_local, C]`` of every rank, as ``[B, L, C]`` in token order."""
+
+
 class WanModel(nn.Module):
     """The Wan 2.2 DiT. ``forward(x, t, context)`` returns the float32 flow velocity.
 
@@ -274,6 +296,8 @@ class WanModel(nn.Module):
     enough that the FFN's hidden activations are no larger than the residual stream
     (at least 512 tokens), 0 disables chunking.
     """
+
+    pads_context = True  # contexts shorter than text_len are padded with zero rows (guidance may batch them)
 
     def __init__(self, config: WanConfig, compute_dtype: torch.dtype = torch.float32,
                  ffn_chunk: Optional[int] = None) -> None:
@@ -305,7 +329,8 @@ class WanModel(nn.Module):
     def device(self) -> torch.device:
         return self.head.modulation.device
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor,
+                sequence: Optional[SequenceSplit] = None) -> torch.Tensor:
         """Velocity for latents ``x [B, in_dim, T, h, w]`` at timesteps ``t``.
 
         ``t``: ``[B]`` (or a scalar) or ``[B, L]`` with one value per token in (t, h, w)
@@ -315,6 +340,11 @@ class WanModel(nn.Module):
         reference does (the padded rows take part in the unmasked cross-attention);
         longer contexts are used whole, as ComfyUI does (the reference's tokenizer would
         have cut them at 512). Returns float32 ``[B, out_dim, T, h, w]``.
+
+        ``sequence``: this process's share of a sequence-parallel group. The blocks and
+        the head then run on its slice of the tokens, self-attention goes through
+        ``sequence.attend`` and the head's output is gathered, so every rank returns the
+        whole velocity (``engine.parallel.sequence.SequenceParallel`` passes it).
         """
         cfg, dtype = self.config, self.compute_dtype
         b, grid = self._check_inputs(x, t, context)
@@ -332,9 +362,15 @@ class WanModel(nn.Module):
         chunk = self.ffn_chunk
         if chunk is None:
             chunk = ffn_chunk_tokens(cfg, length)  # the term engine.memory.estimates's activation estimate counts
+        attend = attention
+        if sequence is not None:
+            x, e, e0, freqs = sequence.split(x, e, e0, freqs)
+            attend = sequence.attend
         for block in self.blocks:
-            x = block(x, e0, context, freqs, dtype, chunk)
+            x = block(x, e0, context, freqs, dtype, chunk, attend)
         out = self.head(x, e)
+        if sequence is not None:
+            out = sequence.gather(out)
         return self.unpatchify(out, grid)
 
     def time_embed(self, t_groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,9 +6,10 @@ both velocities in one forward: each weight is read once per step instead of twi
 and the launches and Python overhead of the second forward go away. Every operation
 of the DiT is per sample, so the result equals two passes up to float summation order.
 
-It applies when the contexts can share one tensor: equal lengths, or (for a
-``WanModel``, which pads every context with zero rows to ``text_len`` itself) both
-no longer than ``text_len``, padded here in the same way. Otherwise, when the batched
+It applies when the contexts can share one tensor: equal lengths, or (for a model
+whose ``pads_context`` is true, as ``WanModel`` and the parallel wrappers of it, which
+pad every context with zero rows to ``text_len`` themselves) both no longer than
+``text_len``, padded here in the same way. Otherwise, when the batched
 forward runs out of memory (that model then keeps two passes for the rest of the
 process), or when switched off with :func:`set_batched_guidance`, the sampler runs
 the two passes one after the other.
@@ -22,7 +23,6 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from ..model.dit import WanModel
 from ..memory.residency import free_cached_memory
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def shared_contexts(model: Callable, positive: torch.Tensor,
     """``(positive, negative)`` at one common length, or None when they cannot share a batch."""
     if positive.shape == negative.shape:
         return positive, negative
-    if not isinstance(model, WanModel) or positive.shape[0] != negative.shape[0]:
+    if not getattr(model, "pads_context", False) or positive.shape[0] != negative.shape[0]:
         return None
     text_len = model.config.text_len
     if max(positive.shape[1], negative.shape[1]) > text_len:

@@ -106,3 +106,81 @@ test("the plot fills a taller node and keeps its height otherwise", () => {
   const caption = ctx.texts().find((c) => c[1].startsWith("high-noise steps"));
   assert.ok(caption[3] > 300 + PLOT_HEIGHT, "the caption sits at the bottom of the grown plot");
 });
+
+// Nodes 2.0 (Vue nodes) gives the plot a canvas of its own and passes its height; the plot must
+// stay inside it whatever the node's size, caption and labels included (it used to size itself
+// from the node and was cut mid-curve).
+test("plotBoxHeight: the given height on an own canvas, the node's remaining height on the shared one", async () => {
+  const { plotBoxHeight } = await import("../wan22duo_plot_draw.js");
+  assert.equal(plotBoxHeight({ ownCanvas: true, given: 156, nodeHeight: 780, top: 1, isLastWidget: true }), 156);
+  assert.equal(plotBoxHeight({ ownCanvas: true, given: 90, nodeHeight: 780, top: 1, isLastWidget: true }), 90);
+  assert.equal(plotBoxHeight({ ownCanvas: true, given: undefined, nodeHeight: 780, top: 1, isLastWidget: true }),
+    PLOT_HEIGHT);
+  // Classic: LiteGraph passes the row height (20); the plot fills down to the node's bottom edge.
+  assert.equal(plotBoxHeight({ ownCanvas: false, given: 20, nodeHeight: 700, top: 394, isLastWidget: true }),
+    plotHeight(700, 394, true));
+  assert.ok(plotHeight(700, 394, true) > PLOT_HEIGHT);
+});
+
+test("in a Nodes 2.0 canvas of the given height, every caption line and label is drawn inside it", async () => {
+  const { plotBoxHeight, shiftText } = await import("../wan22duo_plot_draw.js");
+  const plan = planSwitch({ scheduler: "wan", steps: 40, shift: 8, boundary: -1, switchStep: -1, variant: "t2v_a14b" });
+  const shift = { value: 8, source: "ModelSamplingSD3" };
+  for (const width of [220, 300, 420, 800]) {
+    const ctx = recordingContext();
+    const height = plotBoxHeight({ ownCanvas: true, given: PLOT_HEIGHT, nodeHeight: 2000, top: 1, isLastWidget: true });
+    drawSwitchPlot(ctx, { x: 0, y: 1, width, height }, { plan, shift });
+    const texts = ctx.texts();
+    const caption = texts.find((c) => c[1] === plan.caption || c[1].startsWith("high-noise steps"));
+    assert.ok(caption, `width ${width}: no caption in ${texts.map((c) => c[1]).join(" | ")}`);
+    assert.ok(texts.some((c) => c[1].startsWith("shift 8")), texts.map((c) => c[1]).join(" | "));
+    assert.ok(texts.some((c) => c[1].startsWith("switch ")), "the switch label");
+    for (const c of ctx.calls.filter((c) => ["moveTo", "lineTo", "fillText", "fillRect"].includes(c[0]))) {
+      const y = c[0] === "fillText" ? c[3] : c[2];
+      assert.ok(y >= 1 && y <= 1 + height, `width ${width}: ${JSON.stringify(c)} is outside 1..${1 + height}`);
+    }
+  }
+});
+
+test("shiftText says which shift the plot used and where it came from", async () => {
+  const { shiftText } = await import("../wan22duo_plot_draw.js");
+  assert.equal(shiftText({ value: 8, source: "ModelSamplingSD3" }), "shift 8 from ModelSamplingSD3");
+  assert.equal(shiftText({ value: 12, source: "official", label: "T2V-A14B" }), "shift 12 (official, T2V-A14B; shift -1)");
+  assert.equal(shiftText({ value: 5, source: "sampler" }), "shift 5 (sampler)");
+  assert.equal(shiftText(null), null);
+  assert.equal(shiftText({ value: NaN, source: "sampler" }), null);
+});
+
+test("errors and warnings use dark colours on a light palette, light ones on a dark palette", async () => {
+  const { COLORS: C, isLight, messageColors } = await import("../wan22duo_plot_draw.js");
+  assert.equal(isLight("#222"), false);
+  assert.equal(isLight("#ffffff"), true);
+  assert.equal(isLight("#d4d4d4"), true);
+  assert.equal(isLight("not a colour"), false);
+  assert.deepEqual(messageColors("#222"), { error: C.error, warning: C.warning });
+  assert.deepEqual(messageColors("#fafafa"), { error: C.errorOnLight, warning: C.warningOnLight });
+  const plan = planSwitch({ scheduler: "wan", steps: 40, shift: 12, boundary: -1, switchStep: 57, variant: "t2v_a14b" });
+  const ctx = recordingContext();
+  const styles = [];
+  const fillText = ctx.fillText;
+  ctx.fillText = (...args) => { styles.push(ctx.fillStyle); return fillText(...args); };
+  drawSwitchPlot(ctx, { x: 0, y: 0, width: 400, height: PLOT_HEIGHT }, { plan }, { background: "#f5f5f5" });
+  assert.ok(styles.includes(C.errorOnLight) && !styles.includes(C.error), styles.join(" "));
+});
+
+test("on a Nodes 2.0 canvas the plot leaves the strip over the row above empty and ends inside the canvas", async () => {
+  const { OWN_CANVAS_OVERLAP, plotBox } = await import("../wan22duo_plot_draw.js");
+  const box = plotBox({ ownCanvas: true, given: PLOT_HEIGHT, nodeHeight: 900, top: 1, isLastWidget: true, width: 300 });
+  assert.equal(box.y, OWN_CANVAS_OVERLAP);
+  assert.equal(box.y + box.height, 1 + PLOT_HEIGHT);
+  const plan = planSwitch({ scheduler: "wan", steps: 40, shift: 12, boundary: -1, switchStep: -1, variant: "t2v_a14b" });
+  const ctx = recordingContext();
+  drawSwitchPlot(ctx, box, { plan, shift: { value: 12, source: "sampler" } });
+  for (const c of ctx.calls.filter((c) => ["moveTo", "lineTo", "fillText", "fillRect"].includes(c[0]))) {
+    const y = c[0] === "fillText" ? c[3] - 10 : c[2]; // a text's top is about its size above the baseline
+    assert.ok(y >= OWN_CANVAS_OVERLAP && y <= 1 + PLOT_HEIGHT, JSON.stringify(c));
+  }
+  // Classic: unchanged, from the widget's y.
+  const classic = plotBox({ ownCanvas: false, given: 20, nodeHeight: 700, top: 394, isLastWidget: true, width: 300 });
+  assert.deepEqual([classic.y, classic.height], [394, plotHeight(700, 394, true)]);
+});
