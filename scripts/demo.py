@@ -1,16 +1,21 @@
 """Run the pack's nodes end to end without ComfyUI and without downloads.
 
     python scripts/demo.py [--out output] [--steps 8] [--gif]
+    python scripts/demo.py --toy [--toy-weights toy/weights] [--caption "a red disc moves right over a gray background"]
 
-It writes tiny *random-weight* checkpoints (two T2V-A14B-shaped experts and a Wan 2.1
-VAE) to a temporary folder, then calls the same node classes ComfyUI would:
+By default it writes tiny *random-weight* checkpoints (two T2V-A14B-shaped experts and a
+Wan 2.1 VAE) to a temporary folder, then calls the same node classes ComfyUI would:
 Wan22DuoExpertLoader x2 -> Wan22DuoEmptyLatent -> Wan22DuoSampler (both experts, the
 official switch rule) -> Wan22DuoVAEDecode, and saves the frames as an animated WebP
 (and optionally a GIF). There is no text encoder here either: the prompts are random
-tensors of the umT5-XXL shape [1, tokens, 4096].
+tensors of the umT5-XXL shape [1, tokens, 4096]. Random weights give noise, not a
+picture: the demo shows that loading, expert switching, sampling, decoding and saving
+work, and how long they take on this machine.
 
-Random weights give noise, not a picture. The demo shows that loading, expert
-switching, sampling, decoding and saving work, and how long they take on this machine.
+--toy runs the same nodes on the toy Wan 2.2 MoE of toy/ (experts and VAE files written by
+scripts/train_toy.py), with the caption through the toy text encoder, and prints the toy
+quality score of the video against its caption. No trained toy weights are committed yet
+(toy/build.py says why), so --toy needs a folder of trained toy files.
 """
 from __future__ import annotations
 
@@ -31,12 +36,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
                                      formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "output", help="folder for the video (default: output/)")
-    parser.add_argument("--width", type=int, default=96, help="multiple of 16 (default 96)")
+    parser.add_argument("--caption", default=None,
+                        help='toy caption (default "a red disc moves right over a gray background")')
+    parser.add_argument("--toy", action="store_true", help="sample the trained toy model instead of random weights")
+    parser.add_argument("--toy-weights", type=Path, default=None, help="folder of toy files (default toy/weights)")
+    parser.add_argument("--width", type=int, default=None, help="multiple of 16 (default 96; the toy's 64)")
     parser.add_argument("--height", type=int, default=64, help="multiple of 16 (default 64)")
-    parser.add_argument("--frames", type=int, default=13, help="4n+1 (default 13)")
-    parser.add_argument("--steps", type=int, default=8, help="sampling steps over both experts (default 8)")
+    parser.add_argument("--frames", type=int, default=None, help="4n+1 (default 13; the toy's 17)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps over both experts (default 8; toy 20)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gif", action="store_true", help="also write a GIF")
+    parser.add_argument("--strip", action="store_true", help="also write a PNG strip of 6 frames side by side")
     return parser.parse_args(argv)
 
 
@@ -55,6 +65,17 @@ def save_video(images, path: Path, fps: int = FPS) -> Path:
     frames = [Image.fromarray((f.clamp(0, 1) * 255).round().byte().numpy()) for f in images]
     extra = {"lossless": False, "quality": 80} if path.suffix == ".webp" else {}
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=round(1000 / fps), loop=0, **extra)
+    return path
+
+
+def save_strip(images, path: Path, count: int = 6) -> Path:
+    """``count`` evenly spaced frames of IMAGE ``[frames, H, W, 3]`` side by side, as a PNG."""
+    import torch
+    from PIL import Image
+
+    picks = torch.linspace(0, images.shape[0] - 1, count).round().long()
+    strip = torch.cat([images[i] for i in picks], dim=1)
+    Image.fromarray((strip.clamp(0, 1) * 255).round().byte().numpy()).save(path)
     return path
 
 
@@ -79,9 +100,46 @@ def make_out_folder(out: Path) -> None:
         raise SystemExit(f"error: --out {out}: cannot make this folder ({why}); give a folder path") from None
 
 
+def run_toy(args) -> tuple[list[Path], object]:
+    """Sample the trained toy, save the video and print its score; returns (files, Score)."""
+    from wan22duo.toy import run, score
+
+    caption = args.caption or run.DEFAULT_CAPTION
+    print(f"Wan 2.2 Duo demo: the toy Wan 2.2 MoE ({args.toy_weights or 'toy/weights'}), caption {caption!r}")
+    start = time.perf_counter()
+    models = run.load(args.toy_weights)
+    print(f"loaded {models['high']!r}\n       {models['low']!r}")
+    images, switch_step = run.generate(models, caption, seed=args.seed, steps=args.steps,
+                                       width=args.width, height=args.height, frames=args.frames)
+    print(f"sampled {args.steps} steps at shift 12: high-noise steps 1-{switch_step}, "
+          f"low-noise steps {switch_step + 1}-{args.steps}")
+    make_out_folder(args.out)
+    written = [save_video(images, args.out / "demo_t2v.webp")]
+    if args.gif:
+        written.append(save_video(images, args.out / "demo_t2v.gif"))
+    if args.strip:
+        written.append(save_strip(images, args.out / "demo_t2v_strip.png"))
+    print(f"decoded {images.shape[0]} frames of {images.shape[2]}x{images.shape[1]}; wrote "
+          + ", ".join(str(p) for p in written) + f" in {time.perf_counter() - start:.1f} s")
+    result = score.score_video(images, caption)
+    print("toy quality " + result.line())
+    return written, result
+
+
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     load_pack()
+    if args.toy:
+        from wan22duo.toy import data
+
+        defaults = {"width": data.WIDTH, "frames": data.FRAMES, "steps": 20}
+    else:
+        defaults = {"width": 96, "frames": 13, "steps": 8}
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.toy:
+        return run_toy(args)[0]
     from wan22duo.nodes.loaders import Wan22DuoExpertLoader, Wan22DuoVAELoader
     from wan22duo.nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoSampler
     from wan22duo.nodes.vae import Wan22DuoVAEDecode

@@ -32,3 +32,20 @@ def test_out_under_a_regular_file_is_a_one_line_error(tmp_path):
         assert message == f"error: --out {out}: cannot make this folder ({blocker} is a file, not a folder); " \
                           "give a folder path"
     assert blocker.read_text() == "a file, not a folder"
+
+
+def test_toy_demo_runs_the_toy_files_through_the_nodes_and_prints_a_score(tmp_path, capsys):
+    from wan22duo.toy import build, dit
+    from wan22duo.toy import vae as toy_vae
+
+    # Untrained toy files (no trained ones are committed yet): this checks the path, not the quality.
+    build.save(dit.new_model(seed=1), "t2v_high", "untrained", tmp_path)
+    build.save(dit.new_model(seed=2), "t2v_low", "untrained", tmp_path)
+    build.save(toy_vae.new_vae(base_dim=4), "vae", "untrained", tmp_path)
+    written = demo.main(["--toy", "--toy-weights", str(tmp_path), "--out", str(tmp_path), "--steps", "2"])
+    assert written == [tmp_path / "demo_t2v.webp"]
+    with Image.open(written[0]) as video:
+        assert video.size == (64, 64) and video.n_frames == 17
+    printed = capsys.readouterr().out
+    assert "toy Wan 2.2 MoE" in printed and "high-noise steps 1-2" in printed
+    assert "toy quality score " in printed and "colour" in printed
