@@ -202,6 +202,12 @@ def test_switch_plot_drawn_with_caption(name, mode, request):
     assert problems == [], f"see {ARTIFACTS / f'{mode}-{name}.png'}\n" + "\n".join(problems)
 
 
+# The pictures on screen: the cards show them as blob: URLs, and only those near the view; ours are the
+# only 512 x 512 ones in the pack's category.
+SHOWN_PICTURES = ("() => Array.from(document.querySelectorAll('img'))"
+                  ".filter(i => i.complete && i.naturalWidth === 512 && i.naturalHeight === 512).length")
+
+
 def test_template_browser_shows_the_pack_with_thumbnails(chromium, web_server):
     with browser.browser_page(web_server.url, MODES["classic"], chromium) as page:
         page.page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
@@ -209,16 +215,13 @@ def test_template_browser_shows_the_pack_with_thumbnails(chromium, web_server):
         page.page.get_by_text("ComfyUI-Wan22Duo", exact=True).first.click()
         page.page.wait_for_timeout(3000)
         page.screenshot(ARTIFACTS / "template-browser.png")
+        shown_top = page.page.evaluate(SHOWN_PICTURES)
         for _ in range(4):  # the cards below the fold load their pictures when scrolled into view
             page.page.mouse.move(1100, 700)
             page.page.mouse.wheel(0, 1500)
             page.page.wait_for_timeout(1000)
         page.screenshot(ARTIFACTS / "template-browser-scrolled.png")
-        # The cards show the pictures as blob: URLs, and only those near the view; ours are the only
-        # 512 x 512 ones in the pack's category.
-        shown = page.page.evaluate(
-            "() => Array.from(document.querySelectorAll('img'))"
-            ".filter(i => i.complete && i.naturalWidth === 512 && i.naturalHeight === 512).length")
+        shown_bottom = page.page.evaluate(SHOWN_PICTURES)
         pack = "/workflow_templates/ComfyUI-Wan22Duo/"
         failed = [url for status, url in page.failed if pack in url]
         loaded = {url.rsplit("/", 1)[-1] for url in page.loaded if pack in url and url.endswith(".jpg")}
@@ -226,7 +229,11 @@ def test_template_browser_shows_the_pack_with_thumbnails(chromium, web_server):
     # Every card of the pack asked for its picture and got it.
     expected = {f"{p.stem}.jpg" for p in UI_WORKFLOWS}
     assert loaded == expected, f"thumbnails loaded: {sorted(loaded)}; expected {sorted(expected)}"
-    assert shown >= min(8, len(expected)), f"only {shown} pictures shown (a row of 4 cards, two rows in view)"
+    # Rows of 4 cards, two rows in view: the first two rows at the top, the last two once scrolled down.
+    n = len(expected)
+    assert shown_top >= min(8, n), f"only {shown_top} pictures shown at the top (two rows of 4 in view)"
+    last_two_rows = min(n, (n % 4 or 4) + 4)
+    assert shown_bottom >= last_two_rows, f"only {shown_bottom} pictures shown at the bottom ({last_two_rows} cards)"
 
 
 def test_gguf_workflow_missing_models_dialog_has_no_invalid_entries(chromium, web_server):
