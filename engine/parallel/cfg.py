@@ -19,10 +19,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .sequence import ParallelError, Traffic
+from .sequence import ParallelError, Traffic, WrapsModel
 
 
-class CfgParallel(nn.Module):
+class CfgParallel(WrapsModel):
     """``model`` with its two guidance passes split over the two ranks of ``group``."""
 
     def __init__(self, model: nn.Module, group: Any = None) -> None:
@@ -37,18 +37,6 @@ class CfgParallel(nn.Module):
         self.group = group
         self.rank = dist.get_rank(group)
         self.traffic = Traffic()
-
-    @property
-    def config(self) -> Any:
-        return self.model.config
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return self.model.compute_dtype
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.blocks
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self.model(x, t, context)

@@ -161,7 +161,26 @@ class UlyssesSplit:
         return self.sequence_to_heads(out).flatten(2)
 
 
-class SequenceParallel(nn.Module):
+class WrapsModel(nn.Module):
+    """A wrapper that answers for the model it runs: its ``config``, ``compute_dtype`` and ``blocks``
+    (what ``ModelHandle``, the memory estimates and the loop read from an expert)."""
+
+    model: nn.Module
+
+    @property
+    def config(self) -> Any:
+        return self.model.config
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        return self.model.compute_dtype
+
+    @property
+    def blocks(self) -> nn.ModuleList:
+        return self.model.blocks
+
+
+class SequenceParallel(WrapsModel):
     """A ``WanModel`` whose forward runs split over the ranks of ``group`` (the module doc).
 
     Called like the model (``(x, t, context) -> velocity``) and with its ``config``,
@@ -178,18 +197,6 @@ class SequenceParallel(nn.Module):
             raise ParallelError(f"sequence parallel runs a WanModel; got {type(model).__name__}")
         self.model = model
         self.split = UlyssesSplit(group, model.config.num_heads)
-
-    @property
-    def config(self) -> WanConfig:
-        return self.model.config
-
-    @property
-    def compute_dtype(self) -> torch.dtype:
-        return self.model.compute_dtype
-
-    @property
-    def blocks(self) -> nn.ModuleList:
-        return self.model.blocks
 
     @property
     def device(self) -> torch.device:
