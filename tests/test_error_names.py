@@ -8,6 +8,7 @@ import pytest
 from wan22duo.engine.weights.checkpoint import CheckpointError
 from wan22duo.engine.model.conditioning import ConditioningError
 from wan22duo.engine.model.keyframes import KeyframeError
+from wan22duo.engine.model.continuation import ContinuationError
 from wan22duo.engine.model.latents import LatentMismatchError
 from wan22duo.engine.weights.lora import LoraError
 from wan22duo.engine.memory.estimates import BudgetError
@@ -19,7 +20,8 @@ from wan22duo.engine.parallel.workers import WorkerError
 
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = [CheckpointError, ConditioningError, LatentMismatchError, LoraError, SamplingCancelled, SamplingError,
-          NonFiniteError, VAEFileError, KeyframeError, BudgetError, ParallelError, WorkerError]
+          NonFiniteError, VAEFileError, KeyframeError, BudgetError, ParallelError, WorkerError,
+          ContinuationError]
 
 
 def comfy_type_name(cls):
