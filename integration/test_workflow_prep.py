@@ -33,8 +33,10 @@ def test_bundled_workflow_is_rewritten_for_a_short_cpu_run(workflow, sampling):
             assert queued[node_id]["inputs"] == {"text": node["inputs"]["text"], "length": 512}
             assert queued[node_id]["class_type"] == prep.CONDITIONING_NODE
         elif {"width", "height", "length"} <= set(node["inputs"]):
+            continues = "previous_latent" in node["inputs"]  # an SVI continuation: new frames after 1 + 4k
+            length = 4 * node["inputs"]["motion_latents"] + 5 if continues else 5
             assert {k: queued[node_id]["inputs"][k] for k in ("width", "height", "length")} == \
-                {"width": 96, "height": 64, "length": 5}
+                {"width": 96, "height": 64, "length": length}
         elif isinstance(node["inputs"].get("length"), int):  # a clip continuing another
             after = queued[node_id]["inputs"]
             assert after["length"] >= 5 and after["length"] % 4 == 1
@@ -85,6 +87,17 @@ def test_bundled_file_names_map_to_the_right_tiny_files():
     vae = ti2v["wan2.2_vae.safetensors"]
     assert (vae.version, vae.full_size) == ("2.2", False)  # our loader reads the width from the file
     assert ti2v["example.png"].folder == "input"
+
+
+def test_svi_workflow_gets_tiny_loras_under_the_svi_names_and_its_join_length(sampling):
+    api = json.loads((REPO / "workflows/api/i2v_a14b_svi.json").read_text())
+    specs = _specs(api)
+    for role in ("high", "low"):
+        lora = specs[f"SVI_Wan2.2-I2V-A14B_{role}_noise_lora_v2.0_pro.safetensors"]
+        assert (lora.folder, lora.kind, lora.variant) == ("loras", "lora", "i2v_a14b")
+    queued = prep.shrink(api, sampling)
+    (save,) = [k for k, n in queued.items() if n["class_type"] == "SaveVideo"]
+    assert prep.expected_frames(queued, save) == 5 + 9 - 5  # clip 2 repeats the anchor frame and 4 frames of clip 1
 
 
 def test_comfyui_native_loaders_are_covered():

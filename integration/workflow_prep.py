@@ -9,7 +9,8 @@ Two steps, both pure (no ComfyUI, no server):
   with a new loader forces an update here instead of being skipped. :func:`write_file` writes a spec.
 * :func:`shrink` returns a rewritten copy: the text encoder replaced (below), every node with integer
   ``width``/``height``/``length`` inputs set to 96 x 64 pixels, 5 frames (a node with only ``length``,
-  which continues a clip, gets 5 or the shortest clip longer than its ``overlap``), and the steps of each
+  which continues a clip, gets 5 or the shortest clip longer than its ``overlap``; an SVI continuation, whose
+  size inputs are all set, the shortest clip longer than the 1 + 4k frames it repeats), and the steps of each
   Wan22Duo sampler cut to the fewest (from 4 up) that still switch experts inside the run when the
   original does. Schedule, solver, shift, boundary, CFG, seed and memory policy stay as bundled.
 
@@ -255,6 +256,8 @@ def shrink(api: dict, engine_sampling) -> dict:
                             "_meta": {"title": f"{CONDITIONING_NODE} (was {node['class_type']})"}}
         elif all(isinstance(inputs.get(k), int) for k in ("width", "height", "length")):
             inputs.update(width=WIDTH, height=HEIGHT, length=LENGTH)
+            if is_link(inputs.get("previous_latent")):  # an SVI continuation: room for new frames after its overlap
+                inputs["length"] = clip_length(svi_overlap(inputs))
         elif isinstance(inputs.get("length"), int):  # a clip continuing another (extend nodes): same size
             inputs["length"] = clip_length(inputs.get("overlap"))
         elif is_duo_sampler(node) and is_link(inputs.get("lead_phases")):
@@ -273,6 +276,11 @@ def shrink(api: dict, engine_sampling) -> dict:
                 raise WorkflowPrepError(f"{_where(api, node_id)}: input {key!r} comes from node {value[0]}, a text "
                                         "encoder loader the suite drops; only CLIPTextEncode can take its output")
     return api
+
+
+def svi_overlap(inputs: dict) -> int:
+    """Frames an SVI continuation node (Wan22DuoI2VExtendSVI) tells the join to drop: 1 + 4 x motion_latents."""
+    return 1 + 4 * int(inputs["motion_latents"]) if is_link(inputs.get("previous_latent")) else 0
 
 
 def clip_length(overlap) -> int:
@@ -294,8 +302,9 @@ def expected_frames(api: dict, node_id: str, seen: Optional[frozenset] = None) -
     if node["class_type"] == "Wan22DuoJoinClips":
         first, second = expected_frames(api, inputs["first"][0], seen), expected_frames(api, inputs["second"][0], seen)
         overlap = inputs["overlap"]
-        if is_link(overlap):  # the extend node's overlap output passes its overlap input through
-            overlap = api[overlap[0]]["inputs"]["overlap"]
+        if is_link(overlap):  # the extend node's overlap output: its overlap input, or the SVI node's 1 + 4k
+            source = api[overlap[0]]["inputs"]
+            overlap = source["overlap"] if "overlap" in source else svi_overlap(source)
         return None if first is None or second is None else first + second - int(overlap)
     if node["class_type"] != CONDITIONING_NODE and isinstance(inputs.get("length"), int):
         return inputs["length"]

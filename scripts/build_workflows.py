@@ -733,9 +733,82 @@ def _extend_note(length: int, overlap: int, fps: float) -> str:
 
 
 def describe_keyframes() -> list:
-    """The keyframe and continuation workflows (issue 14)."""
+    """The keyframe and continuation workflows (issues 14 and 24)."""
     official_i2v = {"steps": 40, "cfg_high": 3.5, "cfg_low": 3.5, "shift": 5.0}
-    return [_i2v_first_last(official_i2v), _ti2v_first_last(), _i2v_extend(official_i2v)]
+    return [_i2v_first_last(official_i2v), _ti2v_first_last(), _i2v_extend(official_i2v), _i2v_svi(official_i2v)]
+
+
+# ---------------------------------------------------------------- SVI 2.0 Pro continuation (issue 24)
+
+HF_SVI = "https://huggingface.co/vita-video-gen/svi-model/resolve/main"
+SVI_HIGH = model_file("SVI_Wan2.2-I2V-A14B_high_noise_lora_v2.0_pro.safetensors", "loras", HF_SVI)
+SVI_HIGH["url"] = f"{HF_SVI}/version-2.0/{SVI_HIGH['name']}"
+SVI_LOW = model_file("SVI_Wan2.2-I2V-A14B_low_noise_lora_v2.0_pro.safetensors", "loras", HF_SVI)
+SVI_LOW["url"] = f"{HF_SVI}/version-2.0/{SVI_LOW['name']}"
+SVI_MOTION_LATENTS = 1  # the SVI authors' default
+
+
+def _i2v_svi(official: dict) -> Workflow:
+    title = "I2V-A14B long video, SVI 2.0 Pro (two clips joined)"
+    w = _a14b("i2v_a14b_svi", title, I2V_HIGH, I2V_LOW, I2V_PROMPT, official, True, size=(832, 480))
+    for node_id, source, lora, which in ((12, 10, SVI_HIGH, "high"), (13, 11, SVI_LOW, "low")):
+        w.add(Node(node_id, "Wan22DuoLoraLoader", (420, -300 if which == "high" else -160), (340, 110),
+                   {"lora_name": lora["name"], "strength": 1.0}, {"model": (source, "model")},
+                   title=f"SVI 2.0 Pro LoRA ({which}-noise)", models=[lora]))
+    w.groups.insert(1, ("SVI LoRAs", [12, 13]))
+    first = w.node(50)
+    first.links.update(high_noise_model=(12, "model"), low_noise_model=(13, "model"))
+    first.title = "Sampler (clip 1)"
+    w.node(31).title = "Anchor image (start of clip 1, anchor of every clip)"
+    svi = {"width": 832, "height": 480, "length": 81, "motion_latents": SVI_MOTION_LATENTS}
+    text = {"positive": (21, "CONDITIONING"), "negative": (22, "CONDITIONING"), "vae": (30, "vae"),
+            "anchor_image": (31, "IMAGE")}
+    clip1 = w.node(40)
+    clip1.type, clip1.widgets, clip1.links = "Wan22DuoI2VExtendSVI", dict(svi), dict(text)
+    clip1.title = "SVI clip 1: anchor + zeros"
+    dy = 940
+    w.add(Node(41, "Wan22DuoI2VExtendSVI", (900, 760), (360, 260), dict(svi),
+               {**text, "previous_latent": (50, "latent")}, title="SVI clip 2: anchor + clip 1's last latent frame"))
+    links = {**first.links, "positive": (41, "positive"), "negative": (41, "negative"), "latent": (41, "latent")}
+    w.add(Node(51, "Wan22DuoSampler", (900, 60 + dy), (360, 620), {**first.widgets, "seed": 43}, links,
+               title="Sampler (clip 2)"))
+    decode = {"tile_size": 0, "tile_overlap": 64, "auto_tile": False}
+    w.add(Node(63, "Wan22DuoVAEDecode", (1340, 60 + dy), (300, 110), decode,
+               {"vae": (30, "vae"), "samples": (51, "latent")}))
+    w.add(Node(65, "Wan22DuoColorMatch", (1340, 220 + dy), (300, 170),
+               {"match": "overlap", "overlap": 1 + 4 * SVI_MOTION_LATENTS, "strength": 1.0, "colour_space": "lab"},
+               {"images": (63, "images"), "reference": (60, "images"), "overlap": (41, "overlap")},
+               title="Colour match to clip 1 (against drift)"))
+    w.add(Node(64, "Wan22DuoJoinClips", (1340, 420 + dy), (300, 110), {"overlap": 1 + 4 * SVI_MOTION_LATENTS},
+               {"first": (60, "images"), "second": (65, "images"), "overlap": (41, "overlap")},
+               title="Join (drop the anchor and motion frames)"))
+    w.node(61).links = {"images": (64, "images")}
+    w.groups.append(("Clip 2: SVI layout, sample, decode, colour match, join", [41, 51, 63, 65, 64]))
+    models = [I2V_HIGH, I2V_LOW, SVI_HIGH, SVI_LOW, VAE21, UMT5]
+    w.node(1).widgets = {"text": model_note(title, models, VAE_A14B)}
+    _replace_note(w, 2, w.node(2).widgets["text"] + "\n\n" + _svi_note(81, SVI_MOTION_LATENTS, 16.0))
+    return w
+
+
+def _svi_note(length: int, k: int, fps: float) -> str:
+    overlap = 1 + 4 * k
+    total = 2 * length - overlap
+    return (
+        "### SVI 2.0 Pro continuation\n\n"
+        "The Stable Video Infinity 2.0 Pro LoRAs (one per expert) were trained on their own I2V layout, which "
+        "**Wan 2.2 Duo I2V Extend Clip, SVI 2.0 Pro layout** builds: latent frame 0 is the **anchor image encoded "
+        f"alone**, the next {k} latent frame(s) are the **end of the previous clip's latent**, taken from its "
+        "LATENT (no decode and re-encode, so no VAE round trip shifts its colours), the rest is zeros, and only the "
+        "anchor frame is marked known. Clip 1 has no previous clip: anchor + zeros. Keep the same anchor for every "
+        "clip.\n\n"
+        f"Each SVI clip starts with the anchor's frame and {4 * k} frames that repeat the previous clip's end; the "
+        f"node's `overlap` output ({overlap}) tells **Join Clips** to drop them: {length} + {length} − {overlap} = "
+        f"**{total} frames** ({total / fps:.1f} s at {fps:g} fps). Chain more groups (previous_latent from the "
+        f"last sampler) for longer videos; each adds {length - overlap} frames.\n\n"
+        "**Colour match** gives clip 2 the colour statistics (Lab mean and spread) of the frames it shares with "
+        "clip 1, against the drift of long chains; set its strength to 0 to compare. SVI was trained at 480p "
+        "(832×480)."
+    )
 
 
 # ---------------------------------------------------------------- phase plans (issue 23)

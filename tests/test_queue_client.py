@@ -29,6 +29,7 @@ LATENT_NODES = ("Wan22DuoEmptyLatent", "Wan22DuoI2VConditioning", "Wan22DuoTI2VL
                 "EmptyHunyuanLatentVideo", "WanImageToVideo", "Wan22ImageToVideoLatent",  # ComfyUI's, native workflows
                 "Wan22DuoI2VKeyframes", "Wan22DuoTI2VKeyframes")
 EXTEND_NODES = ("Wan22DuoI2VExtend", "Wan22DuoTI2VExtend")  # size from the previous clip: length only
+SVI_NODES = ("Wan22DuoI2VExtendSVI",)  # one per clip, each with width, height and length (all must agree)
 SAMPLERS = ("Wan22DuoSampler", "Wan22DuoModelSampler")
 
 
@@ -73,11 +74,12 @@ def test_overrides_change_exactly_the_named_inputs(path):
     negative = _only(api, lambda n: n["class_type"] == "CLIPTextEncode" and n["inputs"]["text"] == OFFICIAL_NEGATIVE)
     (positive,) = [i for i in texts if i != negative]
     samplers = sorted((i for i, n in api.items() if n["class_type"] in SAMPLERS), key=int)
-    latent = _only(api, lambda n: n["class_type"] in LATENT_NODES)
-    expected = {
-        (positive, "text"): "a heron lands on a pier", (negative, "text"): "blurry",
-        (latent, "width"): 640, (latent, "height"): 384, (latent, "length"): 33,
-    }
+    svi = [i for i, n in api.items() if n["class_type"] in SVI_NODES]
+    sized = svi if svi else [_only(api, lambda n: n["class_type"] in LATENT_NODES)]
+    assert len(svi) != 1 or len(samplers) == 1
+    expected = {(positive, "text"): "a heron lands on a pier", (negative, "text"): "blurry"}
+    for latent in sized:
+        expected.update({(latent, "width"): 640, (latent, "height"): 384, (latent, "length"): 33})
     first_seed = api[samplers[0]]["inputs"]["seed"]
     for sampler in samplers:  # later clips keep their seed offset from the first
         expected[(sampler, "seed")] = 7 + api[sampler]["inputs"]["seed"] - first_seed

@@ -32,6 +32,9 @@ NAMES += NATIVE
 KEYFRAME_NAMES = ["i2v_a14b_first_last", "ti2v_5b_first_last", "i2v_a14b_extend"]  # issue 14
 NAMES += KEYFRAME_NAMES
 NAMES += ["t2v_a14b_lightning_3stage"]  # issue 23: a leading phase in front of the Lightning experts
+NAMES += ["i2v_a14b_svi"]  # issue 24: SVI 2.0 Pro continuation
+CLIPS = {"i2v_a14b_extend": 2, "i2v_a14b_svi": 2}  # samplers (clips) in a workflow, 1 unless listed
+SIZED = {"i2v_a14b_svi": 2}  # nodes with width/height/length, 1 unless listed (each SVI clip node has them)
 OFFICIAL_NEGATIVE = (  # spec §1.2, verbatim
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
@@ -251,13 +254,16 @@ def test_loaders_offer_their_downloads_and_the_note_names_them(path):
                 continue
             assert [m["name"] for m in models] == [value], f"{path.name}: node {node['id']} models {models}"
             entry = models[0]
-            assert entry["url"].startswith("https://huggingface.co/Comfy-Org/")
-            assert entry["url"].endswith(f"/resolve/main/split_files/{folder}/{value}")
+            if value.startswith("SVI_"):  # the SVI authors' own repository (vita-video-gen/svi-model)
+                assert entry["url"] == f"https://huggingface.co/vita-video-gen/svi-model/resolve/main/version-2.0/{value}"
+            else:
+                assert entry["url"].startswith("https://huggingface.co/Comfy-Org/")
+                assert entry["url"].endswith(f"/resolve/main/split_files/{folder}/{value}")
             assert entry["directory"] == folder
             assert value in notes and f"models/{folder}/" in notes, f"{path.name}: note lacks {value}"
     # two experts or one TI2V-5B model, the text encoder, the VAE, and the two Lightning LoRAs
     single = {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "t2v_a14b_lightning": 6, "ti2v_5b_native": 3,
-              "ti2v_5b_first_last": 3, "t2v_a14b_lightning_3stage": 6}
+              "ti2v_5b_first_last": 3, "t2v_a14b_lightning_3stage": 6, "i2v_a14b_svi": 6}
     assert seen == single.get(path.stem, 4)
 
 
@@ -284,21 +290,25 @@ OFFICIAL["i2v_a14b_first_last"] = OFFICIAL["i2v_a14b_extend"] = OFFICIAL["i2v_a1
 OFFICIAL["ti2v_5b_first_last"] = OFFICIAL["ti2v_5b_i2v"]
 # The three-stage recipe of issue 23 (not an official template): 8 steps; its stages are checked below.
 OFFICIAL["t2v_a14b_lightning_3stage"] = {**OFFICIAL["t2v_a14b_lightning"], "steps": 8}
-IMAGES = {"i2v_a14b": 1, "ti2v_5b_i2v": 1, "i2v_a14b_extend": 1, "i2v_a14b_first_last": 2, "ti2v_5b_first_last": 2}
+# SVI 2.0 Pro: official I2V sampling at 480p, the size the SVI LoRAs were trained at
+OFFICIAL["i2v_a14b_svi"] = {**OFFICIAL["i2v_a14b"], "size": (832, 480, 81)}
+IMAGES = {"i2v_a14b": 1, "ti2v_5b_i2v": 1, "i2v_a14b_extend": 1, "i2v_a14b_first_last": 2, "ti2v_5b_first_last": 2,
+          "i2v_a14b_svi": 1}
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in NATIVE])
 def test_official_settings(name):
     api, want = load(API_DIR / f"{name}.json"), OFFICIAL[name]
     samplers = _by_class(api, "Wan22DuoSampler")
-    assert len(samplers) == (2 if name == "i2v_a14b_extend" else 1)
+    assert len(samplers) == CLIPS.get(name, 1)
     for sampler in samplers:
         for key in ("steps", "cfg_high", "cfg_low", "shift", "sampler", "scheduler"):
             if key in want:
                 assert sampler[key] == want[key], f"{name}: {key}"
         assert sampler["boundary"] == -1.0 and sampler["switch_step"] == -1  # the model's official boundary
     latent = [n for n in api.values() if {"width", "height", "length"} <= set(n["inputs"])]
-    assert [tuple(n["inputs"][k] for k in ("width", "height", "length")) for n in latent] == [want["size"]]
+    assert [tuple(n["inputs"][k] for k in ("width", "height", "length")) for n in latent] == [want["size"]] * \
+        SIZED.get(name, 1)
     assert [v["fps"] for v in _by_class(api, "CreateVideo")] == [want["fps"]]
     assert [v["vae_name"] for v in _by_class(api, "Wan22DuoVAELoader")] == [want["vae"]]
     texts = {n["inputs"]["text"] for n in api.values() if n["class_type"] == "CLIPTextEncode"}
@@ -530,6 +540,29 @@ def test_extend_workflow_joins_the_second_clip_to_the_first():
     assert first_sampler["low_noise_model"] == second_sampler["low_noise_model"]
     (video,) = _by_class(api, "CreateVideo")
     assert _node(api, video["images"])["class_type"] == "Wan22DuoJoinClips"
+
+
+def test_svi_workflow_chains_the_latent_and_joins_without_the_anchor_and_motion_frames():
+    api = load(API_DIR / "i2v_a14b_svi.json")
+    ids = {k for k, n in api.items() if n["class_type"] == "Wan22DuoI2VExtendSVI"}
+    first_id = next(k for k in ids if "previous_latent" not in api[k]["inputs"])
+    (second_id,) = ids - {first_id}
+    first, second = api[first_id]["inputs"], api[second_id]["inputs"]
+    assert first["anchor_image"] == second["anchor_image"] and first["motion_latents"] == 1
+    samplers = {k: n["inputs"] for k, n in api.items() if n["class_type"] == "Wan22DuoSampler"}
+    by_clip = {s["latent"][0]: k for k, s in samplers.items()}
+    assert second["previous_latent"] == [by_clip[first_id], 0]  # clip 1's LATENT, not its decoded frames
+    for sampler in samplers.values():
+        for slot, role in (("high_noise_model", "high_noise"), ("low_noise_model", "low_noise")):
+            expert, loras = _upstream_model(api, sampler[slot])
+            assert expert["role"] == role and [(lo["lora_name"], lo["strength"]) for lo in loras] == [
+                (f"SVI_Wan2.2-I2V-A14B_{role}_lora_v2.0_pro.safetensors", 1.0)]
+    (join,) = _by_class(api, "Wan22DuoJoinClips")
+    (match,) = _by_class(api, "Wan22DuoColorMatch")
+    assert join["overlap"] == [second_id, 3] == match["overlap"]
+    assert _node(api, join["second"])["class_type"] == "Wan22DuoColorMatch" and match["reference"] == join["first"]
+    decoded = {_node(api, match["images"])["inputs"]["samples"][0], _node(api, join["first"])["inputs"]["samples"][0]}
+    assert decoded == {by_clip[first_id], by_clip[second_id]}
 
 
 def test_check_never_writes_and_a_bad_core_reference_is_one_line(tmp_path, monkeypatch, capsys):

@@ -74,11 +74,11 @@ def svi_layout(anchor_raw: torch.Tensor, previous_raw: Optional[torch.Tensor], m
                 f"motion_latents {motion_latents} is more than the previous clip's {previous_raw.shape[2]} latent "
                 f"frames; use at most {previous_raw.shape[2]}")
         carried = motion_latents
-    if 1 + carried > latent_frames:
+    if previous_raw is not None and 1 + carried >= latent_frames:
         raise ContinuationError(
-            f"the anchor and {carried} motion latent frame(s) need {1 + carried} latent frames, but the clip has "
-            f"{latent_frames} ({(latent_frames - 1) * 4 + 1} frames); use a length of at least {carried * 4 + 1} "
-            "frames or fewer motion_latents")
+            f"the anchor and {carried} motion latent frame(s) fill all {latent_frames} latent frames of the clip "
+            f"({(latent_frames - 1) * 4 + 1} frames), leaving none to generate; use a length of at least "
+            f"{(carried + 1) * 4 + 1} frames or fewer motion_latents")
     # zeros of the normalised space, as a raw latent: the per-channel mean
     image = denormalize(torch.zeros(1, 16, latent_frames, h, w, dtype=torch.float32, device=anchor_raw.device))
     image[:, :, :1] = anchor_raw.float()
