@@ -255,7 +255,8 @@ def test_loaders_offer_their_downloads_and_the_note_names_them(path):
             assert [m["name"] for m in models] == [value], f"{path.name}: node {node['id']} models {models}"
             entry = models[0]
             if value.startswith("SVI_"):  # the SVI authors' own repository (vita-video-gen/svi-model)
-                assert entry["url"] == f"https://huggingface.co/vita-video-gen/svi-model/resolve/main/version-2.0/{value}"
+                svi = "https://huggingface.co/vita-video-gen/svi-model/resolve/main/version-2.0"
+                assert entry["url"] == f"{svi}/{value}"
             else:
                 assert entry["url"].startswith("https://huggingface.co/Comfy-Org/")
                 assert entry["url"].endswith(f"/resolve/main/split_files/{folder}/{value}")
