@@ -214,7 +214,8 @@ def long_video_ram(clips: int = 10, frames: int = 81, width: int = 832, height: 
     ComfyUI's default (classic) cache keeps every node's output of the last run, so all of them stay
     resident: the clips, the matched clips and every intermediate join. ``floor``: the final video alone
     (what CreateVideo / SaveVideo receive), which any graph that hands the whole video over as one
-    IMAGE must hold.
+    IMAGE must hold. ``uncached_peak``: ComfyUI run with ``--cache-none`` (computed from when each output can
+    be dropped, not measured in ComfyUI).
     """
     frame = width * height * 3 * 4
     clip_frames = [frames] * clips
@@ -226,15 +227,40 @@ def long_video_ram(clips: int = 10, frames: int = 81, width: int = 832, height: 
     # per clip: the extend node's empty LATENT, the sampled LATENT and the conditioning latent
     latents = clips * 16 * latent_frames * (height // 8) * (width // 8) * 4 * 3
     final = (joined[-1] if joined else frames) * frame
+    # --cache-none: an output lives until every node reading it has run, so the largest moment is the last
+    # join: the previous join, the last clip (and its matched copy) and the new join
+    before_last = joined[-2] if len(joined) > 1 else frames
+    uncached_peak = (before_last + frames * (2 if colour_match else 1)) * frame + final
     decode_peak = 2 * frames * frame  # the [1, 3, F, H, W] video and its IMAGE copy, alive together at return
     return {"frame": frame, "clip": frames * frame, "decoded": decoded, "matched": matched, "joins": joins,
-            "latents": latents, "final": final, "decode_peak": decode_peak,
+            "latents": latents, "final": final, "decode_peak": decode_peak, "uncached_peak": uncached_peak,
             "cached_total": decoded + matched + joins + latents,
             "final_frames": joined[-1] if joined else frames}
 
 
+def per_clip_device_bytes(frames: int = 81, width: int = 832, height: int = 480) -> dict:
+    """The engine's own estimates for one clip on the accelerator: they do not grow with the chain.
+
+    ``dit``: one bf16 I2V-A14B forward with CFG, both guidance passes batched as by default
+    (``activation_bytes``), on top of the expert's weights;
+    ``vae``: a whole-frame fp32 Wan 2.1 decode (``vae_decode_bytes``), one latent frame at a time.
+    """
+    import torch
+
+    from wan22duo.engine.memory.estimates import activation_bytes, vae_decode_bytes
+    from wan22duo.engine.model.dit import WanConfig
+    from wan22duo.engine.model.vae.model import VAEConfig
+
+    i2v = WanConfig(dim=5120, ffn_dim=13824, num_layers=40, in_dim=36, out_dim=16)
+    latent_frames = (frames - 1) // 4 + 1
+    return {"dit": activation_bytes(i2v, latent_frames, height // 8, width // 8, torch.bfloat16, cfg=3.5,
+                                  guidance_batch=2),
+            "vae": vae_decode_bytes(VAEConfig("2.1", 96, 96, 16), height, width)}
+
+
 def format_memory(ram: dict, clips: int, frames: int, width: int, height: int) -> str:
     g = lambda n: f"{n / 1024 ** 3:.2f} GiB"  # noqa: E731
+    device = per_clip_device_bytes(frames, width, height)
     return (
         f"{clips} chained {frames}-frame {width}x{height} clips ({ram['final_frames']} frames joined), float32 IMAGE "
         f"{ram['frame'] / 1024 ** 2:.2f} MiB per frame, {g(ram['clip'])} per clip:\n\n"
@@ -244,8 +270,13 @@ def format_memory(ram: dict, clips: int, frames: int, width: int, height: int) -
         f"| intermediate and final joins | {g(ram['joins'])} |\n"
         f"| latents and conditioning latents | {g(ram['latents'])} |\n"
         f"| **all cached by ComfyUI (classic cache)** | **{g(ram['cached_total'])}** |\n"
+        f"| with `--cache-none`: the last join's moment (previous join, last clip, its match, new join) | "
+        f"{g(ram['uncached_peak'])} |\n"
         f"| the final video alone (floor for one IMAGE) | {g(ram['final'])} |\n"
-        f"| one decode's transient peak (video + IMAGE copy) | {g(ram['decode_peak'])} |\n"
+        f"| one decode's transient peak (video + IMAGE copy) | {g(ram['decode_peak'])} |\n\n"
+        f"Per clip on the accelerator (engine estimates, the same for clip 1 and clip {clips}): DiT activations "
+        f"{g(device['dit'])} (bf16, CFG batched) on top of one expert's weights; VAE decode {g(device['vae'])} (fp32, whole "
+        "frames, one latent frame at a time)."
     )
 
 

@@ -65,6 +65,7 @@ def test_ram_statement_counts_the_tensors_the_nodes_return(tmp_path):
         (joined,) = Wan22DuoJoinClips().join(joined, clip, 5)
         joins += joined.nbytes
     assert joins == ram["joins"] and joined.nbytes == ram["final"] and joined.shape[0] == ram["final_frames"] == 17
+    assert ram["uncached_peak"] == (13 + 9 + 9 + 17) * 48 * 32 * 3 * 4  # the 2nd join's input, clip 3, match, result
     full = drift.long_video_ram()
     assert full["final_frames"] == 81 + 9 * 76
     assert abs(full["cached_total"] / 1024 ** 3 - 25.62) < 0.01  # the number bench/results_drift.md states
