@@ -165,12 +165,12 @@ def evaluate(seeds: int, extensions: int, steps: int, weights=None, methods=None
     torch.set_num_threads(1)
     methods = methods or METHODS
     models = run.load(weights, task="i2v")
-    per_seed = {name: [] for name in ["clip 0 (plain I2V)"] + list(methods)}
+    per_seed = {name: [] for name in [CLIP0] + list(methods)}
     for n in range(seeds):
         seed = data.HELD_OUT_SEED + 5 * n
         caption, anchor = data.draw_clip(seed).caption, run.first_frame(seed)
         start = first_clip(models, anchor, caption, seed, steps)
-        per_seed["clip 0 (plain I2V)"].append([measure(start[1], 1, anchor, caption)])
+        per_seed[CLIP0].append([measure(start[1], 1, anchor, caption)])
         for name, method in methods.items():
             t0 = time.perf_counter()
             clips = method(models, anchor, caption, seed, extensions, steps, start)
@@ -182,19 +182,26 @@ def evaluate(seeds: int, extensions: int, steps: int, weights=None, methods=None
                    for i in range(len(runs[0]))] for name, runs in per_seed.items()}
 
 
+CLIP0 = "clip 0 (plain I2V)"
+
+
 def format_tables(results: dict) -> str:
+    """One table per measure: a row per method, clip 0 (shared by all) then one column per extension."""
+    results = dict(results)
+    clip0 = results.pop(CLIP0, None)
     extensions = max(len(v) for v in results.values())
-    head = "| method | " + " | ".join(f"ext {i}" for i in range(1, extensions + 1)) + " |"
-    rule = "|---|" + "---|" * extensions
+    head = "| method | clip 0 | " + " | ".join(f"ext {i}" for i in range(1, extensions + 1)) + " |"
+    rule = "|---|---|" + "---|" * extensions
     out = []
     for key, title, fmt in (("background", "Background drift from the anchor (0-255 RGB distance)", "{:.1f}"),
                             ("brightness", "Brightness drift from the anchor (mean luma, 0-255, signed)", "{:+.1f}"),
                             ("score", "Toy score of each extension's clip (0-1)", "{:.2f}")):
         lines = [f"### {title}", "", head, rule]
+        first = fmt.format(clip0[0][key]) if clip0 else ""
         for name, rows in results.items():
-            cells = [fmt.format(r[key]) for r in rows] + [""] * (extensions - len(rows))
+            cells = [first] + [fmt.format(r[key]) for r in rows] + [""] * (extensions - len(rows))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("| context windows (other branch of issue 24) | " + " | ".join(["not measured"] * extensions)
+        lines.append("| context windows (other branch of issue 24) | " + " | ".join(["not measured"] * (extensions + 1))
                      + " |")
         out.append("\n".join(lines))
     return "\n\n".join(out)

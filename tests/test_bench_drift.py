@@ -32,11 +32,13 @@ def test_the_drift_tables_are_measured_and_written(toy_files, tmp_path):
     drift.main(["--seeds", "1", "--extensions", "2", "--steps", "2", "--weights", str(toy_files), "--out", str(out)])
     text = out.read_text()
     assert text.startswith("# kept\n\n## Measurements\n") and "old table" not in text
-    for name in list(drift.METHODS) + ["clip 0 (plain I2V)", "context windows (other branch of issue 24)"]:
+    for name in list(drift.METHODS) + ["context windows (other branch of issue 24)"]:
         assert text.count(f"| {name} |") == 3, name  # one row in each of the three tables
-    rows = [line for line in text.splitlines() if line.startswith("| image (decode, re-encode) |")]
-    assert len(rows[0].split(" | ")) == 3  # two extensions
-    assert all(float(cell) >= 0 for cell in rows[0].strip("| ").split(" | ")[1:])  # distances
+    assert text.count("| method | clip 0 | ext 1 | ext 2 |\n") == 3
+    rows = [line for line in text.splitlines() if line.startswith("| ")]
+    background = [r.strip("| ").split(" | ") for r in rows[1:1 + len(drift.METHODS)]]  # the first table's rows
+    assert len({r[1] for r in background}) == 1  # clip 0 is shared by every method
+    assert all(len(r) == 4 and all(float(c) >= 0 for c in r[1:]) for r in background)  # distances
 
 
 def test_colour_match_to_the_anchor_pulls_the_background_back(toy_files):
