@@ -95,8 +95,8 @@ def match_colour(images: torch.Tensor, source: torch.Tensor, reference: torch.Te
     ``source`` is some frames of ``images`` (the ones that should look like ``reference``); the
     transform is ``(v - mean_s) * gain + mean_r`` per channel with ``gain = std_r / std_s`` bounded
     to :data:`GAIN_RANGE`, blended with the input by ``strength`` (0 = unchanged, 1 = full), and the
-    result clamped to [0, 1]. Returns float32 IMAGE frames of ``images``' shape; extra channels
-    (alpha) pass through.
+    result clamped to [0, 1]. Returns float32 IMAGE frames of ``images``' shape on the CPU; extra
+    channels (alpha) pass through.
     """
     if space not in SPACES:
         raise ValueError(f"colour space must be one of {SPACES}, got {space!r}")
@@ -105,6 +105,8 @@ def match_colour(images: torch.Tensor, source: torch.Tensor, reference: torch.Te
         raise ValueError(f"strength must be between 0 and 1, got {strength}")
     if strength == 0.0:
         return images.float().clone()
+    # float64 statistics on the CPU (IMAGE frames live there in ComfyUI; some accelerators lack float64)
+    images, source, reference = (t.detach().cpu() for t in (images, source, reference))
     mean_s, std_s = channel_stats(source, space)
     mean_r, std_r = channel_stats(reference, space)
     gain = ((std_r + EPS) / (std_s + EPS)).clamp(*GAIN_RANGE)
