@@ -1,6 +1,6 @@
 """Toy quality table: how sampling options change the video of the trained toy Wan 2.2 MoE (toy/).
 
-    python bench/quality.py [--clips 16] [--weights toy/weights] [--out bench/results_quality.md]
+    python bench/quality.py [--clips 16] [--task all|t2v|i2v] [--weights toy/weights] [--out bench/results_quality.md]
     /work/venvs/comfy/bin/python bench/quality.py --comfyui PATH [--comfyui-gguf PATH] [--clips 8] [--out ...]
 
 Every number is measured on the toy (a dim-128, 2-layer Wan 2.2 A14B-layout MoE trained on synthetic
@@ -137,7 +137,7 @@ def gguf_models(weights: Path | None, qtype: str, task: str, folder: Path, vae, 
 GGUF_SHARES: dict = {}
 
 
-def evaluate(clips: int, weights: Path | None = None, log=print) -> list[dict]:
+def evaluate(clips: int, weights: Path | None = None, log=print, tasks=("t2v", "i2v")) -> list[dict]:
     """The T2V rows, then the I2V rows when the I2V files exist (each against its own reference)."""
     import torch
 
@@ -149,6 +149,8 @@ def evaluate(clips: int, weights: Path | None = None, log=print) -> list[dict]:
     folder = Path(tempfile.mkdtemp(prefix="toy_gguf_"))
     try:
         for task, reference, configs in (("t2v", REFERENCE, CONFIGS), ("i2v", I2V_REFERENCE, I2V_CONFIGS)):
+            if task not in tasks:
+                continue
             try:
                 run.weight_path(f"{task}_high", weights), run.weight_path(f"{task}_low", weights)
             except FileNotFoundError as e:
@@ -284,6 +286,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--weights", type=Path, default=None, help="folder of toy files (default toy/weights)")
+    parser.add_argument("--task", choices=("all", "t2v", "i2v"), default="all",
+                        help="rows of one task only (i2v: written under '## I2V measurements'), e.g. to run both "
+                             "at once in two processes")
     parser.add_argument("--comfyui", type=Path, default=None,
                         help="measure the sampler rows in this ComfyUI checkout instead (needs ComfyUI's requirements)")
     parser.add_argument("--comfyui-gguf", type=Path, default=None,
@@ -302,8 +307,9 @@ def main(argv=None) -> None:
         rows = evaluate_comfy(args.clips, args.comfyui, args.comfyui_gguf, args.weights, log)
         heading, command = "## Samplers in ComfyUI", f"--comfyui {args.comfyui} --clips {args.clips}"
     else:
-        rows = evaluate(args.clips, args.weights, log)
-        heading, command = "## Measurements", f"--clips {args.clips}"
+        rows = evaluate(args.clips, args.weights, log, ("t2v", "i2v") if args.task == "all" else (args.task,))
+        heading = "## I2V measurements" if args.task == "i2v" else "## Measurements"
+        command = f"--clips {args.clips}" + ("" if args.task == "all" else f" --task {args.task}")
     table = "\n".join([HEADER] + [format_row(r) for r in rows])
     print(table)
     if args.out:

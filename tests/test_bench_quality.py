@@ -73,6 +73,12 @@ def test_gguf_and_i2v_rows(tmp_path, monkeypatch):
                                         ("i2v", "Q8_0", "high"), ("i2v", "Q8_0", "low")}
     assert "T2V high-noise Q4_K file: F16" in text and "I2V low-noise Q8_0 file" in text
 
+    quality.main(["--clips", "1", "--weights", str(tmp_path), "--out", str(out), "--task", "i2v"])
+    text = out.read_text()
+    assert text.index("## Measurements") < text.index("## I2V measurements")
+    assert [r[0][2:] for r in table_rows(text.split("## I2V measurements")[1])] == [
+        "I2V UniPC 2 steps (the reference)", "I2V GGUF Q8_0, 2 steps"]
+
 
 def test_a_section_is_added_when_missing(tmp_path):
     out = tmp_path / "r.md"
