@@ -209,7 +209,8 @@ def comfy_rows(comfy, clips: int, weights: Path | None = None, log=print) -> lis
     """The sampler rows in ``comfy``, a ComfyUI imported in this process (``integration/conftest.py``)."""
     build, run, score, text, data = (comfy.pack_module(f"toy.{m}") for m in ("build", "run", "score", "text",
                                                                              "data"))
-    names = {k: build.FILES[k] for k in ("t2v_high", "t2v_low", "vae")}
+    # in a subfolder of ComfyUI's model folders, beside (not over) files of the same names put there by others
+    names = {k: f"wan22duo_quality/{build.FILES[k]}" for k in ("t2v_high", "t2v_low", "vae")}
     for key, name in names.items():
         shutil.copyfile(run.weight_path(key, weights),
                         comfy.tree.model_path("vae" if key == "vae" else "diffusion_models", name))
@@ -287,15 +288,16 @@ def main(argv=None) -> None:
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--weights", type=Path, default=None, help="folder of toy files (default toy/weights)")
     parser.add_argument("--task", choices=("all", "t2v", "i2v"), default="all",
-                        help="rows of one task only (i2v: written under '## I2V measurements'), e.g. to run both "
+                        help="rows of one task only (i2v: written under '## I2V quality table'), e.g. to run both "
                              "at once in two processes")
     parser.add_argument("--comfyui", type=Path, default=None,
                         help="measure the sampler rows in this ComfyUI checkout instead (needs ComfyUI's requirements)")
     parser.add_argument("--comfyui-gguf", type=Path, default=None,
                         help="ComfyUI-GGUF checkout for --comfyui (default: ComfyUI-GGUF beside it)")
     parser.add_argument("--out", type=Path, default=None,
-                        help="also write the table into this markdown file, replacing what follows its "
-                             "'## Measurements' heading (or '## Samplers in ComfyUI' with --comfyui)")
+                        help="also write the table into this markdown file under '## Quality table' ('## I2V quality "
+                             "table' with --task i2v, '## Samplers in ComfyUI' with --comfyui), replacing that section "
+                             "up to the next '## ' heading or adding it at the end")
     args = parser.parse_args(argv)
     load_pack()
     import torch
@@ -308,14 +310,15 @@ def main(argv=None) -> None:
         heading, command = "## Samplers in ComfyUI", f"--comfyui {args.comfyui} --clips {args.clips}"
     else:
         rows = evaluate(args.clips, args.weights, log, ("t2v", "i2v") if args.task == "all" else (args.task,))
-        heading = "## I2V measurements" if args.task == "i2v" else "## Measurements"
+        heading = "## I2V quality table" if args.task == "i2v" else "## Quality table"
         command = f"--clips {args.clips}" + ("" if args.task == "all" else f" --task {args.task}")
     table = "\n".join([HEADER] + [format_row(r) for r in rows])
     print(table)
     if args.out:
+        reference = "Wan22DuoSampler's" if args.comfyui else "the same task's"
         write_section(args.out, heading, f"Measured by `python bench/quality.py {command}` (torch {torch.__version__}, "
-                      f"one CPU thread) on the toy, {args.clips} held-out clips; the reference is UniPC 50 steps, "
-                      f"same seed.\n\n{table}\n" + (f"\nGGUF files (`toy/quantize.py`):\n\n{gguf_note()}\n"
+                      f"one CPU thread) on the toy, {args.clips} held-out clips; the reference is {reference} "
+                      f"UniPC 50-step run of the same seed.\n\n{table}\n" + (f"\nGGUF files (`toy/quantize.py`):\n\n{gguf_note()}\n"
                                                      if GGUF_SHARES else ""))
 
 

@@ -41,10 +41,11 @@ def test_the_quality_table_is_measured_and_written(tmp_path, monkeypatch):
                                              ("bf16 compute, 2 steps", {"steps": 2}, "bf16"),
                                              ("experts swapped, 2 steps", {"steps": 2}, "swapped")])
     out = tmp_path / "results.md"
-    out.write_text("# kept\n\n## Measurements\n\nold table\n\n## Samplers in ComfyUI\n\nkept too\n")
+    out.write_text("# kept\n\n## Measurements\n\nkept\n\n## Quality table\n\nold table\n\n"
+                   "## Samplers in ComfyUI\n\nkept too\n")
     quality.main(["--clips", "1", "--weights", str(tmp_path), "--out", str(out)])
     text = out.read_text()
-    assert text.startswith("# kept\n\n## Measurements\n") and "old table" not in text
+    assert text.startswith("# kept\n\n## Measurements\n\nkept\n\n## Quality table\n") and "old table" not in text
     assert text.endswith("## Samplers in ComfyUI\n\nkept too\n")
     rows = table_rows(text)
     # no I2V files here: no I2V rows
@@ -75,8 +76,8 @@ def test_gguf_and_i2v_rows(tmp_path, monkeypatch):
 
     quality.main(["--clips", "1", "--weights", str(tmp_path), "--out", str(out), "--task", "i2v"])
     text = out.read_text()
-    assert text.index("## Measurements") < text.index("## I2V measurements")
-    assert [r[0][2:] for r in table_rows(text.split("## I2V measurements")[1])] == [
+    assert text.index("## Quality table") < text.index("## I2V quality table")
+    assert [r[0][2:] for r in table_rows(text.split("## I2V quality table")[1])] == [
         "I2V UniPC 2 steps (the reference)", "I2V GGUF Q8_0, 2 steps"]
 
 
