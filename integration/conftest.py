@@ -99,7 +99,15 @@ class ComfyTree:
 @pytest.fixture(scope="session")
 def comfy_tree(request, tmp_path_factory) -> ComfyTree:
     comfyui, gguf = _source_trees(request.config)
-    root = tmp_path_factory.mktemp("comfyui") / "ComfyUI"
+    return make_tree(comfyui, gguf, tmp_path_factory.mktemp("comfyui"))
+
+
+def make_tree(comfyui: Path, gguf: Path, dest: Path) -> ComfyTree:
+    """Copy ComfyUI ``comfyui`` into ``dest/ComfyUI`` with this pack, ComfyUI-GGUF ``gguf`` and the test nodes.
+
+    A plain function so that tools outside pytest (``bench/quality.py --comfyui``) set ComfyUI up the same way.
+    """
+    root = dest / "ComfyUI"
     shutil.copytree(comfyui, root, ignore=shutil.ignore_patterns(".git", "__pycache__"), symlinks=True)
     for folder in ("custom_nodes", "user", "output", "temp", "input"):
         (root / folder).mkdir(exist_ok=True)
@@ -152,6 +160,11 @@ class InProcessComfy:
 @pytest.fixture(scope="session")
 def comfy(comfy_tree) -> InProcessComfy:
     """ComfyUI imported from the copied tree into this process, CPU only, custom nodes loaded."""
+    return import_comfy(comfy_tree)
+
+
+def import_comfy(comfy_tree: ComfyTree) -> InProcessComfy:
+    """Import ComfyUI from ``comfy_tree`` into this process (CPU only) and load its custom nodes, once."""
     root = str(comfy_tree.root)
     if "comfy" in sys.modules and not str(getattr(sys.modules["comfy"], "__file__", "")).startswith(root):
         raise RuntimeError("another ComfyUI is already imported in this process")

@@ -33,6 +33,11 @@ def both_outputs(comfy, variant: str, qtype: str):
     tiny_gguf = comfy.pack_module("engine.testing.tiny_gguf")
     name = f"wan22duo-parity-{variant}-{qtype}-high_noise.gguf"
     tiny_gguf.write_tiny_gguf(comfy.tree.model_path("unet", name), variant, qtype, seed=11, **SIZES)
+    return outputs_of(comfy, name, variant)
+
+
+def outputs_of(comfy, name: str, variant: str):
+    """Load models/unet/``name`` with ComfyUI-GGUF's and our loader; both outputs and our model."""
     (patcher,) = comfy.run("UnetLoaderGGUFAdvanced", unet_name=name, dequant_dtype="float32",
                            patch_dtype="default", patch_on_device=False)
     theirs = patcher.model.diffusion_model
@@ -86,3 +91,16 @@ def test_same_gguf_same_output_every_type(comfy, qtype):
 def test_same_gguf_same_output_other_variants(comfy, variant):
     ours, theirs, _ = both_outputs(comfy, variant, "Q4_K")
     assert_close(ours, theirs, variant)
+
+
+@pytest.mark.parametrize("qtype", ["Q8_0", "Q4_K"])
+def test_toy_expert_quantized_by_the_pack_loads_the_same_in_both(comfy, tmp_path, qtype):
+    """A toy expert written by toy/quantize.py (our own Q4_K quantizer) decodes alike in ComfyUI-GGUF."""
+    build, dit, quantize = (comfy.pack_module(f"toy.{m}") for m in ("build", "dit", "quantize"))
+    source = build.save(dit.new_model(seed=5), "t2v_high", "untrained", tmp_path)
+    name = f"wan22duo-toy-{qtype}-high_noise.gguf"
+    counts = quantize.write_expert_gguf(source, comfy.tree.model_path("unet", name), qtype)
+    assert counts[qtype] > 0
+    ours, theirs, model = outputs_of(comfy, name, "t2v_a14b")
+    assert model.blocks[0].ffn[2].weight_format.name == qtype
+    assert_close(ours, theirs, f"toy {qtype}")

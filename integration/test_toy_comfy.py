@@ -85,3 +85,25 @@ def test_toy_files_run_through_comfyuis_two_ksampler_advanced_graph(comfy, toy):
                           start_at_step=switch, end_at_step=STEPS, return_with_leftover_noise="disable", **common)
     assert bool(torch.isfinite(latent["samples"]).all())
     decode_checked(comfy, toy, latent)
+
+
+def test_the_quality_bench_measures_the_samplers_in_comfyui(comfy, tmp_path, monkeypatch):
+    """bench/quality.py --comfyui's rows (comfy_rows) on untrained toy files: every sampler path runs and scores."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import quality
+
+    build, dit, toy_vae = (comfy.pack_module(f"toy.{m}") for m in ("build", "dit", "vae"))
+    build.save(dit.new_model(seed=1), "t2v_high", "untrained", tmp_path)
+    build.save(dit.new_model(seed=2), "t2v_low", "untrained", tmp_path)
+    build.save(toy_vae.new_vae(base_dim=toy_vae.BASE_DIM), "vae", "untrained", tmp_path)
+    monkeypatch.setattr(quality, "REFERENCE", {"steps": STEPS})
+    monkeypatch.setattr(quality, "COMFY_CONFIGS", [(path, STEPS, path) for path in ("duo", "model_sampler",
+                                                                                      "ksampler")])
+    rows = quality.comfy_rows(comfy, 1, tmp_path, log=lambda line: None)
+    assert [r["config"] for r in rows] == [f"Wan22DuoSampler UniPC {STEPS} steps (the reference)", "duo",
+                                           "model_sampler", "ksampler"]
+    assert rows[0]["pixel_rms"] == rows[1]["pixel_rms"] == 0.0  # the same Wan22DuoSampler run twice
+    assert all(0 <= r["pixel_rms"] < 256 and 0 <= r["score"] <= 1 for r in rows)
