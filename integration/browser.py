@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 import urllib.request
 from contextlib import contextmanager
@@ -66,7 +67,12 @@ MEASURE = """
       name: w.name, type: w.type, rect: [n.pos[0], n.pos[1] + w.y, n.size[0], (w.computedHeight ?? 24) - 4] }));
     const dom = document.querySelector(`[data-node-id="${n.id}"]`);
     const r = dom?.getBoundingClientRect();
-    return { id: n.id, type: n.type, comfyClass: n.comfyClass ?? n.type, title: n.title, bounding: b, widgets,
+    // Nodes 2.0: the element showing the title (the deepest one holding exactly it), and whether CSS cuts it.
+    const titleEl = dom ? Array.from(dom.querySelectorAll("*")).filter((el) => el.textContent.trim() === n.title)
+      .filter((el) => !Array.from(el.children).some((c) => c.textContent.trim() === n.title)).pop() : null;
+    const domTitle = !dom ? null : !titleEl ? "missing" :
+      (titleEl.scrollWidth > titleEl.clientWidth + 1 || titleEl.scrollHeight > titleEl.clientHeight + 1) ? "cut" : "whole";
+    return { id: n.id, type: n.type, comfyClass: n.comfyClass ?? n.type, title: n.title, bounding: b, widgets, domTitle,
              dom: r ? [r.left, r.top, r.width, r.height] : null,
              canvases: dom ? Array.from(dom.querySelectorAll("canvas")).map((c) => c.__wan22duoId ?? null) : [],
              caption: n.__wan22duoPlan?.plan?.caption ?? null, planError: n.__wan22duoPlan?.plan?.error ?? null };
@@ -334,7 +340,10 @@ def main(argv=None) -> int:
     if executable is None:
         raise SystemExit("no Chromium binary (apt-get install chromium, or set WAN22DUO_CHROMIUM)")
     folder = Path(__file__).resolve().parent.parent / "example_workflows"
-    workflows = {p.stem: json.loads(p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.json"))}
+    sys.path.insert(0, str(folder.parent / "scripts"))
+    from template_cards import CARDS, file_stem  # the files are named by their cards; sizes go by workflow name
+
+    workflows = {c.name: json.loads((folder / f"{file_stem(c.name)}.json").read_text(encoding="utf-8")) for c in CARDS}
     version = json.loads(urllib.request.urlopen(args.measure + "/system_stats", timeout=10).read())["system"]
     try:
         from importlib.metadata import version as package_version

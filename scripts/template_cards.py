@@ -36,11 +36,11 @@ class Card(NamedTuple):
 CARDS = (
     Card("t2v_a14b", "Wan 2.2 T2V-A14B text to video",
          "Both A14B experts in one sampler, switched by the official rule. 40 steps, 1280x720."),
-    Card("t2v_a14b_lightning", "Wan 2.2 T2V-A14B Lightning 4 steps",
-         "The lightx2v 4-step LoRA on each expert, cfg 1. Fast drafts."),
-    Card("t2v_a14b_lightning_3stage", "Wan 2.2 T2V-A14B Lightning 3 stages",
-         "Two base high-noise steps with CFG, then the Lightning experts, in one sampler."),
-    Card("t2v_a14b_native", "Wan 2.2 T2V-A14B ComfyUI loaders",
+    Card("t2v_a14b_lightning", "Wan 2.2 T2V-A14B Lightning",
+         "The lightx2v 4-step LoRA on each expert, 4 steps at cfg 1. Fast drafts."),
+    Card("t2v_a14b_lightning_3stage", "Wan 2.2 T2V-A14B 3-stage LoRA",
+         "Three stages in one sampler: two base high-noise steps with CFG, then the Lightning experts."),
+    Card("t2v_a14b_native", "Wan 2.2 T2V-A14B UNETLoader",
          "ComfyUI's UNETLoader and VAE nodes feeding Wan 2.2 Duo's MODEL sampler."),
     Card("t2v_a14b_gguf", "Wan 2.2 T2V-A14B GGUF experts",
          "Q4_K_M GGUF experts through ComfyUI-GGUF's UnetLoaderGGUF and the MODEL sampler."),
@@ -50,7 +50,7 @@ CARDS = (
          "A clip from a first and a last frame, both experts in one sampler."),
     Card("i2v_a14b_extend", "Wan 2.2 I2V-A14B extend a clip",
          "A second clip continues from the first one's last frames; the two are joined."),
-    Card("i2v_a14b_native", "Wan 2.2 I2V-A14B ComfyUI loaders",
+    Card("i2v_a14b_native", "Wan 2.2 I2V-A14B UNETLoader",
          "ComfyUI's loaders and WanImageToVideo feeding Wan 2.2 Duo's MODEL sampler."),
     Card("ti2v_5b_t2v", "Wan 2.2 TI2V-5B text to video",
          "The single 5B model, 1280x704 at 24 fps, with the Wan 2.2 VAE."),
@@ -58,11 +58,14 @@ CARDS = (
          "The single 5B model animating a start image, 1280x704 at 24 fps."),
     Card("ti2v_5b_first_last", "Wan 2.2 TI2V-5B first-last frame",
          "The 5B model making a clip from a first and a last frame."),
-    Card("ti2v_5b_native", "Wan 2.2 TI2V-5B ComfyUI loaders",
+    Card("ti2v_5b_native", "Wan 2.2 TI2V-5B UNETLoader",
          "ComfyUI's UNETLoader and Wan22ImageToVideoLatent with Wan 2.2 Duo's MODEL sampler."),
 )
 FORBIDDEN = set(':*?"<>|#%/\\')
-MAX_TITLE_CHARS = 40  # one line of a card at 1920 px (the browser test measures it)
+# One line of a card: about 256 px of 14 px Inter in frontend 1.33 at 1920 px; "07 Wan 2.2 I2V-A14B first-last frame"
+# (36 characters) measures 241 px, "04 Wan 2.2 T2V-A14B ComfyUI loaders" (35) 261 px and was cut. The browser test
+# measures the real cards.
+MAX_TITLE_CHARS = 36
 
 
 def file_stem(name: str) -> str:

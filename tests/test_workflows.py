@@ -432,6 +432,9 @@ def test_template_cards_name_every_workflow_in_order():
     assert [s[:3] for s in stems] == [f"{i:02d} " for i in range(1, len(stems) + 1)]
     assert sorted(p.stem for p in UI_FILES) == sorted(stems)
     assert sorted(p.stem for p in UI_DIR.glob("*.jpg")) == sorted(stems)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for c, stem in zip(template_cards.CARDS, stems):  # the README's table of cards
+        assert f"| `{stem}` | `{c.name}` |" in readme, stem
 
 
 def test_template_card_checks_can_fail(monkeypatch):
