@@ -516,7 +516,9 @@ def _model_sampler(w: Workflow, latent: tuple, cond: tuple, widgets: dict, low: 
     values = {"seed": 42, "steps": 40, "cfg_high": 4.0, "cfg_low": 3.0, "shift": 12.0, "boundary": -1.0,
               "switch_step": -1, "sampler": "unipc", "scheduler": "wan", "memory": "offload_cpu"}
     values.update(widgets)
-    return w.add(Node(50, "Wan22DuoModelSampler", (900, 60), (360, 620), values, links))
+    # 390 wide: frontend 1.49 (ComfyUI 0.33) cuts a title wider than the node less 60 px, and the title
+    # "Wan 2.2 Duo Sampler (ComfyUI MODEL inputs)" is 314 px in its 14 px Inter (cut at 360).
+    return w.add(Node(50, "Wan22DuoModelSampler", (900, 60), (390, 620), values, links))
 
 
 def _native_note(title: str, s: dict, boundary: Optional[float], k: int, gguf: bool) -> str:
