@@ -31,6 +31,8 @@ CHROMIUM_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--disable-background-networking", "--disable-component-update", "--disable-sync")
 VIEWPORT = {"width": 1920, "height": 1080}
 PACK_URL_PART = "wan22duo"  # our files are served under /extensions/ComfyUI-Wan22Duo/ (matched lower-case)
+# Playwright's waits (navigation, locators, screenshots; 30 s by default): a shared or slow machine needs more.
+TIMEOUT_MS = int(float(os.environ.get("WAN22DUO_BROWSER_TIMEOUT_S", "120")) * 1000)
 # The frontend's first-run dialogs (template browser, missing models) would cover the canvas.
 BASE_SETTINGS = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False}
 
@@ -181,7 +183,7 @@ class Page:
     def open(self) -> None:
         self.page.goto(self.url)
         self.page.wait_for_function("window.app?.graph && window.LiteGraph && window.app.canvas?.ds",
-                                    timeout=180_000)
+                                    timeout=max(180_000, TIMEOUT_MS))
         self.page.wait_for_timeout(1500)
 
     def pack_errors(self) -> list:
@@ -238,6 +240,8 @@ def browser_page(url: str, settings: dict, executable: str):
                 profile, executable_path=executable, headless=True, args=list(CHROMIUM_ARGS),
                 viewport=VIEWPORT, device_scale_factor=1)
             try:
+                context.set_default_timeout(TIMEOUT_MS)
+                context.set_default_navigation_timeout(TIMEOUT_MS)
                 context.add_init_script(FILLTEXT_SPY)
                 page = Page(context.pages[0] if context.pages else context.new_page(), url)
                 page.open()

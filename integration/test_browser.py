@@ -17,8 +17,14 @@ once with Nodes 2.0 (``Comfy.VueNodes.Enabled``). Checks per workflow and mode:
 * the switch plot of every sampler drew its caption, whole (not cut with an ellipsis), inside
   its own box: on the node in the classic canvas, inside the widget's canvas in Nodes 2.0.
 
-Screenshots of every view go to ``integration/artifacts/browser/`` (git-ignored; CI keeps it),
-and one of the template browser on the pack's category, whose thumbnails must all load.
+* the samplers' titles whole (not cut with an ellipsis) in both modes;
+* the template browser on the pack's category: the cards titled with their file names
+  (``scripts/template_cards.py``) in the intended order, "01 Wan 2.2 T2V-A14B text to video" first,
+  none cut, every thumbnail loaded; and the GGUF workflow's missing-models report (1.33's dialog, 1.49's
+  Errors panel) without "Invalid directory" rows.
+
+Screenshots of every view go to ``integration/artifacts/browser/`` (git-ignored; CI keeps it).
+Runs on ComfyUI 0.3.76 (frontend 1.33) and 0.33.0 (frontend 1.49) alike.
 
 Needs Python Playwright (``pip install playwright``; its browser download is never used) and a
 Chromium binary. Without them the tests skip, unless ``WAN22DUO_REQUIRE_BROWSER=1`` (set by
@@ -44,7 +50,8 @@ from template_cards import CARDS, file_stem  # noqa: E402  (example_workflows/<c
 
 UI_WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
 NAME_OF = {file_stem(c.name): c.name for c in CARDS}  # file stem -> workflow name (ids, screenshot names)
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "browser"
+# Screenshots and measurements; WAN22DUO_BROWSER_ARTIFACTS keeps two runs (two ComfyUI versions) apart.
+ARTIFACTS = Path(os.environ.get("WAN22DUO_BROWSER_ARTIFACTS") or Path(__file__).resolve().parent / "artifacts" / "browser")
 SAMPLERS = ("Wan22DuoSampler", "Wan22DuoModelSampler")
 OWN_CANVAS_OVERLAP = 13  # web/wan22duo_plot_draw.js: Nodes 2.0 puts a widget's canvas 13 px over the row above
 MIN_NOTE_FONT_PX = 9.5  # the frontend's note text is 10 px at 1:1
