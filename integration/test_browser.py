@@ -17,8 +17,14 @@ once with Nodes 2.0 (``Comfy.VueNodes.Enabled``). Checks per workflow and mode:
 * the switch plot of every sampler drew its caption, whole (not cut with an ellipsis), inside
   its own box: on the node in the classic canvas, inside the widget's canvas in Nodes 2.0.
 
-Screenshots of every view go to ``integration/artifacts/browser/`` (git-ignored; CI keeps it),
-and one of the template browser on the pack's category, whose thumbnails must all load.
+* the samplers' titles whole (not cut with an ellipsis) in both modes;
+* the template browser on the pack's category: the cards titled with their file names
+  (``scripts/template_cards.py``) in the intended order, "01 Wan 2.2 T2V-A14B text to video" first,
+  none cut, every thumbnail loaded; and the GGUF workflow's missing-models report (1.33's dialog, 1.49's
+  Errors panel) without "Invalid directory" rows.
+
+Screenshots of every view go to ``integration/artifacts/browser/`` (git-ignored; CI keeps it).
+Runs on ComfyUI 0.3.76 (frontend 1.33) and 0.33.0 (frontend 1.49) alike.
 
 Needs Python Playwright (``pip install playwright``; its browser download is never used) and a
 Chromium binary. Without them the tests skip, unless ``WAN22DUO_REQUIRE_BROWSER=1`` (set by
@@ -28,7 +34,10 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
+
+from urllib.parse import unquote
 
 import pytest
 
@@ -36,8 +45,18 @@ import browser
 from comfy_server import start_server
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "scripts"))
+from template_cards import CARDS, file_stem  # noqa: E402  (example_workflows/<card title>.json)
+
 UI_WORKFLOWS = sorted((REPO / "example_workflows").glob("*.json"))
-ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "browser"
+NAME_OF = {file_stem(c.name): c.name for c in CARDS}  # file stem -> workflow name (ids, screenshot names)
+# WAN22DUO_BROWSER_ONLY="t2v_a14b_native,ti2v_5b_native": open only these workflows (a quick local check;
+# CI opens them all).
+ONLY = [n for n in os.environ.get("WAN22DUO_BROWSER_ONLY", "").split(",") if n]
+if ONLY:
+    UI_WORKFLOWS = [p for p in UI_WORKFLOWS if NAME_OF.get(p.stem, p.stem) in ONLY]
+# Screenshots and measurements; WAN22DUO_BROWSER_ARTIFACTS keeps two runs (two ComfyUI versions) apart.
+ARTIFACTS = Path(os.environ.get("WAN22DUO_BROWSER_ARTIFACTS") or Path(__file__).resolve().parent / "artifacts" / "browser")
 SAMPLERS = ("Wan22DuoSampler", "Wan22DuoModelSampler")
 OWN_CANVAS_OVERLAP = 13  # web/wan22duo_plot_draw.js: Nodes 2.0 puts a widget's canvas 13 px over the row above
 MIN_NOTE_FONT_PX = 9.5  # the frontend's note text is 10 px at 1:1
@@ -78,9 +97,10 @@ def _views(chromium, url, mode):
     with browser.browser_page(url, MODES[mode], chromium) as page:
         results = {}
         for path in UI_WORKFLOWS:
+            name = NAME_OF.get(path.stem, path.stem)
             workflow = json.loads(path.read_text(encoding="utf-8"))
             measured = page.load(workflow)
-            page.screenshot(ARTIFACTS / f"{mode}-{path.stem}.png")
+            page.screenshot(ARTIFACTS / f"{mode}-{name}.png")
             texts = page.texts()
             focused = {}  # classic: each sampler again, scrolled into view at 1:1 (see Page.focus)
             samplers = [n["id"] for n in measured["nodes"] if n["comfyClass"] in SAMPLERS]
@@ -91,9 +111,9 @@ def _views(chromium, url, mode):
             elif samplers:  # a picture of the plot in Nodes 2.0, the sampler scrolled into view
                 page.focus(samplers[0])
                 page.page.wait_for_timeout(500)
-                page.screenshot(ARTIFACTS / f"{mode}-plot-{path.stem}.png")
-            (ARTIFACTS / f"{mode}-{path.stem}.json").write_text(json.dumps(measured, indent=1))
-            results[path.stem] = (measured, texts, page.pack_errors(), focused)
+                page.screenshot(ARTIFACTS / f"{mode}-plot-{name}.png")
+            (ARTIFACTS / f"{mode}-{name}.json").write_text(json.dumps(measured, indent=1))
+            results[name] = (measured, texts, page.pack_errors(), focused)
             page.console.clear()
         return results, list(page.failed)
 
@@ -109,11 +129,11 @@ def nodes2(chromium, web_server):
 
 
 def _workflow_ids():
-    return [p.stem for p in UI_WORKFLOWS]
+    return [NAME_OF.get(p.stem, p.stem) for p in UI_WORKFLOWS]
 
 
 def test_workflows_are_found():
-    assert len(UI_WORKFLOWS) >= 12, [p.name for p in UI_WORKFLOWS]
+    assert len(UI_WORKFLOWS) >= (len(ONLY) if ONLY else 12), [p.name for p in UI_WORKFLOWS]
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
@@ -138,6 +158,30 @@ def test_nodes2_nothing_covered(name, nodes2):
     assert measured["vue"], f"{name}: Nodes 2.0 did not turn on (no [data-node-id] elements)"
     problems = browser.overlapping_dom_nodes(measured)
     assert problems == [], f"{name}: see {ARTIFACTS / f'nodes2-{name}.png'}\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+@pytest.mark.parametrize("name", _workflow_ids())
+def test_sampler_titles_whole(name, mode, request):
+    """The samplers' titles ("Wan 2.2 Duo Sampler (ComfyUI MODEL inputs)") are shown whole, not cut.
+
+    Classic: the title string is drawn as it is (the canvas cuts a title that does not fit with an
+    ellipsis), checked with the sampler scrolled into view at 1:1. Nodes 2.0: the title element's text
+    does not overflow its box."""
+    results, _ = request.getfixturevalue(mode)
+    first, _, _, focused = results[name]
+    problems = []
+    for node in (n for n in first["nodes"] if n["comfyClass"] in SAMPLERS):
+        where = f"node {node['id']} ({node['title']})"
+        if mode == "classic":
+            measured, texts = focused[node["id"]]
+            drawn = [t["text"] for t in texts if t["canvas"] == measured["graphCanvas"]]
+            if node["title"] not in drawn:
+                near = [t for t in drawn if t[:8] == node["title"][:8]]
+                problems.append(f"{where}: title not drawn whole; drawn: {near}")
+        elif node["domTitle"] != "whole":
+            problems.append(f"{where}: title element {node['domTitle']}")
+    assert problems == [], f"{name} ({mode}): see {ARTIFACTS / f'{mode}-{name}.png'}\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("name", _workflow_ids())
@@ -208,11 +252,51 @@ SHOWN_PICTURES = ("() => Array.from(document.querySelectorAll('img'))"
                   ".filter(i => i.complete && i.naturalWidth === 512 && i.naturalHeight === 512).length")
 
 
+# Each card's title as shown: the deepest visible element holding exactly the file name, its place on screen
+# and whether CSS cuts it (the card title is one line with an ellipsis).
+CARD_TITLES = """(titles) => titles.map((title) => {
+  const all = Array.from(document.querySelectorAll("h1, h2, h3, h4, p, span, div"))
+    .filter((el) => el.textContent.trim() === title && el.getBoundingClientRect().width > 0)
+    .filter((el) => !Array.from(el.children).some((c) => c.textContent.trim() === title));
+  const el = all[0];
+  if (!el) return { title, found: false };
+  const r = el.getBoundingClientRect();
+  return { title, found: true, top: r.top, left: r.left,
+           cut: el.scrollWidth > el.clientWidth + 1 || el.scrollHeight > el.clientHeight + 1 };
+})"""
+PACK_FOLDER = "ComfyUI-Wan22Duo"  # the folder the suite installs the pack into (conftest.py)
+
+
+def test_template_browser_shows_the_cards_titled_and_in_order(chromium, web_server):
+    """The pack's cards as a user sees them: "01 Wan 2.2 T2V-A14B text to video" first, CARDS order, none cut.
+
+    The server lists the files in the file system's order (ComfyUI globs, unsorted); the frontend titles each
+    card with its file name and keeps that order, so web/wan22duo_templates.js sorts the pack's list."""
+    import urllib.request
+
+    raw = json.loads(urllib.request.urlopen(web_server.url + "/workflow_templates", timeout=10).read())[PACK_FOLDER]
+    expected = [file_stem(c.name) for c in CARDS]
+    with browser.browser_page(web_server.url, MODES["classic"], chromium) as page:
+        page.page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
+        page.page.wait_for_timeout(2000)
+        page.page.get_by_text(PACK_FOLDER, exact=True).first.click()
+        page.page.wait_for_timeout(3000)
+        shown = page.page.evaluate(CARD_TITLES, expected)
+    (ARTIFACTS / "template-cards.json").write_text(json.dumps({"server_order": raw, "shown": shown}, indent=1))
+    assert sorted(raw) == sorted(expected), f"the server lists {raw}"
+    missing = [c["title"] for c in shown if not c["found"]]
+    assert missing == [], f"cards not shown: {missing}"
+    order = [c["title"] for c in sorted(shown, key=lambda c: (round(c["top"] / 20), c["left"]))]
+    assert order == expected, f"cards shown in the order {order} (the server's: {raw})"
+    cut = [c["title"] for c in shown if c["cut"]]
+    assert cut == [], f"card titles cut on screen: {cut}"
+
+
 def test_template_browser_shows_the_pack_with_thumbnails(chromium, web_server):
     with browser.browser_page(web_server.url, MODES["classic"], chromium) as page:
         page.page.evaluate("() => app.extensionManager.command.execute('Comfy.BrowseTemplates')")
         page.page.wait_for_timeout(2000)
-        page.page.get_by_text("ComfyUI-Wan22Duo", exact=True).first.click()
+        page.page.get_by_text(PACK_FOLDER, exact=True).first.click()
         page.page.wait_for_timeout(3000)
         page.screenshot(ARTIFACTS / "template-browser.png")
         shown_top = page.page.evaluate(SHOWN_PICTURES)
@@ -227,7 +311,8 @@ def test_template_browser_shows_the_pack_with_thumbnails(chromium, web_server):
         loaded = {url.rsplit("/", 1)[-1] for url in page.loaded if pack in url and url.endswith(".jpg")}
     assert failed == [], f"template files that did not load: {failed}"
     # Every card of the pack asked for its picture and got it.
-    expected = {f"{p.stem}.jpg" for p in UI_WORKFLOWS}
+    expected = {f"{p.stem}.jpg" for p in (REPO / "example_workflows").glob("*.json")}  # every card, ONLY or not
+    loaded = {unquote(u) for u in loaded}
     assert loaded == expected, f"thumbnails loaded: {sorted(loaded)}; expected {sorted(expected)}"
     # Rows of 4 cards, two rows in view: the first two rows at the top, the last two once scrolled down.
     n = len(expected)
@@ -237,18 +322,34 @@ def test_template_browser_shows_the_pack_with_thumbnails(chromium, web_server):
 
 
 def test_gguf_workflow_missing_models_dialog_has_no_invalid_entries(chromium, web_server):
-    """ComfyUI's Missing Models dialog on the GGUF workflow: no "Invalid directory" rows, no .gguf rows.
+    """ComfyUI's missing-models report on the GGUF workflow: no "Invalid directory" rows.
 
-    Its entries are checked against ComfyUI's own model lists (never .gguf) and refuse the unet folder,
-    so the GGUF loaders carry none; the safetensors files (VAE, text encoder) still get download rows.
+    Frontend 1.33 (ComfyUI 0.3.76): the Missing Models dialog checks the loaders' entries against ComfyUI's
+    own model lists (never .gguf) and refuses the unet folder, so the GGUF loaders carry none and the dialog
+    lists only the safetensors files (VAE, text encoder) with download rows. Frontend 1.49 (0.33.0) lists
+    every missing file of any loader in its Errors panel ("View details"); the GGUF experts, absent from the
+    test tree, show there as "Unknown" with their node, without a download folder, which is true.
     """
-    workflow = json.loads((REPO / "example_workflows" / "t2v_a14b_gguf.json").read_text(encoding="utf-8"))
+    workflow = json.loads((REPO / "example_workflows" / f"{file_stem('t2v_a14b_gguf')}.json").read_text(encoding="utf-8"))
     with browser.browser_page(web_server.url, {**MODES["classic"], "Comfy.Workflow.ShowMissingModelsWarning": True},
                               chromium) as page:
         page.load(workflow)
         page.page.get_by_text("Missing Models").first.wait_for(timeout=20_000)
+        dialogs = page.page.locator(".p-dialog")
+        panel = dialogs.count() == 0  # 1.49: no dialog; the Errors panel instead
+        if panel:
+            page.page.get_by_text("View details").first.click()
+            page.page.locator(".error-group-missing-model").first.wait_for(timeout=20_000)
         page.screenshot(ARTIFACTS / "missing-models-t2v_a14b_gguf.png")
-        dialog = page.page.locator(".p-dialog").last.inner_text()
-    assert "Invalid directory" not in dialog, dialog
-    assert ".gguf" not in dialog, dialog
-    assert "wan_2.1_vae.safetensors" in dialog, dialog
+        text = (page.page.locator(".error-group-missing-model").first if panel else dialogs.last).inner_text()
+    (ARTIFACTS / "missing-models-t2v_a14b_gguf.txt").write_text(text)
+    assert "Invalid directory" not in text, text
+    assert "wan_2.1_vae.safetensors" in text and "umt5_xxl_fp8_e4m3fn_scaled.safetensors" in text, text
+    if not panel:
+        assert ".gguf" not in text, text
+    else:  # listed as missing (they are), under their nodes, with no folder to download into
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        for name, node in (("Wan2.2-T2V-A14B-HighNoise-Q4_K_M.gguf", "High-noise expert"),
+                           ("Wan2.2-T2V-A14B-LowNoise-Q4_K_M.gguf", "Low-noise expert")):
+            at = lines.index(name)
+            assert lines[at + 1:at + 3] == ["Unknown", node], lines[at:at + 4]

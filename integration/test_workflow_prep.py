@@ -86,7 +86,7 @@ def test_bundled_file_names_map_to_the_right_tiny_files():
     assert ti2v["wan2.2_ti2v_5B_fp16.safetensors"].storage == "fp16"
     vae = ti2v["wan2.2_vae.safetensors"]
     assert (vae.version, vae.full_size) == ("2.2", False)  # our loader reads the width from the file
-    assert ti2v["example.png"].folder == "input"
+    assert ti2v["wan22duo_first_frame.png"].folder == "input"
 
 
 def test_svi_workflow_gets_tiny_loras_under_the_svi_names_and_its_join_length(sampling):

@@ -3,7 +3,7 @@
 ComfyUI modules (comfy, folder_paths, server, latent_preview) are imported only
 inside functions, at the point of use, so these modules import anywhere.
 """
-from . import continuation, keyframes, loaders, lora, model_sampler, parallel, routes, samplers, speed, vae
+from . import continuation, example_images, keyframes, loaders, lora, model_sampler, parallel, routes, samplers, speed, vae
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
@@ -13,3 +13,5 @@ for _module in (loaders, samplers, vae, lora, model_sampler, keyframes, continua
 
 # The model-info route feeds the web extension's switch plot; a no-op without ComfyUI.
 routes.register_routes()
+# The example first and last frames the bundled image-to-video workflows load; a no-op without ComfyUI.
+example_images.install()

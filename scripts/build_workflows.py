@@ -2,11 +2,13 @@
 
 Writes, for every workflow described in ``WORKFLOWS`` below:
 
-* ``example_workflows/<name>.json``: the UI (save) format. ComfyUI serves this folder as the
+* ``example_workflows/NN <card title>.json``: the UI (save) format. ComfyUI serves this folder as the
   pack's templates (Workflow -> Browse Templates), and the frontend's Missing Models dialog
-  reads ``properties.models`` on the loader nodes.
+  reads ``properties.models`` on the loader nodes. The file name is the template card's title and
+  sets the cards' order (``template_cards.py``: the frontends show nothing else), e.g.
+  ``01 Wan 2.2 T2V-A14B text to video.json`` for ``t2v_a14b``; files no workflow writes are removed.
 * ``workflows/api/<name>.json``: the API format that ``POST /prompt`` accepts as it is.
-* ``example_workflows/<name>.jpg``: the template browser's picture of it (``workflow_thumbnails.py``).
+* ``example_workflows/NN <card title>.jpg``: the card's picture (``workflow_thumbnails.py``).
 
 Positions come from ``workflow_layout.py``: each node is described by its column (``x``) and its
 order in the column (``y``), and placed from the sizes ComfyUI's frontend renders.
@@ -36,6 +38,9 @@ from pathlib import Path
 from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from template_cards import card, file_stem  # noqa: E402
+# The example first and last frames the pack draws into ComfyUI's input folder (nodes/example_images.py).
+FIRST_FRAME, LAST_FRAME = "wan22duo_first_frame.png", "wan22duo_last_frame.png"
 from workflow_layout import arrange, first_view, group_box, layout_problems, load_sizes  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,7 +340,7 @@ def _a14b(name: str, title: str, high: dict, low: dict, prompt: str, sampler: di
                {"vae_name": VAE21["name"], "dtype": "fp32", "device": "auto"}, models=[VAE21]))
     width, height = size
     if i2v:
-        w.add(Node(31, "LoadImage", (420, 840), (340, 360), {"image": "example.png"}, title="Start image"))
+        w.add(Node(31, "LoadImage", (420, 840), (340, 360), {"image": FIRST_FRAME}, title="Start image"))
         w.add(Node(40, "Wan22DuoI2VConditioning", (420, 560), (440, 240),
                    {"width": width, "height": height, "length": 81, "batch_size": 1},
                    {"positive": (21, "CONDITIONING"), "negative": (22, "CONDITIONING"), "vae": (30, "vae"),
@@ -415,7 +420,7 @@ def _ti2v(name: str, i2v: bool, prompt: str) -> Workflow:
                {"vae_name": VAE22["name"], "dtype": "fp32", "device": "auto"}, models=[VAE22]))
     links = {"vae": (30, "vae")}
     if i2v:
-        w.add(Node(31, "LoadImage", (420, 780), (340, 360), {"image": "example.png"}, title="Start image"))
+        w.add(Node(31, "LoadImage", (420, 780), (340, 360), {"image": FIRST_FRAME}, title="Start image"))
         links["start_image"] = (31, "IMAGE")
     w.add(Node(40, "Wan22DuoTI2VLatent", (420, 560), (440, 180),
                {"width": 1280, "height": 704, "length": 121, "batch_size": 1}, links, title="Video size"))
@@ -511,7 +516,9 @@ def _model_sampler(w: Workflow, latent: tuple, cond: tuple, widgets: dict, low: 
     values = {"seed": 42, "steps": 40, "cfg_high": 4.0, "cfg_low": 3.0, "shift": 12.0, "boundary": -1.0,
               "switch_step": -1, "sampler": "unipc", "scheduler": "wan", "memory": "offload_cpu"}
     values.update(widgets)
-    return w.add(Node(50, "Wan22DuoModelSampler", (900, 60), (360, 620), values, links))
+    # 390 wide: frontend 1.49 (ComfyUI 0.33) cuts a title wider than the node less 60 px, and the title
+    # "Wan 2.2 Duo Sampler (ComfyUI MODEL inputs)" is 314 px in its 14 px Inter (cut at 360).
+    return w.add(Node(50, "Wan22DuoModelSampler", (900, 60), (390, 620), values, links))
 
 
 def _native_note(title: str, s: dict, boundary: Optional[float], k: int, gguf: bool) -> str:
@@ -552,7 +559,7 @@ def _native_a14b(name: str, title: str, high: dict, low: dict, prompt: str, widg
     _native_text(w, prompt)
     w.add(Node(30, "VAELoader", (40, 610), (340, 80), {"vae_name": VAE21["name"]}, models=[VAE21]))
     if i2v:
-        w.add(Node(31, "LoadImage", (420, 840), (340, 360), {"image": "example.png"}, title="Start image"))
+        w.add(Node(31, "LoadImage", (420, 840), (340, 360), {"image": FIRST_FRAME}, title="Start image"))
         w.add(Node(40, "WanImageToVideo", (420, 560), (440, 240),
                    {"width": 1280, "height": 720, "length": 81, "batch_size": 1},
                    {"positive": (21, "CONDITIONING"), "negative": (22, "CONDITIONING"), "vae": (30, "VAE"),
@@ -631,7 +638,7 @@ def _replace_note(w: Workflow, node_id: int, text: str) -> None:
 
 def _end_image(w: Workflow, pos: tuple) -> None:
     w.node(31).title = "Start image (first frame)"
-    w.add(Node(32, "LoadImage", pos, (340, 360), {"image": "example.png"}, title="End image (last frame)"))
+    w.add(Node(32, "LoadImage", pos, (340, 360), {"image": LAST_FRAME}, title="End image (last frame)"))
     for title, ids in w.groups:
         if title == "Prompt and size":
             ids.append(32)
@@ -1028,11 +1035,22 @@ def _sampler_curve(w: Workflow) -> tuple:
     return sigmas, k, f"high-noise steps 1–{k}, low-noise {k + 1}–{v['steps']}"
 
 
+def ui_path(name: str, suffix: str = ".json") -> Path:
+    """``example_workflows/NN <card title>.json`` of workflow ``name`` (its template card, ``template_cards.py``)."""
+    return UI_DIR / f"{file_stem(name)}{suffix}"
+
+
 def write_thumbnails(workflows: list) -> None:
     from workflow_thumbnails import write
 
     for w in workflows:
-        write(w, UI_DIR, *_sampler_curve(w))
+        write(w, ui_path(w.name, ".jpg"), card(w.name).description, *_sampler_curve(w))
+
+
+def stale_ui_files(workflows: list) -> list:
+    """Files in example_workflows/ that no workflow writes (a renamed or removed card): ComfyUI would list them."""
+    kept = {ui_path(w.name, suffix).name for w in workflows for suffix in (".json", ".jpg")}
+    return sorted(p for p in UI_DIR.iterdir() if p.is_file() and p.name not in kept)
 
 
 def render(schemas: Optional[dict] = None, workflows: Optional[list] = None) -> dict:
@@ -1040,7 +1058,7 @@ def render(schemas: Optional[dict] = None, workflows: Optional[list] = None) -> 
     schemas = schemas if schemas is not None else load_schemas()
     files = {}
     for w in workflows if workflows is not None else laid_out():
-        files[UI_DIR / f"{w.name}.json"] = dump(to_ui(w, schemas))
+        files[ui_path(w.name)] = dump(to_ui(w, schemas))
         files[API_DIR / f"{w.name}.json"] = dump(to_api(w, schemas))
     return files
 
@@ -1108,6 +1126,11 @@ def main(argv: Optional[list] = None) -> int:
         stale += update(core_reference_files(args.core_reference), write=not args.check)
     workflows = laid_out()
     stale += update(render(workflows=workflows), write=not args.check)
+    for path in stale_ui_files(workflows):
+        stale.append(path)
+        if not args.check:
+            path.unlink()
+            print(f"removed {_shown(path)} (no workflow has this card name)")
     if args.check and stale:
         print("out of date: " + ", ".join(_shown(p) for p in stale))
         return 1

@@ -1,7 +1,8 @@
-"""The template browser's picture of each bundled workflow: ``example_workflows/<name>.jpg``.
+"""The template browser's picture of each bundled workflow: ``example_workflows/<card file name>.jpg``.
 
 ComfyUI's frontend (1.33) shows a custom node pack's templates as cards and asks for
-``/api/workflow_templates/<pack>/<name>.jpg`` beside each ``<name>.json``; without it every card
+``/api/workflow_templates/<pack>/<name>.jpg`` beside each ``<name>.json`` (the name is the card's
+title, ``template_cards.py``); without it every card
 shows a broken image and the console logs a 404 per card. The pack has no trained model to take a
 frame from, so the picture is a diagram the build can draw from the workflow itself: "Wan 2.2" and
 what the workflow does, a map of its nodes where they sit on the canvas (loaders, prompt, sampler,
@@ -99,25 +100,31 @@ def _curve(draw, sigmas: list, switch: int, box: tuple) -> None:
         draw.line(points[switch:], fill=LOW, width=4)
 
 
-def render(w, sigmas: list, switch: int, caption: str):
-    """The picture of workflow ``w`` (a ``build_workflows.Workflow``, laid out) as a Pillow image."""
+def render(w, description: str, sigmas: list, switch: int, caption: str):
+    """The picture of workflow ``w`` (a ``build_workflows.Workflow``, laid out) as a Pillow image.
+
+    ``description``: what the workflow does (its card's, ``template_cards.py``), which the card itself
+    cannot show: the frontend's card text is the file name."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", SIZE, BACKGROUND)
     draw = ImageDraw.Draw(image)
     draw.text((24, 20), "Wan 2.2", font=_font(26, bold=True), fill=HIGH)
-    title_font = _font(30, bold=True)
+    title_font, text_font = _font(30, bold=True), _font(19)
     y = 58
-    for line in _wrap(draw, w.title or w.name, title_font, SIZE[0] - 48)[:3]:
+    for line in _wrap(draw, w.title or w.name, title_font, SIZE[0] - 48)[:2]:
         draw.text((24, y), line, font=title_font, fill=TEXT)
         y += 36
-    _map(draw, w, (24, y + 12, SIZE[0] - 24, 360))
+    for line in _wrap(draw, description, text_font, SIZE[0] - 48)[:3]:
+        draw.text((24, y + 2), line, font=text_font, fill=DIM)
+        y += 24
+    _map(draw, w, (24, y + 14, SIZE[0] - 24, 360))
     _curve(draw, sigmas, switch, (24, 380, SIZE[0] - 24, 468))
     draw.text((24, 478), caption, font=_font(17), fill=DIM)
     return image
 
 
-def write(w, folder: Path, sigmas: list, switch: int, caption: str) -> Path:
-    path = folder / f"{w.name}.jpg"
-    render(w, sigmas, switch, caption).save(path, "JPEG", quality=88, optimize=True)
+def write(w, path: Path, description: str, sigmas: list, switch: int, caption: str) -> Path:
+    """Draws workflow ``w``'s picture to ``path`` (``example_workflows/<card file name>.jpg``)."""
+    render(w, description, sigmas, switch, caption).save(path, "JPEG", quality=88, optimize=True)
     return path

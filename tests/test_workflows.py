@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from _reference import object_info_path
-from wan22duo.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from wan22duo.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, example_images
 
 ROOT = Path(__file__).resolve().parent.parent
 UI_DIR = ROOT / "example_workflows"
@@ -20,6 +20,8 @@ CORE = json.loads((ROOT / "workflows" / "schema" / "comfyui-0.3.76-core-nodes.js
 # city96's ComfyUI-GGUF nodes the workflows use (integration/test_model_sampler.py checks it against the live node)
 GGUF = json.loads((ROOT / "workflows" / "schema" / "comfyui-gguf-nodes.json").read_text(encoding="utf-8"))
 FULL_REFERENCE = object_info_path()
+sys.path.insert(0, str(ROOT / "scripts"))
+import template_cards  # noqa: E402  (the template cards: each UI file is named "NN <card title>.json")
 UI_ONLY = {"MarkdownNote", "Note"}
 WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -113,6 +115,12 @@ def ui_to_api(ui):
 
 
 UI_FILES = sorted(UI_DIR.glob("*.json"))
+NAME_OF = {template_cards.file_stem(c.name): c.name for c in template_cards.CARDS}  # UI file stem -> name
+
+
+def ui_file(name):
+    return UI_DIR / f"{template_cards.file_stem(name)}.json"
+
 API_FILES = sorted(API_DIR.glob("*.json"))
 ALL = [pytest.param(p, id=f"ui-{p.stem}") for p in UI_FILES] + [pytest.param(p, id=f"api-{p.stem}") for p in API_FILES]
 
@@ -126,7 +134,7 @@ def api_form(path):
 
 
 def test_every_workflow_has_a_ui_and_an_api_copy():
-    assert sorted(p.stem for p in UI_FILES) == sorted(NAMES)
+    assert sorted(NAME_OF.get(p.stem, p.stem) for p in UI_FILES) == sorted(NAMES)
     assert sorted(p.stem for p in API_FILES) == sorted(NAMES)
     # ComfyUI 0.3.76 lists <pack>/{example_workflows,example,examples,workflow,workflows}/*.json as
     # templates; API files directly in workflows/ would show up there as broken templates.
@@ -219,7 +227,7 @@ def test_widget_values_are_within_the_schema(path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ui_and_api_copies_agree(name):
-    ui, api = load(UI_DIR / f"{name}.json"), load(API_DIR / f"{name}.json")
+    ui, api = load(ui_file(name)), load(API_DIR / f"{name}.json")
     assert ui_to_api(ui) == {k: {"class_type": v["class_type"], "inputs": v["inputs"]} for k, v in api.items()}
     for node in ui["nodes"]:
         if node["type"] not in UI_ONLY:
@@ -265,7 +273,7 @@ def test_loaders_offer_their_downloads_and_the_note_names_them(path):
     # two experts or one TI2V-5B model, the text encoder, the VAE, and the two Lightning LoRAs
     single = {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "t2v_a14b_lightning": 6, "ti2v_5b_native": 3,
               "ti2v_5b_first_last": 3, "t2v_a14b_lightning_3stage": 6, "i2v_a14b_svi": 6}
-    assert seen == single.get(path.stem, 4)
+    assert seen == single.get(NAME_OF[path.stem], 4)
 
 
 # ---------------------------------------------------------------- official settings
@@ -425,6 +433,31 @@ def test_every_template_has_its_thumbnail(path):
         image.load()
 
 
+def test_template_cards_name_every_workflow_in_order():
+    """The card titles (file names): Wan 2.2, the basic T2V first, numbered 01.. in CARDS order, no bad characters."""
+    assert template_cards.problems() == []
+    assert sorted(c.name for c in template_cards.CARDS) == sorted(NAMES)
+    stems = [template_cards.file_stem(c.name) for c in template_cards.CARDS]
+    assert stems[0] == "01 Wan 2.2 T2V-A14B text to video"
+    assert stems == sorted(stems), "the number prefix must sort the cards in CARDS order"
+    assert [s[:3] for s in stems] == [f"{i:02d} " for i in range(1, len(stems) + 1)]
+    assert sorted(p.stem for p in UI_FILES) == sorted(stems)
+    assert sorted(p.stem for p in UI_DIR.glob("*.jpg")) == sorted(stems)
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for c, stem in zip(template_cards.CARDS, stems):  # the README's table of cards
+        assert f"| `{stem}` | `{c.name}` |" in readme, stem
+
+
+def test_template_card_checks_can_fail(monkeypatch):
+    bad = template_cards.Card("x", "T2V: 100% done" + " long" * 8, "")
+    monkeypatch.setattr(template_cards, "CARDS", template_cards.CARDS + (bad, template_cards.CARDS[0]))
+    found = "\n".join(template_cards.problems())
+    for expected in ("name 't2v_a14b' used twice", "refuses", "characters; a card shows", "does not say Wan 2.2"):
+        assert expected in found, found
+    with pytest.raises(KeyError, match="no template card"):
+        template_cards.file_stem("t2v_unknown")
+
+
 def test_core_subset_is_copied_from_the_reference():
     # The committed digests of ComfyUI 0.3.76's /object_info stand in for the full dump (760 kB, kept outside the
     # repository), so a hand edit of the subset fails here on any machine.
@@ -445,7 +478,7 @@ def test_ti2v_workflows_name_no_experts(name):
     # TI2V-5B is one model: no node of its workflows may be titled as if it ran two experts.
     api_titles = [node["_meta"]["title"] for node in load(API_DIR / f"{name}.json").values()]
     ui_titles = [node.get("title") or NODE_DISPLAY_NAME_MAPPINGS.get(node["type"], node["type"])
-                 for node in load(UI_DIR / f"{name}.json")["nodes"]]
+                 for node in load(ui_file(name))["nodes"]]
     assert "Wan 2.2 Duo Sampler" in api_titles and "Wan 2.2 Duo Sampler" in ui_titles
     assert not [t for t in api_titles + ui_titles if "expert" in t.lower()]
 
@@ -511,10 +544,20 @@ def test_first_last_workflows_feed_two_images_to_the_keyframe_node(name, node_ty
     start, end = _node(api, keyframes["start_image"]), _node(api, keyframes["end_image"])
     assert start["class_type"] == end["class_type"] == "LoadImage"
     assert keyframes["start_image"] != keyframes["end_image"]
+    # Two different pictures, the ones the pack draws into ComfyUI's input folder (nodes/example_images.py).
+    assert (start["inputs"]["image"], end["inputs"]["image"]) == (example_images.FIRST_FRAME, example_images.LAST_FRAME)
     assert api[sampler["latent"][0]]["class_type"] == node_type
     if node_type == "Wan22DuoI2VKeyframes":
         assert api[sampler["positive"][0]]["class_type"] == api[sampler["negative"][0]]["class_type"] == node_type
         assert keyframes["vae"] == _by_class_ids(api, "Wan22DuoVAELoader")
+
+
+@pytest.mark.parametrize("name", sorted(IMAGES))
+def test_image_workflows_start_from_the_packs_first_frame(name):
+    # Not ComfyUI's example.png: 0.33.0 ships none, and first and last frame would show the same picture.
+    images = [n["inputs"]["image"] for n in load(API_DIR / f"{name}.json").values() if n["class_type"] == "LoadImage"]
+    assert images[0] == example_images.FIRST_FRAME
+    assert set(images) <= {example_images.FIRST_FRAME, example_images.LAST_FRAME}
 
 
 def _by_class_ids(api, class_type):
