@@ -207,3 +207,44 @@ def test_context_windows_with_and_without_freenoise_as_in_the_graph(comfy, exper
                                  fuse_method="pyramid", freenoise=False))[0] for m in models(comfy, experts)]
         off, _ = ours(comfy, pair, frames=frames)
         assert rel_l2(samples, off) > 100 * PARITY
+
+
+def test_comfyui_context_windows_run_the_model_per_window_as_in_the_graph(comfy, experts, record_property):
+    """WanContextWindowsManual on the MODELs: the diffusion model is called with window-length latents only
+    (never the whole video), the same calls per expert as in the graph, and the same result (within PARITY).
+
+    8 latent frames in windows of 17 video frames (5 latent frames), overlap 4 frames (1 latent frame),
+    static schedule: windows [0, 5) and [3, 8). ComfyUI 0.33 also puts its causal anchor frame in front of
+    the second window (6 frames); 0.3.76 has no anchor."""
+    import comfy.patcher_extension as extension  # bound to another name: `comfy` is the fixture here
+
+    frames = 8
+    def windowed(seen: Counter):
+        out = []
+        for role, m in zip(("high", "low"), models(comfy, experts)):
+            (m,) = result(comfy.run("WanContextWindowsManual", model=m, context_length=17, context_overlap=4,
+                                    context_schedule="standard_static", context_stride=1, closed_loop=False,
+                                    fuse_method="pyramid", freenoise=True))
+
+            def record(executor, x, *args, _role=role, **kwargs):
+                seen[_role, x.shape[2]] += 1
+                return executor(x, *args, **kwargs)
+
+            m.add_wrapper_with_key(extension.WrappersMP.DIFFUSION_MODEL, "wan22duo_test_frames", record)
+            out.append(m)
+        return out
+
+    in_graph, in_ours = Counter(), Counter()
+    reference = graph(comfy, windowed(in_graph), frames=frames)
+    samples, report = ours(comfy, windowed(in_ours), frames=frames)
+    err = rel_l2(samples, reference)
+    record_property("frames_per_call_graph_ours", (dict(in_graph), dict(in_ours)))
+    print(f"\nWanContextWindowsManual: model calls by (expert, latent frames): graph {dict(in_graph)}, "
+          f"ours {dict(in_ours)}; rel L2 {err:.2e}")
+    assert in_ours == in_graph
+    assert {n for _, n in in_ours} <= {5, 6} and {n for _, n in in_ours} & {5}  # window-length inputs only
+    # one call per window per step (cond and uncond batched together, as ComfyUI batches them)
+    assert sum(c for (role, _), c in in_ours.items() if role == "high") == 2 * SWITCH
+    assert sum(c for (role, _), c in in_ours.items() if role == "low") == 2 * (STEPS - SWITCH)
+    assert err <= PARITY
+    assert report["patch_notes"] == []  # FreeNoise's SAMPLER_SAMPLE wrapper acts as in the graph
