@@ -279,3 +279,22 @@ def test_the_activation_estimate_counts_one_window(monkeypatch):
 def test_something_else_than_windows_is_refused():
     with pytest.raises(loop.SamplingError, match="expected an engine.sampling.context_windows.ContextWindows"):
         run(9, windows={"length": 4})
+
+
+def test_windows_with_the_step_cache_and_a_leading_phase():
+    """Both act on the whole latent around the windowed model call: threshold 0 changes nothing, and a leading
+    phase gets the same windows as the experts (they depend on the step only)."""
+    from wan22duo.engine.sampling.phases import Phase
+    from wan22duo.engine.sampling.step_cache import StepCache
+
+    w = ContextWindows(4, 1, schedule="uniform")
+    plain = run(11, w, steps=12, switch_step=6)
+    cached = run(11, w, steps=12, switch_step=6, step_cache=StepCache(threshold=0.0))
+    assert torch.equal(cached.latent, plain.latent) and cached.cache["reused"] == []
+    calls = []
+    lead = recording(T2V, calls, "lead1")
+    run(11, w, calls=calls, steps=6, switch_step=4, lead=[Phase(lead, 4.0, 2)])
+    frames = {}
+    for c in calls:
+        frames.setdefault(c.expert, set()).add(c.x.shape[2])
+    assert set(frames) == {"lead1", "high", "low"} and all(f <= {4, 5} for f in frames.values())
