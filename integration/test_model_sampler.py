@@ -421,9 +421,8 @@ def test_context_windows_give_the_same_result_on_the_model_path_and_the_engine_p
         report = out["ui"]["wan22duo_switch"][0]
         assert report["context_windows"]["windows_step_1"] == [[0, 3], [2, 5], [4, 7]], report["context_windows"]
         outs.append(out["result"][0]["samples"])
-    plain = run_sampler(comfy, "Wan22DuoSampler", engine_models(comfy, files, variant, 0.8), variant, "wan")[0]
     err = rel_l2(outs[1], outs[0])
     record_property("rel_l2", err)
     print(f"\ncontext windows {variant}: MODEL path vs engine path rel L2 {err:.3e}")
     assert err <= PARITY
-    assert plain.shape[2] == 3 and outs[0].shape[2] == 7
+    assert outs[0].shape[2] == 7
