@@ -207,3 +207,81 @@ def test_context_windows_with_and_without_freenoise_as_in_the_graph(comfy, exper
                                  fuse_method="pyramid", freenoise=False))[0] for m in models(comfy, experts)]
         off, _ = ours(comfy, pair, frames=frames)
         assert rel_l2(samples, off) > 100 * PARITY
+
+
+def test_comfyui_context_windows_run_the_model_per_window_as_in_the_graph(comfy, experts, record_property):
+    """WanContextWindowsManual on the MODELs: the diffusion model is called with window-length latents only
+    (never the whole video), the same calls per expert as in the graph, and the same result (within PARITY).
+
+    8 latent frames in windows of 17 video frames (5 latent frames), overlap 4 frames (1 latent frame),
+    static schedule: windows [0, 5) and [3, 8). ComfyUI 0.33 also puts its causal anchor frame in front of
+    the second window (6 frames); 0.3.76 has no anchor."""
+    import comfy.patcher_extension as extension  # bound to another name: `comfy` is the fixture here
+
+    frames = 8
+    def windowed(seen: Counter):
+        out = []
+        for role, m in zip(("high", "low"), models(comfy, experts)):
+            (m,) = result(comfy.run("WanContextWindowsManual", model=m, context_length=17, context_overlap=4,
+                                    context_schedule="standard_static", context_stride=1, closed_loop=False,
+                                    fuse_method="pyramid", freenoise=True))
+
+            def record(executor, x, *args, _role=role, **kwargs):
+                seen[_role, x.shape[2]] += 1
+                return executor(x, *args, **kwargs)
+
+            m.add_wrapper_with_key(extension.WrappersMP.DIFFUSION_MODEL, "wan22duo_test_frames", record)
+            out.append(m)
+        return out
+
+    in_graph, in_ours = Counter(), Counter()
+    reference = graph(comfy, windowed(in_graph), frames=frames)
+    samples, report = ours(comfy, windowed(in_ours), frames=frames)
+    err = rel_l2(samples, reference)
+    record_property("frames_per_call_graph_ours", (dict(in_graph), dict(in_ours)))
+    print(f"\nWanContextWindowsManual: model calls by (expert, latent frames): graph {dict(in_graph)}, "
+          f"ours {dict(in_ours)}; rel L2 {err:.2e}")
+    assert in_ours == in_graph
+    assert {n for _, n in in_ours} <= {5, 6} and {n for _, n in in_ours} & {5}  # window-length inputs only
+    # one call per window per step (cond and uncond batched together, as ComfyUI batches them)
+    assert sum(c for (role, _), c in in_ours.items() if role == "high") == 2 * SWITCH
+    assert sum(c for (role, _), c in in_ours.items() if role == "low") == 2 * (STEPS - SWITCH)
+    assert err <= PARITY
+    assert report["patch_notes"] == []  # FreeNoise's SAMPLER_SAMPLE wrapper acts as in the graph
+
+
+def test_comfyui_context_windows_on_i2v_slice_the_image_conditioning_as_in_the_graph(comfy, record_property):
+    """I2V-A14B under WanContextWindowsManual: ComfyUI's handler slices the start-image channels (c_concat) per
+    window in both samplers; ours hands them to ComfyUI as c_concat, so the result matches the graph's."""
+    tiny = comfy.pack_module("engine.testing.tiny")
+    pair = []
+    for seed, role in ((41, "high"), (42, "low")):
+        path = comfy.tree.model_path("diffusion_models", f"patches_i2v_a14b_{role}_noise.safetensors")
+        (model,) = result(comfy.run("UNETLoader", unet_name=tiny.write_tiny_dit(path, "i2v_a14b", seed=seed).name,
+                                    weight_dtype="default"))
+        (model,) = result(comfy.run("ModelSamplingSD3", model=model, shift=SHIFT))
+        (model,) = result(comfy.run("WanContextWindowsManual", model=model, context_length=17, context_overlap=4,
+                                    context_schedule="standard_static", context_stride=1, closed_loop=False,
+                                    fuse_method="pyramid", freenoise=True))
+        pair.append(model)
+    frames = 8
+    pos, neg, latent = inputs(comfy, frames)
+    g = torch.Generator().manual_seed(5)
+    mask = torch.ones(1, 1, frames, 8, 8)
+    mask[:, :, 0] = 0.0  # WanImageToVideo: 0 on the known (start image) frame
+    values = {"concat_latent_image": torch.randn(1, 16, frames, 8, 8, generator=g), "concat_mask": mask}
+    pos = [[c, {**o, **values}] for c, o in pos]
+    neg = [[c, {**o, **values}] for c, o in neg]
+    common = dict(noise_seed=SEED, steps=STEPS, sampler_name="euler", scheduler="simple", positive=pos, negative=neg)
+    (mid,) = result(comfy.run("KSamplerAdvanced", model=pair[0], add_noise="enable", cfg=3.5, latent_image=latent,
+                              start_at_step=0, end_at_step=SWITCH, return_with_leftover_noise="enable", **common))
+    (reference,) = result(comfy.run("KSamplerAdvanced", model=pair[1], add_noise="disable", cfg=3.5, latent_image=mid,
+                                    start_at_step=SWITCH, end_at_step=10000, return_with_leftover_noise="disable",
+                                    **common))
+    out = comfy.run("Wan22DuoModelSampler", high_noise_model=pair[0], low_noise_model=pair[1], positive=pos,
+                    negative=neg, latent=latent, seed=SEED, steps=STEPS, cfg_high=3.5, cfg_low=3.5, shift=-1.0,
+                    boundary=-1.0, switch_step=SWITCH, sampler="euler", scheduler="simple", memory="offload_cpu")
+    err = rel_l2(out["result"][0]["samples"], reference["samples"])
+    record_property("rel_l2", err)
+    print(f"\nI2V under WanContextWindowsManual: ours vs graph rel L2 {err:.2e}")
+    assert err <= PARITY

@@ -398,3 +398,31 @@ def write_q8_gguf(comfy, path, state_dict: dict) -> dict:
         decoded[key] = torch.from_numpy(np.ascontiguousarray(back, dtype=np.float32))
     tiny_gguf.write_gguf(path, tensors, shapes=shapes)
     return decoded
+
+
+@pytest.mark.parametrize("variant", ["t2v_a14b", "i2v_a14b", "ti2v_5b"])
+def test_context_windows_give_the_same_result_on_the_model_path_and_the_engine_path(comfy, files, variant,
+                                                                                     record_property):
+    """Wan22DuoContextWindows on both samplers (7 latent frames in windows of 3, overlap 1, uniform, anchor,
+    FreeNoise): the windows run in the one loop either way, so the MODEL path matches the engine path."""
+    (windows,) = comfy.run("Wan22DuoContextWindows", context_length=9, context_overlap=4, schedule="uniform",
+                           fuse="pyramid", causal_anchor=True, freenoise=True)
+    shape = LATENT[variant][:2] + (7,) + LATENT[variant][3:]
+    outs = []
+    for node, models, extra in (("Wan22DuoSampler", engine_models(comfy, files, variant, 0.8), {}),
+                                ("Wan22DuoModelSampler", comfy_models(comfy, files, variant, 0.8), {"shift": -1.0})):
+        pos, neg, latent = conditioning(comfy, variant, shape)
+        kwargs = dict(high_noise_model=models[0], positive=pos, negative=neg, latent=latent, seed=42, steps=STEPS,
+                      boundary=-1.0, switch_step=-1, sampler="unipc", scheduler="wan", memory="offload_cpu",
+                      context_windows=windows, **{**SETTINGS[variant], **extra})
+        if len(models) > 1:
+            kwargs["low_noise_model"] = models[1]
+        out = comfy.run(node, **kwargs)
+        report = out["ui"]["wan22duo_switch"][0]
+        assert report["context_windows"]["windows_step_1"] == [[0, 3], [2, 5], [4, 7]], report["context_windows"]
+        outs.append(out["result"][0]["samples"])
+    err = rel_l2(outs[1], outs[0])
+    record_property("rel_l2", err)
+    print(f"\ncontext windows {variant}: MODEL path vs engine path rel L2 {err:.3e}")
+    assert err <= PARITY
+    assert outs[0].shape[2] == 7

@@ -171,6 +171,11 @@ def _check_switch(name: str, queued: dict, entry: dict, expected) -> dict:
                  {"role": "low", "start": plan.switch_step, "stop": plan.schedule.steps}]
         got = [{k: s[k] for k in ("role", "start", "stop")} for s in report.get("stages", [])]
         assert got == [s for s in want if s["stop"] > s["start"]], f"{where}: stages {got}"
+    if prep.is_link(inputs.get("context_windows")):  # the short video still runs in several windows per step
+        windows = report.get("context_windows") or {}
+        assert windows.get("latent_frames") == (prep.WINDOWED_LENGTH - 1) // 4 + 1, f"{where}: windows {windows}"
+        assert windows.get("windows_per_step", 0) >= 2 and windows.get("length") == (prep.WINDOW_LENGTH - 1) // 4 + 1, \
+            f"{where}: windows {windows}"
     return report
 
 

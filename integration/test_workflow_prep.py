@@ -34,9 +34,12 @@ def test_bundled_workflow_is_rewritten_for_a_short_cpu_run(workflow, sampling):
             assert queued[node_id]["class_type"] == prep.CONDITIONING_NODE
         elif {"width", "height", "length"} <= set(node["inputs"]):
             continues = "previous_latent" in node["inputs"]  # an SVI continuation: new frames after 1 + 4k
-            length = 4 * node["inputs"]["motion_latents"] + 5 if continues else 5
+            windowed = prep.CONTEXT_WINDOWS in {n["class_type"] for n in api.values()}
+            length = 4 * node["inputs"]["motion_latents"] + 5 if continues else (17 if windowed else 5)
             assert {k: queued[node_id]["inputs"][k] for k in ("width", "height", "length")} == \
                 {"width": 96, "height": 64, "length": length}
+        elif node["class_type"] == prep.CONTEXT_WINDOWS:  # windows of 3 latent frames, overlap 1: still split
+            assert (queued[node_id]["inputs"]["context_length"], queued[node_id]["inputs"]["context_overlap"]) == (9, 4)
         elif isinstance(node["inputs"].get("length"), int):  # a clip continuing another
             after = queued[node_id]["inputs"]
             assert after["length"] >= 5 and after["length"] % 4 == 1

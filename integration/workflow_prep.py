@@ -13,6 +13,9 @@ Two steps, both pure (no ComfyUI, no server):
   size inputs are all set, the shortest clip longer than the 1 + 4k frames it repeats), and the steps of each
   Wan22Duo sampler cut to the fewest (from 4 up) that still switch experts inside the run when the
   original does. Schedule, solver, shift, boundary, CFG, seed and memory policy stay as bundled.
+  A workflow with context windows (``Wan22DuoContextWindows``) gets windows of ``WINDOW_LENGTH``
+  frames (3 latent frames) overlapping by 4 frames (1 latent frame) and a video of
+  ``WINDOWED_LENGTH`` frames (5 latent frames), so the short run still splits into windows.
 
 Text encoder: ``CLIPLoader(type="wan")`` builds the full umT5-XXL (5.7B parameters) whatever file it
 is given, so no small one can exist. Every ``CLIPTextEncode`` becomes the test-only node
@@ -49,6 +52,8 @@ UMT5_LENGTH = 512
 FILE_SUFFIX = re.compile(r"\.(safetensors|sft|gguf|ckpt|pt|pth|bin|png|jpe?g|webp|gif|mp4|webm)$", re.I)
 WIDTH, HEIGHT, LENGTH = 96, 64, 5  # multiples of 32 (the 2.2 VAE's 16 px x the DiT's 2x2 patch); 2 latent frames
 MIN_STEPS = 4
+CONTEXT_WINDOWS = "Wan22DuoContextWindows"
+WINDOW_LENGTH, WINDOW_OVERLAP, WINDOWED_LENGTH = 9, 4, 17  # latent frames: windows of 3, overlap 1, video of 5
 
 
 class WorkflowPrepError(ValueError):
@@ -246,6 +251,7 @@ def shrink(api: dict, engine_sampling) -> dict:
     """The rewritten copy of ``api`` (module doc); ``engine_sampling`` is the pack's engine.sampling.loop."""
     api = copy.deepcopy(api)
     dropped = {node_id for node_id, node in api.items() if node["class_type"] in TEXT_ENCODER_LOADERS}
+    windowed = any(node["class_type"] == CONTEXT_WINDOWS for node in api.values())
     for node_id, node in api.items():
         inputs = node["inputs"]
         if node["class_type"] in TEXT_ENCODERS:
@@ -254,8 +260,10 @@ def shrink(api: dict, engine_sampling) -> dict:
                                         f"replaced by {CONDITIONING_NODE}")
             api[node_id] = {"class_type": CONDITIONING_NODE, "inputs": {"text": inputs["text"], "length": UMT5_LENGTH},
                             "_meta": {"title": f"{CONDITIONING_NODE} (was {node['class_type']})"}}
+        elif node["class_type"] == CONTEXT_WINDOWS:
+            inputs.update(context_length=WINDOW_LENGTH, context_overlap=WINDOW_OVERLAP)
         elif all(isinstance(inputs.get(k), int) for k in ("width", "height", "length")):
-            inputs.update(width=WIDTH, height=HEIGHT, length=LENGTH)
+            inputs.update(width=WIDTH, height=HEIGHT, length=WINDOWED_LENGTH if windowed else LENGTH)
             if is_link(inputs.get("previous_latent")):  # an SVI continuation: room for new frames after its overlap
                 inputs["length"] = clip_length(svi_overlap(inputs))
         elif isinstance(inputs.get("length"), int):  # a clip continuing another (extend nodes): same size

@@ -24,6 +24,7 @@ from .comfy_model import OFFICIAL_SHIFT, ComfyExpert, ComfyModelError, resolve_s
 from .comfy_wrappers import inexact_notes, run_wrapped
 from .samplers import SAMPLER_TIPS, _cancel_check, i2v_conditioning, sampler_inputs, text_context
 from .speed import comfy_phases, speed_inputs
+from .context_windows import checked_windows, refuse_model_windows, window_inputs
 
 log = logging.getLogger("wan22duo")
 
@@ -64,13 +65,14 @@ class Wan22DuoModelSampler:
     def INPUT_TYPES(cls):
         inputs = sampler_inputs("MODEL", MODEL_TIPS, {"default": -1.0, "min": -1.0})
         inputs["optional"].update(speed_inputs())
+        inputs["optional"].update(window_inputs())
         return inputs
 
     def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = -1.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
-               low_noise_model=None, step_cache=None, lead_phases=None):
-        from ..engine.sampling.loop import check_settings, make_noise, plan_switch, sample
+               low_noise_model=None, step_cache=None, lead_phases=None, context_windows=None):
+        from ..engine.sampling.loop import check_settings, make_noise, model_shape, plan_switch, sample
 
         comfy_model(high_noise_model, "high_noise_model")
         if low_noise_model is not None:
@@ -90,6 +92,10 @@ class Wan22DuoModelSampler:
                         used, ", ".join(overridden))
         log.info("Wan22DuoModelSampler: shift %g (%s; official %g)", used, source, OFFICIAL_SHIFT[variant])
         lead = comfy_phases(lead_phases, used)  # leading phases' MODELs as ComfyExperts
+        windows = checked_windows(context_windows, "Wan22DuoModelSampler")
+        if windows is not None:
+            refuse_model_windows([("high_noise_model", high_noise_model), ("low_noise_model", low_noise_model)] +
+                                 [(f"lead phase {n}", p.model.patcher) for n, p in enumerate(lead, 1)])
         experts = [e for e in (high, low) if e is not None] + [phase.model for phase in lead]
         timesteps = _timesteps(scheduler, steps, used, source)
         check_settings(cfg_high=cfg_high, cfg_low=cfg_low, shift=used, boundary=None if boundary < 0 else boundary)
@@ -103,7 +109,8 @@ class Wan22DuoModelSampler:
             for expert in experts:
                 multiplier = float(getattr(expert.patcher.get_model_object("model_sampling"), "multiplier", 1000.0))
                 sigmas = timesteps / multiplier  # what the model is fed
-                expert.prepare(samples.shape, _with_zero(sigmas), seed)
+                # ComfyUI's loader sizes its room for the largest latent one model call sees (one window)
+                expert.prepare(model_shape(samples.shape, windows), _with_zero(sigmas), seed)
             for expert, _, _ in running:
                 notes += inexact_notes(expert.input_name, expert.guider.model_options)
             for note in notes:
@@ -118,7 +125,7 @@ class Wan22DuoModelSampler:
                     noise_mask=None if noise_mask is None else noise_mask.cpu(),
                     i2v=i2v_conditioning(pos_options, neg_options),
                     callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
-                    lead=lead, step_cache=step_cache,
+                    lead=lead, step_cache=step_cache, windows=windows,
                 )
 
             # Each expert's wrappers see the sigmas its own KSamplerAdvanced would get.

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from . import _comfy
 from .inputs import latent as checked_latent, model_handle
 from .speed import phase_models, speed_inputs
+from .context_windows import checked_windows, window_inputs
 from .vae import encode_video, require_version
 from ..engine.model import geometry
 
@@ -72,7 +73,8 @@ def set_values(conditioning, values: dict):
 
 
 def _refuse_with_parallel(**chosen) -> None:
-    """Step caching and leading phases run in this process's loop only; the parallel workers do not take them yet."""
+    """Step caching, leading phases and context windows run in this process's loop only; the parallel workers do
+    not take them yet."""
     named = [name for name, value in chosen.items() if value]
     if named:
         raise ValueError(f"{' and '.join(named)} cannot be combined with the parallel input yet: the parallel workers "
@@ -199,14 +201,17 @@ class Wan22DuoSampler:
         inputs["optional"]["gpu_budget"] = ("STRING", {"default": "auto", "tooltip": SAMPLER_TIPS["gpu_budget"]})
         inputs["optional"]["parallel"] = ("WAN22DUO_PARALLEL", {"tooltip": SAMPLER_TIPS["parallel"]})
         inputs["optional"].update(speed_inputs())
+        inputs["optional"].update(window_inputs())
         return inputs
 
     def sample(self, high_noise_model, positive, negative, latent: dict, seed: int, steps: int = 40,
                cfg_high: float = 4.0, cfg_low: float = 3.0, shift: float = 12.0, boundary: float = -1.0,
                switch_step: int = -1, sampler: str = "unipc", scheduler: str = "wan", memory: str = "offload_cpu",
                low_noise_model=None, gpu_budget: Optional[str] = None, parallel: Optional[dict] = None,
-               step_cache=None, lead_phases=None):
+               step_cache=None, lead_phases=None, context_windows=None):
         from ..engine.sampling.loop import sample
+
+        windows = checked_windows(context_windows, "Wan22DuoSampler")
 
         model_handle(high_noise_model, "high_noise_model")
         if low_noise_model is not None:
@@ -225,7 +230,7 @@ class Wan22DuoSampler:
         if parallel is not None:  # the workers load the experts; this process holds none of them
             from .parallel import run_parallel
 
-            _refuse_with_parallel(step_cache=step_cache, lead_phases=lead)
+            _refuse_with_parallel(step_cache=step_cache, lead_phases=lead, context_windows=windows)
             result = run_parallel(parallel, high_noise_model, low_noise_model, latent=samples, positive=pos,
                                   negative=neg, **settings)
         else:
@@ -234,7 +239,7 @@ class Wan22DuoSampler:
             progress = _comfy.Progress(steps, latent_channels=samples.shape[1])
             result = sample(high_noise_model, low_noise_model, samples, pos, neg, **settings,
                             callback=lambda info: progress(info.step, info.x0), cancel=_cancel_check(),
-                            lead=lead, step_cache=step_cache)
+                            lead=lead, step_cache=step_cache, windows=windows)
         _comfy.empty_cache()
         out = {**latent, "samples": result.latent.to(_comfy.intermediate_device())}
         return {"ui": {"wan22duo_switch": [result.switch_info()]}, "result": (out, result.switch_step)}

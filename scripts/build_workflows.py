@@ -869,6 +869,68 @@ def describe_phases() -> list:
     return [_three_stage()]
 
 
+# ---------------------------------------------------------------- long video: context windows (issue 24)
+# T2V-A14B at 832x480 for 161 frames (10 s at 16 fps): twice the model's 81-frame clip, denoised in
+# overlapping 81-frame windows at every step (Wan22DuoContextWindows on the sampler).
+
+LONG_VIDEO = {"length": 161, "size": (832, 480)}
+LONG_WINDOWS = {"context_length": 81, "context_overlap": 32, "schedule": "uniform", "fuse": "pyramid",
+                "causal_anchor": True, "freenoise": True}
+
+
+def _long_video() -> Workflow:
+    title = "T2V-A14B long video (context windows)"
+    w = _a14b("t2v_a14b_long_windows", title, T2V_HIGH, T2V_LOW, T2V_PROMPT, {}, False, size=LONG_VIDEO["size"])
+    w.node(40).widgets["length"] = LONG_VIDEO["length"]
+    w.add(Node(15, "Wan22DuoContextWindows", (420, -20), (340, 250), dict(LONG_WINDOWS),
+               title="Context windows (81-frame windows)", color=GREEN))
+    w.node(50).links["context_windows"] = (15, "context_windows")
+    _replace_note(w, 2, _long_video_note(title))
+    w.groups.insert(1, ("Context windows", [15]))
+    return w
+
+
+def _long_video_note(title: str) -> str:
+    from packpath import load_pack
+
+    load_pack()
+    from wan22duo.engine.sampling.context_windows import ContextWindows
+
+    length, window, overlap = LONG_VIDEO["length"], LONG_WINDOWS["context_length"], LONG_WINDOWS["context_overlap"]
+    windows = ContextWindows.from_video_frames(window, overlap, schedule=LONG_WINDOWS["schedule"])
+    latent, lw, lo = (length - 1) // 4 + 1, windows.length, windows.overlap
+    counts = sorted({len(windows.windows(latent, step)) for step in range(40)})
+    count = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return "\n".join([
+        f"## {title}",
+        "",
+        f"{length} frames (about {length / 16:.0f} s at 16 fps) is longer than the {window} frames Wan 2.2 A14B was trained "
+        f"on. **Wan 2.2 Duo Context Windows** makes the sampler denoise the video in overlapping windows at every "
+        f"step: {window}-frame windows ({lw} latent frames) that share {overlap} frames ({lo} latent frames), "
+        f"{count} windows per step here, blended frame by frame (`pyramid`: by distance from a window's edge). "
+        "Both experts use the same windows, and the official boundary rule still decides the switch.",
+        "",
+        "- `uniform` shifts the windows a little at every step so their seams do not stay in one place "
+        "(`static` keeps them fixed);",
+        "- `causal_anchor` gives each window after the first the latent frame before it as context, because Wan "
+        "treats a clip's first latent frame as its start;",
+        "- `freenoise` starts frames past the first window from shuffled copies of earlier noise "
+        "(deterministic per seed), which keeps the windows' content consistent.",
+        "",
+        f"**Cost and memory:** each step runs the model once per window ({count}x an {window}-frame clip here), "
+        "but the GPU only ever holds one window's activations, and the memory budget counts one window. A video "
+        "no longer than one window runs exactly as without the node.",
+        "",
+        "Windows keep one scene but can repeat motion and show seams; for I2V the start image conditions only the "
+        "first window. To continue a clip from its last frames instead, see the extend workflow.",
+    ])
+
+
+def describe_long_video() -> list:
+    """The context-window workflow (issue 24)."""
+    return [_long_video()]
+
+
 # ---------------------------------------------------------------- serialisation
 
 
@@ -1008,7 +1070,7 @@ def dump(data: dict) -> str:
 def laid_out() -> list:
     """Every bundled workflow, placed by ``workflow_layout.arrange``; refuses a layout that covers a node."""
     sizes = load_sizes()
-    workflows = describe() + describe_native() + describe_keyframes() + describe_phases()
+    workflows = describe() + describe_native() + describe_keyframes() + describe_phases() + describe_long_video()
     for w in workflows:
         arrange(w, sizes)
         problems = layout_problems(w)

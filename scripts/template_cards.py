@@ -40,6 +40,8 @@ CARDS = (
          "The lightx2v 4-step LoRA on each expert, 4 steps at cfg 1. Fast drafts."),
     Card("t2v_a14b_lightning_3stage", "Wan 2.2 T2V-A14B 3-stage LoRA",
          "Three stages in one sampler: two base high-noise steps with CFG, then the Lightning experts."),
+    Card("t2v_a14b_long_windows", "Wan 2.2 T2V-A14B long video",
+         "161 frames in 81-frame context windows overlapping by 32, both experts in one sampler."),
     Card("t2v_a14b_native", "Wan 2.2 T2V-A14B UNETLoader",
          "ComfyUI's UNETLoader and VAE nodes feeding Wan 2.2 Duo's MODEL sampler."),
     Card("t2v_a14b_gguf", "Wan 2.2 T2V-A14B GGUF experts",

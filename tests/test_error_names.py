@@ -13,6 +13,7 @@ from wan22duo.engine.model.latents import LatentMismatchError
 from wan22duo.engine.weights.lora import LoraError
 from wan22duo.engine.memory.estimates import BudgetError
 from wan22duo.engine.sampling.loop import SamplingCancelled, SamplingError
+from wan22duo.engine.sampling.context_windows import ContextWindowError
 from wan22duo.engine.model.vae.model import NonFiniteError
 from wan22duo.engine.weights.vae_checkpoint import VAEFileError
 from wan22duo.engine.parallel.sequence import ParallelError
@@ -21,7 +22,7 @@ from wan22duo.engine.parallel.workers import WorkerError
 ROOT = Path(__file__).resolve().parent.parent
 ERRORS = [CheckpointError, ConditioningError, LatentMismatchError, LoraError, SamplingCancelled, SamplingError,
           NonFiniteError, VAEFileError, KeyframeError, BudgetError, ParallelError, WorkerError,
-          ContinuationError]
+          ContinuationError, ContextWindowError]
 
 
 def comfy_type_name(cls):

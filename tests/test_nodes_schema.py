@@ -6,15 +6,16 @@ from pathlib import Path
 import pytest
 
 from wan22duo import nodes
-from wan22duo.nodes import _comfy, keyframes, loaders, model_sampler, samplers, speed, vae
+from wan22duo.nodes import _comfy, context_windows, keyframes, loaders, model_sampler, samplers, speed, vae
 
 # Every ComfyUI 0.3.76 node id (with schema digests), committed so this runs on any machine.
 NODE_IDS = Path(__file__).resolve().parent.parent / "workflows" / "schema" / "comfyui-0.3.76-node-digests.json"
 OURS = {**loaders.NODE_CLASS_MAPPINGS, **samplers.NODE_CLASS_MAPPINGS, **vae.NODE_CLASS_MAPPINGS,
-        **model_sampler.NODE_CLASS_MAPPINGS, **keyframes.NODE_CLASS_MAPPINGS, **speed.NODE_CLASS_MAPPINGS}
+        **model_sampler.NODE_CLASS_MAPPINGS, **keyframes.NODE_CLASS_MAPPINGS, **speed.NODE_CLASS_MAPPINGS,
+        **context_windows.NODE_CLASS_MAPPINGS}
 CATEGORIES = {"Wan22Duo/loaders", "Wan22Duo/sampling", "Wan22Duo/latent", "Wan22Duo/vae", "Wan22Duo/keyframes"}
 SOCKETS = {"WAN22DUO_MODEL", "WAN22DUO_VAE", "WAN22DUO_KEYFRAMES", "WAN22DUO_PARALLEL", "WAN22DUO_STEP_CACHE",
-           "WAN22DUO_PHASES", "MODEL", "CONDITIONING", "LATENT", "IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}
+           "WAN22DUO_PHASES", "WAN22DUO_CONTEXT_WINDOWS", "MODEL", "CONDITIONING", "LATENT", "IMAGE", "INT", "FLOAT", "STRING", "BOOLEAN"}
 
 
 @pytest.fixture(autouse=True)
@@ -197,12 +198,23 @@ def test_keyframe_node_inputs():
 def test_speed_inputs_are_appended_to_both_samplers():
     """Issue 23: step_cache and lead_phases come after every existing input (names and order stay public API)."""
     assert list(OURS["Wan22DuoSampler"].INPUT_TYPES()["optional"]) == [
-        "low_noise_model", "gpu_budget", "parallel", "step_cache", "lead_phases"]
+        "low_noise_model", "gpu_budget", "parallel", "step_cache", "lead_phases", "context_windows"]
     assert list(OURS["Wan22DuoModelSampler"].INPUT_TYPES()["optional"]) == ["low_noise_model", "step_cache",
-                                                                          "lead_phases"]
+                                                                          "lead_phases", "context_windows"]
     assert list(_required("Wan22DuoStepCache")) == ["threshold", "warmup_steps"]
     for node_id, model_type in (("Wan22DuoPhase", "WAN22DUO_MODEL"), ("Wan22DuoModelPhase", "MODEL")):
         assert list(_required(node_id)) == ["model", "cfg", "steps"]
         assert _required(node_id)["model"][0] == model_type
         assert list(OURS[node_id].INPUT_TYPES()["optional"]) == ["lead_phases"]
         assert OURS[node_id].RETURN_TYPES == ("WAN22DUO_PHASES",)
+
+
+def test_context_windows_node_and_input():
+    """Issue 24: one optional context_windows input appended to both samplers, fed by Wan22DuoContextWindows."""
+    for node_id in ("Wan22DuoSampler", "Wan22DuoModelSampler"):
+        assert OURS[node_id].INPUT_TYPES()["optional"]["context_windows"][0] == "WAN22DUO_CONTEXT_WINDOWS"
+    req = _required("Wan22DuoContextWindows")
+    assert list(req) == ["context_length", "context_overlap", "schedule", "fuse", "causal_anchor", "freenoise"]
+    assert req["context_length"][1]["default"] == 81 and req["context_length"][1]["step"] == 4
+    assert req["schedule"][0] == ["uniform", "static"] and req["fuse"][0] == ["pyramid", "overlap_linear", "flat"]
+    assert OURS["Wan22DuoContextWindows"].RETURN_TYPES == ("WAN22DUO_CONTEXT_WINDOWS",)

@@ -35,6 +35,7 @@ KEYFRAME_NAMES = ["i2v_a14b_first_last", "ti2v_5b_first_last", "i2v_a14b_extend"
 NAMES += KEYFRAME_NAMES
 NAMES += ["t2v_a14b_lightning_3stage"]  # issue 23: a leading phase in front of the Lightning experts
 NAMES += ["i2v_a14b_svi"]  # issue 24: SVI 2.0 Pro continuation
+NAMES += ["t2v_a14b_long_windows"]  # issue 24: context windows on the official T2V settings, 161 frames
 CLIPS = {"i2v_a14b_extend": 2, "i2v_a14b_svi": 2}  # samplers (clips) in a workflow, 1 unless listed
 SIZED = {"i2v_a14b_svi": 2}  # nodes with width/height/length, 1 unless listed (each SVI clip node has them)
 OFFICIAL_NEGATIVE = (  # spec §1.2, verbatim
@@ -301,6 +302,8 @@ OFFICIAL["ti2v_5b_first_last"] = OFFICIAL["ti2v_5b_i2v"]
 OFFICIAL["t2v_a14b_lightning_3stage"] = {**OFFICIAL["t2v_a14b_lightning"], "steps": 8}
 # SVI 2.0 Pro: official I2V sampling at 480p, the size the SVI LoRAs were trained at
 OFFICIAL["i2v_a14b_svi"] = {**OFFICIAL["i2v_a14b"], "size": (832, 480, 81)}
+# Issue 24: the official T2V-A14B settings at 832x480 for 161 frames, in context windows.
+OFFICIAL["t2v_a14b_long_windows"] = {**OFFICIAL["t2v_a14b"], "size": (832, 480, 161)}
 IMAGES = {"i2v_a14b": 1, "ti2v_5b_i2v": 1, "i2v_a14b_extend": 1, "i2v_a14b_first_last": 2, "ti2v_5b_first_last": 2,
           "i2v_a14b_svi": 1}
 
@@ -666,3 +669,14 @@ def test_three_stage_lightning_runs_the_base_expert_first_then_the_lightning_exp
     s = sampler["inputs"]
     assert (s["steps"], s["cfg_high"], s["cfg_low"], s["shift"], s["sampler"], s["scheduler"], s["switch_step"]) == (
         8, 1.0, 1.0, 5.0, "euler", "simple", -1)
+
+
+def test_long_video_samples_in_81_frame_context_windows():
+    api = load(API_DIR / "t2v_a14b_long_windows.json")
+    sampler = next(n for n in api.values() if n["class_type"] == "Wan22DuoSampler")
+    windows = api[sampler["inputs"]["context_windows"][0]]
+    assert windows["class_type"] == "Wan22DuoContextWindows"
+    assert windows["inputs"] == {"context_length": 81, "context_overlap": 32, "schedule": "uniform",
+                                 "fuse": "pyramid", "causal_anchor": True, "freenoise": True}
+    latent = api[sampler["inputs"]["latent"][0]]["inputs"]
+    assert latent["length"] > windows["inputs"]["context_length"]  # longer than one window, so windows act

@@ -18,7 +18,10 @@
 * optional leading phases (``engine.sampling.phases``): more models that run the first
   steps, each with its own cfg, before the high-noise expert, on the same schedule;
 * optional step caching (``engine.sampling.step_cache``): per stage, a step whose output
-  the run predicts to barely change reuses the last output change instead of a model call.
+  the run predicts to barely change reuses the last output change instead of a model call;
+* optional context windows (``engine.sampling.context_windows``): the model call of every
+  step runs on overlapping windows of latent frames whose velocities are fused, for videos
+  longer than the model's clip; the solver steps the whole latent.
 
 Latents come in and go out *raw* (as the VAE makes them, ComfyUI's LATENT "samples");
 the loop works on normalised latents. Noise is drawn on CPU from ``seed`` exactly as
@@ -43,6 +46,7 @@ from ..memory.residency import MEMORY_POLICIES, DeviceLike, ModelHandle, Residen
 from ..memory.streaming import Budget
 from .phases import Phase, Stage, check_lead_steps, lead_role, stages
 from .step_cache import MIN_STEPS, CacheRun, StepCache
+from .context_windows import TI2V_WARNING, ContextWindows
 from .schedule import Schedule, make_schedule, resolve_switch_step
 from .solvers import SOLVERS, make_solver
 
@@ -106,6 +110,7 @@ class SampleResult:
     expert_steps: dict = field(default_factory=dict)
     stages: list = field(default_factory=list)  # [{"role", "start", "stop", "cfg"}], in step order
     cache: Optional[dict] = None  # the step cache's report (step_cache.CacheRun.report), None without a cache
+    windows: Optional[dict] = None  # context windows used (settings, windows of step 1), None when off or inactive
 
     @property
     def steps(self) -> int:
@@ -125,6 +130,8 @@ class SampleResult:
             info["stages"] = self.stages
         if self.cache is not None:
             info["cache"] = self.cache
+        if self.windows is not None:
+            info["context_windows"] = self.windows
         return info
 
 
@@ -438,6 +445,7 @@ def sample(
     cancel: Optional[Callable[[], bool]] = None,
     lead: Sequence[Phase] = (),
     step_cache: Optional[StepCache] = None,
+    windows: Optional[ContextWindows] = None,
 ) -> SampleResult:
     """Denoise ``latent`` (raw ``[B, C, T, h, w]``) with the high- then low-noise expert.
 
@@ -457,7 +465,10 @@ def sample(
     ``lead``: leading phases (``phases.Phase``: a model handle, its cfg, its step count)
     that run the first steps, in order, before ``high``; together they must end at or
     before the switch. ``step_cache``: a ``step_cache.StepCache`` to reuse steps (None:
-    every step runs); the result's ``cache`` says which steps were reused.
+    every step runs); the result's ``cache`` says which steps were reused. ``windows``: a
+    ``context_windows.ContextWindows`` to run each model call on overlapping windows of latent
+    frames (None, or a latent no longer than one window: the whole latent at once); it also
+    applies FreeNoise to the noise (seeded or given) when that is on.
     """
     if solver not in SOLVERS:
         raise SamplingError(f"unknown sampler {solver!r}; expected one of {SOLVERS}")
@@ -484,6 +495,9 @@ def sample(
         noise = make_noise(seed, latent.shape)
     elif tuple(noise.shape) != tuple(latent.shape):
         raise SamplingError(f"noise has shape {tuple(noise.shape)} but the latent is {tuple(latent.shape)}")
+    windows = _check_windows(windows, latent.shape[2], variant)
+    if windows is not None:
+        noise = windows.initial_noise(noise, seed)
 
     handles = {"high": high} if low is None else {"high": high, "low": low}
     handles.update({lead_role(n): phase.model for n, phase in enumerate(lead, 1)})
@@ -491,14 +505,14 @@ def sample(
     devices = dict(zip(("high", "low"), placement or (None, None)))
     devices.update({lead_role(n): devices["high"] for n in range(1, len(lead) + 1)})  # leads sit with the high expert
     residency = Residency(memory, handles, {r: d for r, d in devices.items() if r in handles and d is not None},
-                          expert_budgets(budget, handles, latent.shape, cfgs))
+                          expert_budgets(budget, handles, model_shape(latent.shape, windows), cfgs))
     cache = CacheRun(step_cache, plan.stages, plan.schedule.steps) if step_cache is not None else None
     log.info("sampling %s", describe_plan(plan, solver))
     if cache is not None and not cache.active:
         log.info("step cache off: %d steps is under its minimum of %d", plan.schedule.steps, MIN_STEPS)
     try:
         x = _run(plan, residency, make_solver(solver, plan.schedule.sigmas), latent, noise, positive, negative,
-                 cfgs, mask, y, callback, cancel, cache)
+                 cfgs, mask, y, callback, cancel, cache, windows)
     finally:
         residency.finish()
     out = denormalize(x)
@@ -510,7 +524,41 @@ def sample(
     if report is not None:
         log.info("step cache: %d of %d steps reused", len(report["reused"]), plan.schedule.steps)
     return SampleResult(out, plan.switch_step, plan.boundary, plan.schedule, solver, variant, counts, stage_list,
-                        report)
+                        report, _windows_report(windows, latent.shape[2]))
+
+
+def _check_windows(windows: Optional[ContextWindows], frames: int, variant: str) -> Optional[ContextWindows]:
+    """The windows to use: None when off or when the latent fits in one window (then nothing changes)."""
+    if windows is None:
+        return None
+    if not isinstance(windows, ContextWindows):
+        raise SamplingError(f"windows is a {type(windows).__name__}; expected an "
+                            "engine.sampling.context_windows.ContextWindows (the Wan22DuoContextWindows node)")
+    if not windows.active(frames):
+        log.info("context windows off: %d latent frames fit in one window of %d", frames, windows.length)
+        return None
+    if variant == "ti2v_5b":
+        log.warning("%s", TI2V_WARNING)
+    log.info("context windows: %d latent frames in windows of %d, overlap %d (%s, %s fuse%s%s)", frames,
+             windows.length, windows.overlap, windows.schedule, windows.fuse,
+             ", causal anchor" if windows.causal_anchor else "", ", FreeNoise" if windows.freenoise else "")
+    return windows
+
+
+def model_shape(latent_shape: Sequence[int], windows: Optional[ContextWindows]) -> tuple:
+    """The largest latent one model call sees: the whole latent, or one window (with its anchor)."""
+    shape = tuple(latent_shape)
+    if windows is None:
+        return shape
+    return shape[:2] + (windows.model_frames(shape[2]),) + shape[3:]
+
+
+def _windows_report(windows: Optional[ContextWindows], frames: int) -> Optional[dict]:
+    if windows is None:
+        return None
+    first = windows.windows(frames, 0)
+    return {**windows.describe(), "latent_frames": frames, "windows_per_step": len(first),
+            "windows_step_1": [[w.start, w.stop] for w in first]}
 
 
 def _check_leads(lead: tuple, variant: str) -> None:
@@ -549,7 +597,7 @@ def expert_budgets(budget: Any, handles: dict, latent_shape: Sequence[int], cfgs
 
 
 def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive, negative, cfgs: dict, mask, y,
-         callback, cancel, cache: Optional[CacheRun] = None) -> torch.Tensor:
+         callback, cancel, cache: Optional[CacheRun] = None, windows: Optional[ContextWindows] = None) -> torch.Tensor:
     """The step loop; returns the final normalised latent on CPU."""
     sched = plan.schedule
     state_device = residency.device(plan.role(0))
@@ -567,7 +615,8 @@ def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive
             role = plan.role(i)
             v = cache.reuse(i, x) if cache is not None else None
             if v is None:  # no cache, or the cache wants this step run
-                v = _model_velocity(residency, role, sched, i, x, mask, constants, cfgs[role]).to(state_device)
+                v = _model_velocity(residency, role, sched, i, x, mask, constants, cfgs[role], windows)
+                v = v.to(state_device)
                 if cache is not None:
                     cache.record(i, x, v)
             x0 = solver.x0(i, x, v) if callback is not None else None
@@ -583,21 +632,32 @@ def _run(plan: SwitchPlan, residency: Residency, solver, latent, noise, positive
 
 
 def _model_velocity(residency: Residency, role: str, sched: Schedule, i: int, x: torch.Tensor, mask, constants,
-                    cfg: float) -> torch.Tensor:
-    """One step's model call: the guided velocity at ``x`` (on the model's device)."""
+                    cfg: float, windows: Optional[ContextWindows] = None) -> torch.Tensor:
+    """One step's model call: the guided velocity at ``x`` (on the model's device); with context windows, one
+    call per window of the step, fused (``context_windows.ContextWindows.fuse_velocity``)."""
     model = residency.use(role)
     device = residency.device(role)
-    t = torch.full((x.shape[0],), float(sched.timesteps[i]), dtype=torch.float32, device=device)
-    if mask is not None:
-        t = token_timesteps(mask.to(device), t, x.shape[0])  # kept tokens at t = 0
+    t_step = torch.full((x.shape[0],), float(sched.timesteps[i]), dtype=torch.float32, device=device)
     pos, neg, *image = constants.on(device)
-    x_in = x.to(device)
-    if image:
-        x_in = torch.cat([x_in, image[0]], dim=1)  # I2V: [noise(16), mask(4), image latent(16)]
-    v = guided_velocity(model, x_in, t, pos, neg, cfg)
-    if v.shape != x.shape:
-        raise SamplingError(f"the {_role_name(role)} returned shape {tuple(v.shape)} for a latent of "
-                            f"shape {tuple(x.shape)}; it does not fit this latent")
+
+    def call(frames: Optional[list]) -> torch.Tensor:
+        """The guided velocity of ``frames`` of the latent (None: all), their conditioning sliced alike."""
+        xs, ms, ys = x, mask, image[0] if image else None
+        if frames is not None:
+            xs = x[:, :, frames]
+            ms = None if mask is None else mask[:, :, frames]
+            ys = None if ys is None else ys[:, :, frames]
+        t = t_step if ms is None else token_timesteps(ms.to(device), t_step, x.shape[0])  # kept tokens at t = 0
+        x_in = xs.to(device)
+        if ys is not None:
+            x_in = torch.cat([x_in, ys], dim=1)  # I2V: [noise(16), mask(4), image latent(16)]
+        v = guided_velocity(model, x_in, t, pos, neg, cfg)
+        if v.shape != xs.shape:
+            raise SamplingError(f"the {_role_name(role)} returned shape {tuple(v.shape)} for a latent of "
+                                f"shape {tuple(xs.shape)}; it does not fit this latent")
+        return v
+
+    v = call(None) if windows is None else windows.fuse_velocity(i, call, x.shape, device)
     del model  # the residency's handle holds the only long-lived reference
     return v
 
