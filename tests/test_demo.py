@@ -38,7 +38,8 @@ def test_toy_demo_runs_the_toy_files_through_the_nodes_and_prints_a_score(tmp_pa
     from wan22duo.toy import build, dit
     from wan22duo.toy import vae as toy_vae
 
-    # Untrained toy files (no trained ones are committed yet): this checks the path, not the quality.
+    # Untrained toy files in another folder: this checks --toy-weights and the path, not the quality
+    # (tests/test_toy_weights.py scores the committed toy).
     build.save(dit.new_model(seed=1), "t2v_high", "untrained", tmp_path)
     build.save(dit.new_model(seed=2), "t2v_low", "untrained", tmp_path)
     build.save(toy_vae.new_vae(base_dim=4), "vae", "untrained", tmp_path)

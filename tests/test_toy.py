@@ -1,8 +1,8 @@
 """The toy Wan 2.2 MoE (toy/): deterministic data, the toy text encoder, the training forwards through
 the engine's modules, files the pack's loaders read, and the quality score.
 
-No trained toy weights are committed yet (toy/build.py says why), so the files here are untrained and
-the score is checked on rendered ground truth, a wrong caption and noise, not on samples."""
+The files here are untrained (made in the test), and the score is checked on rendered ground truth, a
+wrong caption and noise; tests/test_toy_weights.py checks the committed trained files and their samples."""
 import pytest
 import torch
 
@@ -49,7 +49,7 @@ def test_toy_text_encoder_has_umt5_layout():
 
 @pytest.fixture(scope="module")
 def toy_files(tmp_path_factory):
-    """Untrained toy files written as the training writes them (no trained ones are committed yet)."""
+    """Untrained toy files written as the training writes them."""
     folder = tmp_path_factory.mktemp("toy")
     build.save(dit.new_model(seed=1), "t2v_high", "untrained", folder)
     build.save(dit.new_model(seed=2), "t2v_low", "untrained", folder)

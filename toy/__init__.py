@@ -3,6 +3,6 @@
 Not a product and never a stand-in for Wan's own numbers. ``data`` draws the clips and captions, ``text`` is a
 toy text encoder with umT5's output layout, ``vae`` and ``dit`` train the VAE and the experts with the
 engine's own modules, ``build`` runs the training stages, ``score`` measures a decoded video against its
-caption, ``run`` samples the toy through the pack's nodes. No trained weights are committed yet (see
-``build``'s status note).
+caption, ``run`` samples the toy through the pack's nodes. The trained files are in ``weights/`` (``build``
+made them and lists how).
 """

@@ -26,6 +26,7 @@ WIDTH, HEIGHT, FRAMES = 64, 64, 17
 SPEED = 1.0  # pixels per frame: 16 px over a clip (the tiny VAE follows slower motion within a latent frame better)
 RADIUS = 7.0  # disc radius; the square's half side is RADIUS * 0.89 (about the same area)
 HELD_OUT_SEED = 1_000_000
+T2V_SPREAD = 4.0  # pixels: how far a T2V training clip's start may sit from the centred path (clip_for)
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,23 @@ def all_captions() -> list[tuple[str, str, str, str]]:
 
 
 def clip_for(shape: str, colour: str, direction: str, background: str, seed: int,
-             width: int = WIDTH, height: int = HEIGHT, frames: int = FRAMES) -> Clip:
-    """A clip with the given words; ``seed`` places the start so the shape stays inside the frame."""
+             width: int = WIDTH, height: int = HEIGHT, frames: int = FRAMES, spread: float | None = None) -> Clip:
+    """A clip with the given words; ``seed`` places the start so the shape stays inside the frame.
+
+    ``spread=None``: the start anywhere the whole path fits (the VAE's and the I2V experts' clips: the
+    I2V start image fixes the position). ``spread=s``: the path centred in the frame, the start moved
+    by at most ``s`` pixels on each axis (the T2V experts' clips: a caption then names one place up to
+    a few pixels, so the toy learns it in minutes on a CPU; with starts anywhere, it had to learn a
+    distribution over positions and after 3000 steps sampled two or three half-formed shapes).
+    """
     rng = random.Random(f"{shape}/{colour}/{direction}/{background}/{seed}")
     dx, dy = DIRECTIONS[direction]
     travel = SPEED * (frames - 1)
     margin = RADIUS + 1
 
     def start(d: int, size: int) -> float:
+        if spread is not None:
+            return size / 2 - d * travel / 2 + rng.uniform(-spread, spread)
         lo, hi = margin, size - margin
         if d > 0:
             hi -= travel
@@ -70,10 +80,11 @@ def clip_for(shape: str, colour: str, direction: str, background: str, seed: int
     return Clip(shape, colour, direction, background, start(dx, width), start(dy, height))
 
 
-def draw_clip(seed: int, width: int = WIDTH, height: int = HEIGHT, frames: int = FRAMES) -> Clip:
+def draw_clip(seed: int, width: int = WIDTH, height: int = HEIGHT, frames: int = FRAMES,
+              spread: float | None = None) -> Clip:
     """Clip number ``seed``: words chosen by the seed (cycling through all captions), then the start."""
     words = all_captions()[seed % len(all_captions())]
-    return clip_for(*words, seed=seed, width=width, height=height, frames=frames)
+    return clip_for(*words, seed=seed, width=width, height=height, frames=frames, spread=spread)
 
 
 def render(clip: Clip, width: int = WIDTH, height: int = HEIGHT, frames: int = FRAMES) -> torch.Tensor:

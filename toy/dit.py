@@ -1,4 +1,4 @@
-"""Train the toy experts with the engine's own ``WanModel`` modules (dim 128, 2 layers, real key names).
+"""Train the toy experts with the engine's own ``WanModel`` modules (dim 128, 4 layers, real key names).
 
 Why the engine's module: the experts must load unchanged through ``Wan22DuoExpertLoader`` and ComfyUI's
 ``UNETLoader``, so the parameters are a ``WanModel``'s own, under the checkpoint names. Its casting layers
@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from ..engine.model.dit import VARIANTS, WanConfig, WanModel, rope_tables
 from . import text
 
-DIM, FFN_DIM, LAYERS = 128, 512, 2
+DIM, FFN_DIM, LAYERS = 128, 512, 4
 T2V_BOUNDARY, I2V_BOUNDARY = 0.875, 0.900
 T2V_SHIFT, I2V_SHIFT = 12.0, 5.0
 
