@@ -27,8 +27,8 @@ fail whatever the method: read the score column for what a method breaks, the dr
 The toy was trained on the plain I2V layout only. The SVI layout is one it never saw (the SVI LoRAs are
 what teach Wan that layout), so the latent rows measure the mechanism, not what SVI does for Wan.
 
-Context windows over the same length (issue 24's other half) are not measured here: add a method to
-``METHODS`` (a function returning per-extension segments) and it gets its own rows and columns.
+``context windows``: the same length as one I2V video denoised in overlapping 17-frame windows
+(``Wan22DuoContextWindows``), cut into the chained routes' segments (:func:`windows_video`).
 
 ``long_video_ram`` states the host RAM of a chained long video in ComfyUI (see ``--memory``).
 """
@@ -116,6 +116,29 @@ def chain_latent(models, anchor, caption, seed, extensions, steps, start, match=
     return clips
 
 
+def windows_video(models, anchor, caption, seed, extensions, steps, start, match=None) -> list:
+    """Context windows over the same length: one I2V video of ``17 + 12 * extensions`` frames from the anchor,
+    denoised in 17-frame windows (the toy's clip) overlapping by 8 frames (``Wan22DuoContextWindows``,
+    uniform schedule, pyramid fuse, causal anchor, FreeNoise), cut into the segments the chained routes
+    make (segment ``i``: frames ``12 i .. 12 i + 16``, its first ``OVERLAP`` frames shared with segment
+    ``i - 1``). ``start`` (clip 0) and ``match`` are unused: the whole video is one sample."""
+    from wan22duo.nodes.context_windows import Wan22DuoContextWindows
+    from wan22duo.nodes.samplers import Wan22DuoI2VConditioning, Wan22DuoSampler
+    from wan22duo.toy import data, text
+
+    step = data.FRAMES - OVERLAP
+    length = data.FRAMES + step * extensions
+    pos, neg = text.conditioning(caption), text.conditioning("")
+    pos, neg, latent = Wan22DuoI2VConditioning().encode(pos, neg, models["vae"], anchor, data.WIDTH, data.HEIGHT,
+                                                        length)
+    (windows,) = Wan22DuoContextWindows().make(data.FRAMES, 8, "uniform", "pyramid", True, True)
+    out = Wan22DuoSampler().sample(models["high"], pos, neg, latent, seed, steps=steps, cfg_high=I2V_CFG,
+                                   cfg_low=I2V_CFG, shift=I2V_SHIFT, low_noise_model=models["low"],
+                                   context_windows=windows)
+    video = _decode(models, out["result"][0])
+    return [(video[step * i: step * i + data.FRAMES], OVERLAP) for i in range(1, extensions + 1)]
+
+
 def _method(chain, match=None):
     return lambda *args: chain(*args, match=match)
 
@@ -129,6 +152,7 @@ METHODS = {
     "latent (SVI layout)": _method(chain_latent),
     "latent (SVI layout) + colour match (overlap)": _method(chain_latent, "overlap"),
     "latent (SVI layout) + colour match (anchor)": _method(chain_latent, "anchor"),
+    "context windows (one video, same length)": windows_video,
 }
 
 
@@ -201,8 +225,6 @@ def format_tables(results: dict) -> str:
         for name, rows in results.items():
             cells = [first] + [fmt.format(r[key]) for r in rows] + [""] * (extensions - len(rows))
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines.append("| context windows (other branch of issue 24) | " + " | ".join(["not measured"] * (extensions + 1))
-                     + " |")
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
