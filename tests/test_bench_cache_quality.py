@@ -1,4 +1,5 @@
 """bench/cache_quality.py on tiny random experts: its counts and distances are right (not its numbers' meaning)."""
+import json
 import sys
 from pathlib import Path
 
@@ -43,3 +44,42 @@ def test_passes_counts_each_stage_at_its_cfg(experts):
     result = sample(high, low, torch.zeros(SHAPE), pos, neg, seed=0, steps=8, cfg_high=1.0, cfg_low=2.0,
                     switch_step=4, lead=[Phase(high, 3.0, 2)])
     assert cache_quality.passes(result, {"lead1": 3.0, "high": 1.0, "low": 2.0}) == 2 * 2 + 2 * 1 + 4 * 2
+
+
+def row(threshold, score, score_full, pixel_rms, steps=20, task="t2v"):
+    return cache_quality.Row(steps, threshold, 10, 20, 5, 0.1, 0.2, score, score_full, 1.0, pixel_rms, task)
+
+
+def test_suggested_threshold_is_the_largest_that_every_configuration_allows():
+    rows = [row(0.0, 0.9, 0.9, 0.0), row(0.05, 0.9, 0.9, 2.0), row(0.1, 0.89, 0.9, 3.0), row(0.2, 0.7, 0.9, 9.0),
+            row(0.0, 0.8, 0.8, 0.0, 40), row(0.05, 0.8, 0.8, 1.0, 40), row(0.1, 0.75, 0.8, 2.0, 40),
+            row(0.2, 0.8, 0.8, 1.0, 40)]
+    # 0.1 loses 0.05 at 40 steps; 0.2 keeps the score at 40 but not at 20 steps
+    assert cache_quality.suggest_threshold(rows, max_score_drop=0.02, max_pixel_rms=8.0) == 0.05
+    assert cache_quality.suggest_threshold(rows, max_score_drop=0.06, max_pixel_rms=8.0) == 0.1
+    assert cache_quality.suggest_threshold(rows, max_score_drop=0.06, max_pixel_rms=1.5) == 0.0
+    with pytest.raises(ValueError, match="scored rows"):
+        cache_quality.suggest_threshold([row(0.05, None, None, None)], 0.02, 8.0)
+
+
+def test_the_toy_table_runs_end_to_end_and_is_written(tmp_path, capsys):
+    from wan22duo.toy import build, dit
+    from wan22duo.toy import vae as toy_vae
+
+    build.save(dit.new_model(seed=1), "t2v_high", "untrained", tmp_path)
+    build.save(dit.new_model(seed=2), "t2v_low", "untrained", tmp_path)
+    build.save(toy_vae.new_vae(base_dim=4), "vae", "untrained", tmp_path)
+    out = tmp_path / "results.md"
+    out.write_text("# kept prose\n\n## Measurements\n\nold table\n")
+    cache_quality.main(["--toy", "t2v", "--steps", "10", "--clips", "1", "--thresholds", "0", "50",
+                        "--weights", str(tmp_path), "--write", str(out), "--out", str(tmp_path / "rows.json")])
+    text = out.read_text()
+    assert text.startswith("# kept prose\n\n## Measurements\n") and "old table" not in text
+    assert "UNTRAINED" in text and "the suggestion means nothing" in text
+    lines = [line for line in text.splitlines() if line.startswith("| 10 |")]
+    assert len(lines) == 2
+    zero, big = (line.split(" | ") for line in lines)
+    assert zero[3:6] == ["0 %", "0", "0.0000 / 0.0000"] and zero[6] == "0.00"  # threshold 0: the uncached run
+    # threshold 50: per expert, all but the 2 warm-up steps and the last one are reused
+    switch = json.loads((tmp_path / "rows.json").read_text())[1]
+    assert switch["reused_steps"] > 0 and switch["calls"] < switch["calls_full"] and float(big[6]) > 0
