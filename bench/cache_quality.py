@@ -97,16 +97,14 @@ def measure(high, low, contexts: Sequence, latent_shape: Sequence[int], steps_li
 
     ``contexts``: ``(positive, negative)`` or ``(positive, negative, options)`` per prompt, the
     options (e.g. ``i2v=``) added to that prompt's runs. ``score(latent, index)`` scores a raw final
-    latent; ``judge`` (``.score(latent, index)``, ``.distance(latent, reference)``) replaces it and
-    adds the decoded distance.
+    latent; ``judge`` (a :class:`ToyJudge`) replaces it: it decodes each run once, scores the video
+    and gives its pixel distance to the decoded uncached run.
     """
     import torch
 
     from wan22duo.engine.sampling.loop import sample
     from wan22duo.engine.sampling.step_cache import StepCache
 
-    if judge is not None:
-        score = judge.score
     options = dict(sample_options or {})
     cfgs = {"high": options.get("cfg_high", 4.0), "low": options.get("cfg_low", 3.0)}
     prompts = [(c[0], c[1], dict(c[2]) if len(c) > 2 else {}) for c in contexts]
@@ -120,7 +118,11 @@ def measure(high, low, contexts: Sequence, latent_shape: Sequence[int], steps_li
     for steps in steps_list:
         full = {(p, seed): run(p, seed, steps) for p in range(len(prompts)) for seed in seeds}
         calls_full = sum(passes(r, cfgs) for r in full.values())
-        score_full = _mean([score(r.latent, p) for (p, _), r in full.items()]) if score else None
+        videos = {key: judge.video(r.latent) for key, r in full.items()} if judge is not None else {}
+        if judge is not None:
+            score_full = _mean(judge.score(videos[key], key[0]) for key in full)
+        else:
+            score_full = _mean([score(r.latent, p) for (p, _), r in full.items()]) if score else None
         for threshold in thresholds:
             start = time.perf_counter()
             calls, reused, dists, scores, pixels = 0, 0, [], [], []
@@ -129,18 +131,20 @@ def measure(high, low, contexts: Sequence, latent_shape: Sequence[int], steps_li
                 calls += passes(got, cfgs)
                 reused += len(got.cache["reused"])
                 dists.append(rel_l2(got.latent, reference.latent))
-                if score:
-                    scores.append(score(got.latent, p))
                 if judge is not None:
-                    pixels.append(judge.distance(got.latent, reference.latent))
+                    video = judge.video(got.latent)
+                    scores.append(judge.score(video, p))
+                    pixels.append(judge.pixel_rms(video, videos[p, seed]))
+                elif score:
+                    scores.append(score(got.latent, p))
             rows.append(Row(steps, threshold, calls, calls_full, reused, _mean(dists), max(dists),
-                            _mean(scores) if score else None, score_full, time.perf_counter() - start,
+                            _mean(scores) if scores else None, score_full, time.perf_counter() - start,
                             _mean(pixels) if judge is not None else None))
     return rows
 
 
 class ToyJudge:
-    """Decode with the toy's VAE and score against the caption (``toy.score``); distance in decoded pixels."""
+    """Decode with the toy's VAE (the pack's decode node), score against the caption (``toy.score``), pixel RMS."""
 
     def __init__(self, vae, captions: Sequence[str]):
         from wan22duo.nodes.vae import Wan22DuoVAEDecode
@@ -150,11 +154,15 @@ class ToyJudge:
         self._score = score
         self.captions = list(captions)
 
-    def score(self, latent, index: int) -> float:
-        return self._score.score_video(self._decode(latent), self.captions[index]).score
+    def video(self, latent):
+        """IMAGE ``[F, H, W, 3]`` of a raw final latent."""
+        return self._decode(latent)
 
-    def distance(self, latent, reference) -> float:
-        return self._score.distance(self._decode(latent), self._decode(reference))["pixel_rms"]
+    def score(self, video, index: int) -> float:
+        return self._score.score_video(video, self.captions[index]).score
+
+    def pixel_rms(self, video, reference) -> float:
+        return self._score.distance(video, reference)["pixel_rms"]
 
 
 def toy_setup(task: str, clips: int, weights: Optional[Path] = None):
@@ -294,14 +302,29 @@ def suggest_threshold(rows: Sequence[Row], max_score_drop: float, max_pixel_rms:
     return max([t for t, good in ok.items() if good] + [0.0])
 
 
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Put ``body`` under ``heading`` (a '## ' line) in ``path``: what was under it up to the next '## ' heading is
+    replaced, everything else stays; a missing heading is appended."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = len(lines)
+        if lines and lines[-1].strip():
+            lines.append("")
+            start = end = len(lines)
+    after = [""] + lines[end:] if end < len(lines) else []
+    path.write_text("\n".join(lines[:start] + [heading, "", body.rstrip("\n")] + after) + "\n")
+
+
 def write_results(path: Path, sections: Sequence[tuple[str, list[Row]]], command: str, note: str = "") -> None:
-    """Replace what follows the '## Measurements' heading of ``path`` with the tables (the prose above stays)."""
+    """The tables under the '## Measurements' heading of ``path`` (see :func:`write_section`)."""
     import torch
 
-    head = path.read_text().split("## Measurements")[0] if path.exists() else ""
     body = "\n\n".join(table(rows, title) for title, rows in sections)
-    path.write_text(f"{head}## Measurements\n\nMeasured by `{command}` (torch {torch.__version__}, CPU, fp32)."
-                    f"{(' ' + note) if note else ''}\n\n{body}\n")
+    write_section(path, "## Measurements", f"Measured by `{command}` (torch {torch.__version__}, CPU, fp32)."
+                                           f"{(' ' + note) if note else ''}\n\n{body}")
 
 
 def main(argv: Optional[list] = None) -> int:

@@ -83,3 +83,32 @@ def test_the_toy_table_runs_end_to_end_and_is_written(tmp_path, capsys):
     # threshold 50: per expert, all but the 2 warm-up steps and the last one are reused
     switch = json.loads((tmp_path / "rows.json").read_text())[1]
     assert switch["reused_steps"] > 0 and switch["calls"] < switch["calls_full"] and float(big[6]) > 0
+
+
+def test_write_section_replaces_only_its_own_section(tmp_path):
+    path = tmp_path / "r.md"
+    path.write_text("# title\n\nprose\n\n## A\n\nold a\n\n## B\n\nold b\n")
+    cache_quality.write_section(path, "## A", "new a")
+    assert path.read_text() == "# title\n\nprose\n\n## A\n\nnew a\n\n## B\n\nold b\n"
+    cache_quality.write_section(path, "## B", "new b\n")
+    assert path.read_text() == "# title\n\nprose\n\n## A\n\nnew a\n\n## B\n\nnew b\n"
+    cache_quality.write_section(path, "## C", "c")
+    assert path.read_text().endswith("## B\n\nnew b\n\n## C\n\nc\n")
+    cache_quality.write_section(tmp_path / "new.md", "## A", "a")
+    assert (tmp_path / "new.md").read_text() == "## A\n\na\n"
+
+
+def test_easycache_pairs_take_the_nearest_saved_share():
+    import cache_easycache
+
+    def r(task, threshold, calls, steps=20):
+        return cache_quality.Row(steps, threshold, calls, 40, 0, 0.0, 0.0, 0.5, 0.5, 1.0, 0.0, task)
+
+    rows = [r("t2v ours", 0.05, 30), r("t2v ours", 0.1, 20), r("t2v ours", 0.1, 30, steps=40),
+            r("t2v EasyCache", 0.2, 32), r("t2v EasyCache", 0.3, 28), r("t2v EasyCache", 0.5, 21),
+            r("i2v EasyCache", 0.9, 20)]
+    got = [(a.threshold, a.steps, b.threshold) for a, b in cache_easycache.pairs(rows)]
+    # 25 % saved: 0.2 (20 %) and 0.3 (30 %) are equally near, the smaller threshold wins; 50 %: 0.5 (47.5 %);
+    # no EasyCache row at 40 steps, and the I2V row never pairs with a T2V one
+    assert got == [(0.05, 20, 0.2), (0.1, 20, 0.5)]
+    assert "| T2V | 20 | 0.05 | 25 % |" in cache_easycache.pair_table(rows, "t")
