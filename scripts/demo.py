@@ -1,21 +1,18 @@
 """Run the pack's nodes end to end without ComfyUI and without downloads.
 
-    python scripts/demo.py [--out output] [--steps 8] [--gif]
-    python scripts/demo.py --toy [--toy-weights toy/weights] [--caption "a red disc moves right over a gray background"]
+    python scripts/demo.py [--out output] [--caption "a red disc moves right over a gray background"] [--strip]
+    python scripts/demo.py --random-weights [--steps 8] [--gif]
 
-By default it writes tiny *random-weight* checkpoints (two T2V-A14B-shaped experts and a
-Wan 2.1 VAE) to a temporary folder, then calls the same node classes ComfyUI would:
-Wan22DuoExpertLoader x2 -> Wan22DuoEmptyLatent -> Wan22DuoSampler (both experts, the
-official switch rule) -> Wan22DuoVAEDecode, and saves the frames as an animated WebP
-(and optionally a GIF). There is no text encoder here either: the prompts are random
-tensors of the umT5-XXL shape [1, tokens, 4096]. Random weights give noise, not a
-picture: the demo shows that loading, expert switching, sampling, decoding and saving
-work, and how long they take on this machine.
+By default it samples the toy Wan 2.2 MoE trained here (toy/weights: T2V-A14B-layout high- and
+low-noise experts and a Wan 2.1-layout VAE, see toy/build.py) through the same node classes ComfyUI
+would call: Wan22DuoExpertLoader x2 -> Wan22DuoEmptyLatent -> Wan22DuoSampler (both experts, the
+official switch rule) -> Wan22DuoVAEDecode, with the caption through the toy text encoder. It saves
+the frames as an animated WebP and prints the toy quality score of the video against its caption.
+The toy knows one small world (a coloured disc or square moving over a plain background); it is a
+demo and a yardstick, not Wan 2.2.
 
---toy runs the same nodes on the toy Wan 2.2 MoE of toy/ (experts and VAE files written by
-scripts/train_toy.py), with the caption through the toy text encoder, and prints the toy
-quality score of the video against its caption. No trained toy weights are committed yet
-(toy/build.py says why), so --toy needs a folder of trained toy files.
+--random-weights keeps the plumbing check: tiny *random-weight* checkpoints written to a temporary
+folder, random tensors of the umT5-XXL shape as prompts, the same nodes; the video is noise.
 """
 from __future__ import annotations
 
@@ -38,12 +35,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, default=ROOT / "output", help="folder for the video (default: output/)")
     parser.add_argument("--caption", default=None,
                         help='toy caption (default "a red disc moves right over a gray background")')
-    parser.add_argument("--toy", action="store_true", help="sample the trained toy model instead of random weights")
+    parser.add_argument("--random-weights", action="store_true",
+                        help="tiny random-weight models instead of the toy (a plumbing check: the video is noise)")
+    parser.add_argument("--toy", action="store_true", help="sample the trained toy model (the default)")
     parser.add_argument("--toy-weights", type=Path, default=None, help="folder of toy files (default toy/weights)")
-    parser.add_argument("--width", type=int, default=None, help="multiple of 16 (default 96; the toy's 64)")
+    parser.add_argument("--width", type=int, default=None, help="multiple of 16 (the toy's default 64; random 96)")
     parser.add_argument("--height", type=int, default=64, help="multiple of 16 (default 64)")
-    parser.add_argument("--frames", type=int, default=None, help="4n+1 (default 13; the toy's 17)")
-    parser.add_argument("--steps", type=int, default=None, help="sampling steps over both experts (default 8; toy 20)")
+    parser.add_argument("--frames", type=int, default=None, help="4n+1 (the toy's default 17; random 13)")
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps over both experts (toy 20; random 8)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gif", action="store_true", help="also write a GIF")
     parser.add_argument("--strip", action="store_true", help="also write a PNG strip of 6 frames side by side")
@@ -129,6 +128,9 @@ def run_toy(args) -> tuple[list[Path], object]:
 def main(argv=None) -> list[Path]:
     args = parse_args(argv)
     load_pack()
+    if args.toy and args.random_weights:
+        raise SystemExit("error: --toy and --random-weights exclude each other; give one")
+    args.toy = not args.random_weights
     if args.toy:
         from wan22duo.toy import data
 

@@ -10,7 +10,7 @@ import demo  # noqa: E402
 
 
 def test_demo_writes_a_video(tmp_path, capsys):
-    written = demo.main(["--out", str(tmp_path), "--steps", "4", "--gif"])
+    written = demo.main(["--random-weights", "--out", str(tmp_path), "--steps", "4", "--gif"])
     assert written == [tmp_path / "demo_t2v.webp", tmp_path / "demo_t2v.gif"]
     for path in written:
         with Image.open(path) as video:
@@ -27,7 +27,7 @@ def test_out_under_a_regular_file_is_a_one_line_error(tmp_path):
     blocker.write_text("a file, not a folder")
     for out in (blocker, blocker / "videos"):
         with pytest.raises(SystemExit) as info:
-            demo.main(["--out", str(out), "--steps", "1"])
+            demo.main(["--random-weights", "--out", str(out), "--steps", "1"])
         message = str(info.value)
         assert message == f"error: --out {out}: cannot make this folder ({blocker} is a file, not a folder); " \
                           "give a folder path"

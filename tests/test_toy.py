@@ -79,13 +79,47 @@ def test_gradients_reach_every_parameter_of_the_engine_modules():
     dit.velocity(model, x, torch.tensor([500.0]), [text.encode_rows("a red disc")]).square().mean().backward()
     assert all(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in model.parameters())
     vae = toy_vae.new_vae(base_dim=4)
-    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():  # the init zeroes the past taps; give them values so their gradients can show
+        for name, p in vae.named_parameters():
+            if p.dim() == 5 and p.shape[2] == 3 and "time_conv" not in name:
+                p[:, :, :2] = 0.1 * torch.randn(p[:, :, :2].shape)
+    video = torch.rand(1, 3, 9, 16, 16) * 2 - 1
     toy_vae.decode_train(vae, toy_vae.encode_train(vae, video)).square().mean().backward()
-    unused = {n for n, p in vae.named_parameters() if p.grad is None or not bool(p.grad.abs().sum() > 0)}
+    frozen = {n for n, p in vae.named_parameters() if not p.requires_grad}
+    # the middle attention blocks stay the identity (zero output projection, frozen): see toy.vae.new_vae
+    assert frozen and all(".middle.1." in n for n in frozen)
+    assert all(not bool(vae.get_parameter(n).any()) for n in frozen if n.endswith("proj.weight"))
+    unused = {n for n, p in vae.named_parameters()
+              if p.requires_grad and (p.grad is None or not bool(p.grad.abs().sum() > 0))}
     # only the log-variance half of conv1 has no say in the mean latent
     assert unused == {"conv1.weight", "conv1.bias"} or unused == set()
     assert bool(vae.conv1.weight.grad[:16].abs().sum() > 0)
     assert not bool(vae.conv1.weight.grad[16:].any())
+
+
+def test_whole_clip_training_forward_equals_the_chunked_inference_path():
+    vae = toy_vae.new_vae(base_dim=4)
+    with torch.no_grad():
+        for p in vae.parameters():  # a generic network, not the per-frame init
+            p.add_(0.05 * torch.randn(p.shape))
+        vae.eval()
+        video = data.to_model_range(data.render(data.draw_clip(5)))
+        z = toy_vae.encode_train(vae, video)
+        assert torch.allclose(z, vae.encode(video), atol=1e-5, rtol=1e-4)
+        rec = toy_vae.decode_train(vae, z)
+        assert torch.allclose(rec.clamp(-1, 1), vae.decode(z), atol=1e-5, rtol=1e-4)
+
+
+def test_untrained_vae_starts_as_a_per_frame_autoencoder_keeping_every_fourth_frame():
+    vae = toy_vae.new_vae(base_dim=4)
+    video = data.to_model_range(data.render(data.draw_clip(9)))
+    with torch.no_grad():
+        z = toy_vae.encode_train(vae, video)
+        alone = torch.cat([toy_vae.encode_train(vae, video[:, :, f:f + 1]) for f in (0, 4, 8, 12, 16)], dim=2)
+        assert torch.allclose(z, alone, atol=1e-5)
+        rec = toy_vae.decode_train(vae, z)
+        assert torch.allclose(rec[:, :, 1], rec[:, :, 4], atol=1e-6)
+        assert not torch.allclose(rec[:, :, 0], rec[:, :, 1], atol=1e-3)
 
 
 def test_matching_wan21_latent_stats_does_not_change_reconstructions():

@@ -37,11 +37,12 @@ FILES = {
     "i2v_high": "toy_i2v_high_noise.safetensors",
     "i2v_low": "toy_i2v_low_noise.safetensors",
 }
-VAE_STEPS, EXPERT_STEPS = 1200, 600
-VAE_TUNE_STEPS, VAE_TUNE_WINDOWS = 300, ((17, 32), (5, 64))  # then whole clips and whole frames, alternately
-# then whole clips on crops centred on the shape, shape pixels weighted (see toy.vae.train)
-VAE_SHAPE_STEPS, VAE_SHAPE_WINDOWS, VAE_SHAPE_WEIGHT = 150, ((17, 32), (17, 32), (9, 64)), 5.0
-TRAIN_SEEDS = range(0, 96 * 3)  # every caption at three start positions
+# The VAE: an image stage (single frames: a per-frame autoencoder), then a video stage (whole clips:
+# the causal taps and time convs learn the motion). See toy.vae.
+VAE_IMAGE = dict(steps=2000, frames=1, batch_size=8, lr=1e-3, seed=0)
+VAE_VIDEO = dict(steps=1200, frames=17, batch_size=2, lr=3e-4, seed=1, whole_every=4)
+EXPERT_STEPS = 1500
+TRAIN_SEEDS = range(0, 96 * 8)  # every caption at eight start positions
 
 
 def path(name: str, folder: Path | None = None) -> Path:
@@ -58,10 +59,17 @@ def save(module: torch.nn.Module, name: str, note: str, folder: Path | None = No
 
 
 def update_log(key: str, entry: dict) -> None:
+    """Set ``key`` in ``weights/train_log.json`` (under a lock: expert stages may run in parallel)."""
+    import fcntl
+
     log_path = WEIGHTS / "train_log.json"
-    log = json.loads(log_path.read_text()) if log_path.exists() else {}
-    log[key] = entry
-    log_path.write_text(json.dumps(log, indent=1) + "\n")
+    WEIGHTS.mkdir(parents=True, exist_ok=True)
+    with open(WEIGHTS / ".train_log.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        log = json.loads(log_path.read_text()) if log_path.exists() else {}
+        log[key] = entry
+        log_path.write_text(json.dumps(log, indent=1) + "\n")
+        write_sums()
 
 
 def write_sums() -> None:
@@ -85,22 +93,24 @@ def vae_psnr(seeds) -> list[float]:
 HELD_OUT_VAE = [data.HELD_OUT_SEED + 7 * i for i in range(12)]
 
 
-def train_vae_stage(log=print) -> None:
+def train_vae_stage(log=print, checkpoint=None, image_state=None) -> None:
+    """Train the VAE (both stages) and write it; ``image_state``: a saved image-stage state dict to start from."""
     start = time.perf_counter()
-    vae, curve = toy_vae.train(steps=VAE_STEPS, log=log)
-    vae, tune_curve = toy_vae.train(steps=VAE_TUNE_STEPS, batch_size=1, windows=VAE_TUNE_WINDOWS, lr=1e-4, seed=1,
-                                    vae=vae, log=log)
-    vae, shape_curve = toy_vae.train(steps=VAE_SHAPE_STEPS, batch_size=1, windows=VAE_SHAPE_WINDOWS, lr=1e-4, seed=2,
-                                     vae=vae, shape_weight=VAE_SHAPE_WEIGHT, centred=True, log=log)
-    toy_vae.match_wan21_stats(vae, list(TRAIN_SEEDS[::4]))
-    save(vae, "vae", f"toy Wan 2.1 VAE, base_dim {toy_vae.BASE_DIM}, trained {VAE_STEPS} steps on toy clips")
+    eval_seeds = HELD_OUT_VAE[:4]
+    if image_state is None:
+        vae, image_curve = toy_vae.train(**VAE_IMAGE, log=log, eval_seeds=eval_seeds, checkpoint=checkpoint)
+    else:
+        vae, image_curve = toy_vae.new_vae(VAE_IMAGE["seed"]), "resumed from " + str(image_state)
+        vae.load_state_dict(torch.load(image_state))
+    vae, video_curve = toy_vae.train(**VAE_VIDEO, vae=vae, log=log, eval_seeds=eval_seeds, checkpoint=checkpoint)
+    toy_vae.match_wan21_stats(vae, list(TRAIN_SEEDS[::8]))
+    save(vae, "vae", f"toy Wan 2.1 VAE, base_dim {toy_vae.BASE_DIM}, {VAE_IMAGE['steps']} image steps + "
+                     f"{VAE_VIDEO['steps']} video steps on toy clips")
     psnr = vae_psnr(HELD_OUT_VAE)
     log(f"held-out PSNR: mean {sum(psnr) / len(psnr):.2f} dB, min {min(psnr):.2f} dB")
-    update_log("vae", {"steps": VAE_STEPS, "seconds": round(time.perf_counter() - start), "mse_curve": curve,
-                       "tune_steps": VAE_TUNE_STEPS, "tune_windows": VAE_TUNE_WINDOWS, "tune_mse_curve": tune_curve,
-                       "shape_steps": VAE_SHAPE_STEPS, "shape_mse_curve": shape_curve,
+    update_log("vae", {"image_stage": VAE_IMAGE, "video_stage": VAE_VIDEO, "seconds": round(time.perf_counter() - start),
+                       "image_mse_curve": image_curve, "video_mse_curve": video_curve,
                        "held_out_psnr_db": [round(p, 2) for p in psnr]})
-    write_sums()
 
 
 @torch.no_grad()
@@ -141,10 +151,11 @@ I2V_CACHE = CACHE.with_name("i2v_conditions.pt")
 
 
 def latents_stage(log=print) -> None:
-    """Encode the training clips once (both experts train on them; ``cache/`` is not committed)."""
+    """Encode the training clips and their I2V conditions once (``cache/``, not committed)."""
     latents, rows = encode_clips(list(TRAIN_SEEDS), log)
     CACHE.parent.mkdir(exist_ok=True)
     torch.save({"latents": latents, "rows": rows}, CACHE)
+    torch.save(encode_i2v_conditions(list(TRAIN_SEEDS), log), I2V_CACHE)
 
 
 def train_experts_stage(which: tuple[str, ...] = ("t2v_high", "t2v_low"), log=print) -> None:
@@ -167,4 +178,3 @@ def train_experts_stage(which: tuple[str, ...] = ("t2v_high", "t2v_low"), log=pr
                           f"dim {dit.DIM}, {dit.LAYERS} layers, trained {EXPERT_STEPS} steps on {side}")
         update_log(name, {"steps": EXPERT_STEPS, "seconds": round(time.perf_counter() - start),
                           "clips": len(latents), "loss_curve": curve})
-        write_sums()

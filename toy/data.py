@@ -5,7 +5,8 @@ drawn from an integer seed is the same on every machine (Python's ``random.Rando
 the pixels are computed from the geometry in float64 and rounded to 8 bits. The caption names all
 four choices, e.g. "a red disc moves right over a gray background".
 
-Split: training clips come from seeds ``0 .. 9999``; evaluation uses seeds from ``HELD_OUT_SEED`` up,
+Split: training clips come from seeds below ``HELD_OUT_SEED`` (the trainers check it); evaluation uses seeds from
+``HELD_OUT_SEED`` up,
 which give start positions (and sampling noise) the models never saw. All 96 captions appear in
 training; held-out seeds test new positions and new noise, not new word combinations.
 """

@@ -25,8 +25,9 @@ def first_frame(seed: int) -> torch.Tensor:
 def weight_path(name: str, folder: Optional[Path] = None) -> Path:
     path = Path(folder or WEIGHTS).resolve() / FILES[name]  # the loaders take absolute paths outside ComfyUI
     if not path.exists():
-        raise FileNotFoundError(f"toy weights {path} are missing: run `python scripts/train_toy.py` to train "
-                                "the toy (no trained toy weights are committed yet)")
+        raise FileNotFoundError(f"toy weights {path} are missing: the trained toy files are committed in toy/weights "
+                                "(restore them with `git checkout -- toy/weights`), or train them again with "
+                                "`python scripts/train_toy.py`")
     return path
 
 

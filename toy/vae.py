@@ -26,100 +26,170 @@ from . import data
 
 BASE_DIM = 16
 Z_DIM = 16
+BIAS_INIT = 0.0
 
 
 def new_vae(seed: int = 0, base_dim: int = BASE_DIM) -> WanVAE:
-    """A float32 Wan 2.1 VAE of width ``base_dim`` with order-one initial activations, trainable."""
+    """A float32 Wan 2.1 VAE of width ``base_dim``, initialised as a per-frame autoencoder, trainable.
+
+    The init makes the untrained network a 2-D autoencoder that keeps every 4th frame, which training
+    then turns into a video autoencoder:
+
+    * every 3x3x3 causal conv starts with only its current-frame tap (the two past taps zero), so it
+      acts on each frame alone; the residual branches' second conv is scaled down so each block starts
+      near the identity;
+    * the encoder's stride-2 ``time_conv`` starts as "take the newest frame of the window" and the
+      decoder's ``time_conv`` as "repeat the frame twice", so latent frame ``k`` starts as frame ``4k``
+      and decodes to four copies of it;
+    * the two middle attention blocks have their output projection zero and frozen (see
+      :func:`trainable`): the network is then fully convolutional, so training on crops teaches it
+      whole frames too (an attention block trained on 4x4 crops does not carry over to 8x8 frames).
+    """
     vae = WanVAE(VAEConfig(version="2.1", base_dim=base_dim, dec_dim=base_dim, z_dim=Z_DIM))
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in vae.named_parameters():
             if name.endswith("gamma"):
                 p.copy_(torch.ones_like(p))
-            elif name.endswith("bias"):
+            elif name.endswith("proj.weight") or name.endswith("time_conv.bias"):
                 p.zero_()
+            elif name.endswith("bias"):
+                p.copy_(torch.randn(p.shape, generator=gen) * BIAS_INIT)
+            elif name.endswith("time_conv.weight"):
+                p.zero_()
+                eye = torch.eye(p.shape[1])
+                for half in range(p.shape[0] // p.shape[1]):
+                    p[half * p.shape[1]:(half + 1) * p.shape[1], :, -1, 0, 0] = eye
+            elif p.dim() == 5 and p.shape[2] == 3:
+                p.zero_()
+                gain = 0.3 if name.endswith("residual.6.weight") else 1.0
+                fan_in = p.shape[1] * p.shape[3] * p.shape[4]
+                p[:, :, -1] = torch.randn(p[:, :, -1].shape, generator=gen) * gain / math.sqrt(fan_in)
             else:
-                gain = 0.5 if name.endswith(("residual.6.weight", "proj.weight")) else 1.0
-                p.copy_(torch.randn(p.shape, generator=gen) * gain / math.sqrt(p[0].numel()))
-    for p in vae.parameters():
-        p.requires_grad_(True)
+                p.copy_(torch.randn(p.shape, generator=gen) / math.sqrt(p[0].numel()))
+    trainable(vae)
     return vae
 
 
+def trainable(vae: WanVAE) -> list[torch.nn.Parameter]:
+    """Set ``requires_grad`` on every parameter but the middle attention blocks'; return those parameters."""
+    params = []
+    for name, p in vae.named_parameters():
+        p.requires_grad_(".middle.1." not in name)
+        if p.requires_grad:
+            params.append(p)
+    return params
+
+
 def encode_train(vae: WanVAE, video: torch.Tensor) -> torch.Tensor:
-    """Differentiable encode: ``[B, 3, F, H, W]`` -> raw latent mean ``[B, 16, T, h, w]``."""
-    cache: dict = {}
-    parts = [vae.conv1(vae.encoder(video[:, :, a:b], cache), cache)[:, :Z_DIM]
-             for a, b in encode_chunks(video.shape[2])]
-    return torch.cat(parts, dim=2)
+    """Differentiable encode: ``[B, 3, F, H, W]`` -> raw latent mean ``[B, 16, T, h, w]``.
+
+    The whole clip in one call: the causal convs and the strided time convs give the same result as
+    the inference path's chunks (``tests/test_toy.py`` checks it), at a fraction of the overhead.
+    """
+    return vae.conv1(vae.encoder(video, {}), {})[:, :Z_DIM]
 
 
 def decode_train(vae: WanVAE, latent: torch.Tensor) -> torch.Tensor:
-    """Differentiable decode: raw latent -> video ``[B, 3, F, H, W]`` (unclamped)."""
-    cache: dict = {}
-    parts = [vae.decoder(vae.conv2(latent[:, :, a:b], cache), cache) for a, b in decode_chunks(latent.shape[2])]
-    return torch.cat(parts, dim=2)
+    """Differentiable decode: raw latent -> video ``[B, 3, F, H, W]`` (unclamped), the whole clip at once."""
+    return vae.decoder(vae.conv2(latent, {}), {})
 
 
-def batch(seeds: list[int], frames: int) -> torch.Tensor:
-    return torch.cat([data.to_model_range(data.render(data.draw_clip(s), frames=data.FRAMES)[:frames])
-                      for s in seeds])
+def batch(seeds: list[int], frames: int = data.FRAMES) -> torch.Tensor:
+    return torch.cat([data.to_model_range(data.render(data.draw_clip(s)))[:, :, :frames] for s in seeds])
 
 
-def train(steps: int = 1200, batch_size: int = 2, windows=((5, 32),), lr: float = 3e-4, seed: int = 0,
-          vae: WanVAE | None = None, shape_weight: float = 0.0, centred: bool = False,
-          log=print) -> tuple[WanVAE, list[tuple[int, float]]]:
-    """Fit a VAE (a new one, or continue ``vae``); returns it and the curve [(step, pixel mse)].
+def shape_crops(seeds: list[int], crop: int, gen: torch.Generator) -> torch.Tensor:
+    """Whole clips ``seeds`` cut to ``crop``-pixel squares (multiples of 8) around the shape's path."""
+    out = []
+    for s in seeds:
+        clip = data.draw_clip(s)
+        video = data.to_model_range(data.render(clip))
+        cx, cy = clip.centre(data.FRAMES // 2)
+        jitter = (torch.randint(-8, 9, (2,), generator=gen)).tolist()
+        left = min(max(0, 8 * round((cx + jitter[0] - crop / 2) / 8)), data.WIDTH - crop)
+        top = min(max(0, 8 * round((cy + jitter[1] - crop / 2) / 8)), data.HEIGHT - crop)
+        out.append(video[..., top:top + crop, left:left + crop])
+    return torch.cat(out)
 
-    Step ``i`` trains on windows of ``windows[i % len(windows)] = (frames, crop)``: ``frames``
-    consecutive frames starting anywhere in the clip, a ``crop``-pixel square at a multiple of 8.
-    Small windows train fast; whole frames and long windows teach the middle attention the full grid
-    and the causal caches the whole clip (both need it: 32-pixel, 5-frame training alone gives 37 dB
-    on such windows but 12 dB on whole 17-frame clips). ``centred`` places the crop on the middle of
-    the shape's path (else it cycles over the frame); ``shape_weight`` adds that multiple of the squared
-    error on shape pixels to the loss (the shape is about 4 % of a frame, so plain MSE mostly teaches
-    the background).
+
+def weighted_error(rec: torch.Tensor, video: torch.Tensor, shape_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(loss, plain mse): squared error with the shape's pixels weighted ``1 + shape_weight``.
+
+    The shape covers about 4 % of a frame, so plain MSE mostly teaches the background; the shape is
+    what the experts and the score need.
     """
+    err = (rec - video).square()
+    background = video.flatten(2).median(dim=2).values[..., None, None, None]
+    on_shape = ((video - background).abs().amax(dim=1, keepdim=True) > 0.2).float()
+    weights = 1.0 + shape_weight * on_shape
+    return (err * weights).mean() / weights.mean(), err.mean()
+
+
+def train(steps: int, frames: int = data.FRAMES, batch_size: int = 4, crop: int = 32, lr: float = 1e-3,
+          whole_every: int = 0,
+          seed: int = 0, shape_weight: float = 2.0, vae: WanVAE | None = None, log=print,
+          eval_every: int = 250, eval_seeds: list[int] | None = None,
+          checkpoint=None) -> tuple[WanVAE, list[tuple[int, float]]]:
+    """Fit the VAE on training clips cut to ``crop`` pixels around the shape; returns it and its curve.
+
+    ``frames=1``: one random frame of each clip (the image stage: a per-frame autoencoder, cheap);
+    ``frames=17``: whole clips (the video stage: the causal taps and time convs learn the motion).
+    ``whole_every=n``: every n-th step takes whole 64x64 clips instead of the crops, so the network
+    also sees plain background far from the shape and frame borders (crops alone leave smudges there).
+    Keep ``batch_size`` >= 2: PyTorch's CPU backend sends batch-1 3-D convs this small to its slow
+    reference kernel (about 10x slower here, measured).
+    Adam, a 50-step warm-up then cosine decay to 2 % of ``lr``. The curve is ``[(step, mean pixel mse
+    over the last eval_every steps)]``; every ``eval_every`` steps the PSNR on whole held-out clips
+    (``eval_seeds``) is logged and the state dict saved to ``checkpoint`` (a path), if given.
+    """
+    if seed * 100_000 + steps * batch_size >= data.HELD_OUT_SEED:
+        raise ValueError(f"seed {seed} with {steps} steps of {batch_size} clips reaches the held-out clips "
+                         f"(seeds from {data.HELD_OUT_SEED}); use a smaller seed or fewer steps")
     torch.manual_seed(seed)
     vae = vae if vae is not None else new_vae(seed)
     vae.train()
-    for p in vae.parameters():
-        p.requires_grad_(True)
-    opt = torch.optim.Adam(vae.parameters(), lr=lr, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=min(0.5, max(0.05, 2 / steps)))
-    curve, start = [], time.perf_counter()
+    params = trainable(vae)
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / 50) * (
+        0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, i / steps)))))
+    gen = torch.Generator().manual_seed(seed)
+    curve, window, start = [], [], time.perf_counter()
     for step in range(steps):
-        frames, crop = windows[step % len(windows)]
-        # frame windows start anywhere in the clip so every phase of the motion is seen
-        video = batch([seed * 100_000 + step * batch_size + i for i in range(batch_size)], data.FRAMES)
-        first = (step * 7) % (data.FRAMES - frames + 1)
-        top = 8 * ((step * 3) % (1 + (data.HEIGHT - crop) // 8))
-        left = 8 * ((step * 5) % (1 + (data.WIDTH - crop) // 8))
-        if centred:
-            cx, cy = data.draw_clip(seed * 100_000 + step * batch_size).centre(first + frames // 2)
-            left = min(max(0, 8 * round((cx - crop / 2) / 8)), data.WIDTH - crop)
-            top = min(max(0, 8 * round((cy - crop / 2) / 8)), data.HEIGHT - crop)
-        video = video[:, :, first:first + frames, top:top + crop, left:left + crop]
-        z = encode_train(vae, video)
-        rec = decode_train(vae, z)
-        err = (rec - video).square()
-        mse = err.mean()
-        loss = mse + 1e-4 * z.square().mean()
-        if shape_weight:
-            background = video.median(dim=3, keepdim=True).values.median(dim=4, keepdim=True).values
-            on_shape = ((video - background).abs().amax(dim=1, keepdim=True) > 0.2).float()
-            loss = loss + shape_weight * (err * on_shape).mean()
+        whole = whole_every and step % whole_every == whole_every - 1
+        seeds = [seed * 100_000 + step * batch_size + i for i in range(batch_size)]
+        video = batch(seeds) if whole else shape_crops(seeds, crop, gen)
+        if frames < data.FRAMES:
+            first = int(torch.randint(0, data.FRAMES - frames + 1, (1,), generator=gen))
+            video = video[:, :, first:first + frames]
+        loss, mse = weighted_error(decode_train(vae, encode_train(vae, video)), video, shape_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         sched.step()
-        if step % 10 == 0 or step == steps - 1:
-            curve.append((step, mse.item()))
-            log(f"vae step {step} ({frames} frames, {crop} px) mse {mse.item():.5f} "
-                f"psnr {psnr_from_mse(mse.item()):.2f} dB {time.perf_counter() - start:.0f} s")
+        window.append(mse.item())
+        if (step + 1) % eval_every == 0 or step == steps - 1:
+            curve.append((step + 1, sum(window) / len(window)))
+            window = []
+            held = f", held-out whole clips {mean_psnr(vae, eval_seeds):.2f} dB" if eval_seeds else ""
+            log(f"vae ({frames} frames) step {step + 1} crop mse {curve[-1][1]:.5f} "
+                f"({psnr_from_mse(curve[-1][1]):.2f} dB){held} {time.perf_counter() - start:.0f} s")
+            if checkpoint is not None:
+                torch.save(vae.state_dict(), checkpoint)
     vae.eval()
     return vae, curve
+
+
+@torch.no_grad()
+def mean_psnr(vae: WanVAE, seeds: list[int]) -> float:
+    """Mean reconstruction PSNR (dB) on whole clips ``seeds`` through the differentiable path."""
+    values = []
+    for s in seeds:
+        video = batch([s])
+        values.append(psnr_from_mse(float((decode_train(vae, encode_train(vae, video)).clamp(-1, 1) - video)
+                                          .square().mean())))
+    return sum(values) / len(values)
 
 
 def psnr_from_mse(mse: float) -> float:
