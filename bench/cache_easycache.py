@@ -212,8 +212,8 @@ def pairs(rows: Sequence[Row]) -> list[tuple[Row, Row]]:
 
 def pair_table(rows: Sequence[Row], title: str) -> str:
     lines = [f"**{title}**", "",
-             "| task | steps | ours: threshold | saved | latent rel. L2 | pixel RMS | score | EasyCache: reuse_threshold "
-             "| saved | latent rel. L2 | pixel RMS | score | uncached score |",
+             "| task | steps | ours: threshold | saved | latent rel. L2 | pixel RMS | score "
+             "| EasyCache: reuse_threshold | saved | latent rel. L2 | pixel RMS | score | uncached score |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for a, b in pairs(rows):
         lines.append(f"| {a.task.split()[0].upper()} | {a.steps} | {a.threshold:g} | {100 * a.saved:.0f} % | "

@@ -17,7 +17,8 @@ e4m3fn, once upcast per matmul and once with fp8 matmul (``engine.weights.fp8``)
 per case time a whole video: ``engine.sampling.loop.sample`` for ``--video-steps`` (20) steps at
 cfg 5 (both A14B experts played by the one random model), without the step cache and with it at
 ``step_cache.DEFAULT_THRESHOLD``; their s/step column holds seconds per video, and the note says
-how many steps ran (random weights decide that count, not real ones). Columns: seconds per step (best of ``--repeats`` after one warm-up step;
+how many steps ran (random weights decide that count, not real ones).
+Columns: seconds per step (best of ``--repeats`` after one warm-up step;
 a compile row's warm-up includes compiling, reported apart), peak memory of the step
 above what was allocated before it (CUDA allocator peak; on CPU the kernel's resident
 high-water mark), and the bf16 roofline ratio: matmul FLOPs of the step (counted from
@@ -465,7 +466,8 @@ def parse_args(argv=None):
                         "since torch._scaled_mm on CPU is a slow reference kernel (about 80 s per tiny step)")
     p.add_argument("--threads", type=int, default=None, help="CPU torch threads")
     p.add_argument("--video-steps", type=int, default=20,
-                   help="steps of the whole-video rows (no cache / step cache at its default threshold); 0: no such rows")
+                   help="steps of the whole-video rows (no cache / step cache at its default threshold); "
+                        "0: no such rows")
     p.add_argument("--write", type=Path, help="markdown output (default bench/results_gpu.md on a GPU)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
     return p.parse_args(argv)
