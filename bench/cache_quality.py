@@ -13,9 +13,12 @@ on whatever high- and low-noise experts it is pointed at. Per row:
 * ``pixel_rms`` (only with ``--toy``): the decoded cached video's pixel RMS (0-255) from the
   decoded full run, the mean over the runs.
 
-``--toy t2v|i2v`` runs on the trained toy Wan 2.2 MoE of issue 21 (``toy/``, its committed
-weights): held-out captions (and, for I2V, their first frames), its text encoding, its VAE
-and its caption score (``toy.score.score_video``, the fraction of its six checks that hold).
+``--toy t2v i2v`` runs on the trained toy Wan 2.2 MoE of issue 21 (``toy/``, its committed
+weights, or ``--weights DIR``): held-out captions (and, for I2V, their first frames), its text
+encoding, its VAE and its caption score (``toy.score.score_video``, the fraction of its six
+checks that hold). It then suggests a threshold: the largest whose every configuration keeps
+its mean score within ``--max-score-drop`` of the uncached run and its mean decoded pixel RMS
+to it within ``--max-pixel-rms``. ``--write`` puts the tables into a results file.
 
 Without ``--high``/``--low`` it writes tiny random-weight experts
 (``engine.testing.tiny``): a plumbing check only, whose numbers say nothing about
@@ -24,10 +27,11 @@ quality. Quality claims need trained experts (the toy model of issue 21) and nam
 Usage::
 
     python bench/cache_quality.py                                   # tiny random experts, tiny shapes
-    python bench/cache_quality.py --toy t2v --steps 20 40 --clips 8   # the trained toy (needs toy/)
-    python bench/cache_quality.py --high H.safetensors --low L.safetensors --variant t2v_a14b \
-        --steps 20 40 --thresholds 0 0.02 0.05 0.1 --shape 1,16,5,8,12 \
-        --contexts toy.text:encode_captions --score toy.score:score_latents --out bench/results_cache.json
+    python bench/cache_quality.py --toy t2v i2v --steps 20 40 --clips 8 \\
+        --write bench/results_cache.md --out bench/results_cache.json     # the trained toy (toy/weights)
+    python bench/cache_quality.py --high H.safetensors --low L.safetensors --variant t2v_a14b \\
+        --steps 20 40 --thresholds 0 0.02 0.05 0.1 --shape 1,16,5,8,12 \\
+        --contexts MODULE:FUNCTION --score MODULE:FUNCTION --out rows.json
 
 ``--contexts MODULE:FUNCTION`` returns ``(positive, negative, names)``: lists of ``[1, L, 4096]``
 contexts and a name per prompt; ``--score MODULE:FUNCTION`` takes ``(latent, index)`` (the raw
@@ -64,6 +68,7 @@ class Row:
     score_full: Optional[float]
     seconds: float
     pixel_rms: Optional[float] = None
+    task: str = ""
 
     @property
     def saved(self) -> float:
@@ -92,16 +97,14 @@ def measure(high, low, contexts: Sequence, latent_shape: Sequence[int], steps_li
 
     ``contexts``: ``(positive, negative)`` or ``(positive, negative, options)`` per prompt, the
     options (e.g. ``i2v=``) added to that prompt's runs. ``score(latent, index)`` scores a raw final
-    latent; ``judge`` (``.score(latent, index)``, ``.distance(latent, reference)``) replaces it and
-    adds the decoded distance.
+    latent; ``judge`` (a :class:`ToyJudge`) replaces it: it decodes each run once, scores the video
+    and gives its pixel distance to the decoded uncached run.
     """
     import torch
 
     from wan22duo.engine.sampling.loop import sample
     from wan22duo.engine.sampling.step_cache import StepCache
 
-    if judge is not None:
-        score = judge.score
     options = dict(sample_options or {})
     cfgs = {"high": options.get("cfg_high", 4.0), "low": options.get("cfg_low", 3.0)}
     prompts = [(c[0], c[1], dict(c[2]) if len(c) > 2 else {}) for c in contexts]
@@ -115,7 +118,11 @@ def measure(high, low, contexts: Sequence, latent_shape: Sequence[int], steps_li
     for steps in steps_list:
         full = {(p, seed): run(p, seed, steps) for p in range(len(prompts)) for seed in seeds}
         calls_full = sum(passes(r, cfgs) for r in full.values())
-        score_full = _mean([score(r.latent, p) for (p, _), r in full.items()]) if score else None
+        videos = {key: judge.video(r.latent) for key, r in full.items()} if judge is not None else {}
+        if judge is not None:
+            score_full = _mean(judge.score(videos[key], key[0]) for key in full)
+        else:
+            score_full = _mean([score(r.latent, p) for (p, _), r in full.items()]) if score else None
         for threshold in thresholds:
             start = time.perf_counter()
             calls, reused, dists, scores, pixels = 0, 0, [], [], []
@@ -124,18 +131,20 @@ def measure(high, low, contexts: Sequence, latent_shape: Sequence[int], steps_li
                 calls += passes(got, cfgs)
                 reused += len(got.cache["reused"])
                 dists.append(rel_l2(got.latent, reference.latent))
-                if score:
-                    scores.append(score(got.latent, p))
                 if judge is not None:
-                    pixels.append(judge.distance(got.latent, reference.latent))
+                    video = judge.video(got.latent)
+                    scores.append(judge.score(video, p))
+                    pixels.append(judge.pixel_rms(video, videos[p, seed]))
+                elif score:
+                    scores.append(score(got.latent, p))
             rows.append(Row(steps, threshold, calls, calls_full, reused, _mean(dists), max(dists),
-                            _mean(scores) if score else None, score_full, time.perf_counter() - start,
+                            _mean(scores) if scores else None, score_full, time.perf_counter() - start,
                             _mean(pixels) if judge is not None else None))
     return rows
 
 
 class ToyJudge:
-    """Decode with the toy's VAE and score against the caption (``toy.score``); distance in decoded pixels."""
+    """Decode with the toy's VAE (the pack's decode node), score against the caption (``toy.score``), pixel RMS."""
 
     def __init__(self, vae, captions: Sequence[str]):
         from wan22duo.nodes.vae import Wan22DuoVAEDecode
@@ -145,19 +154,26 @@ class ToyJudge:
         self._score = score
         self.captions = list(captions)
 
-    def score(self, latent, index: int) -> float:
-        return self._score.score_video(self._decode(latent), self.captions[index]).score
+    def video(self, latent):
+        """IMAGE ``[F, H, W, 3]`` of a raw final latent."""
+        return self._decode(latent)
 
-    def distance(self, latent, reference) -> float:
-        return self._score.distance(self._decode(latent), self._decode(reference))["pixel_rms"]
+    def score(self, video, index: int) -> float:
+        return self._score.score_video(video, self.captions[index]).score
+
+    def pixel_rms(self, video, reference) -> float:
+        return self._score.distance(video, reference)["pixel_rms"]
 
 
-def toy_setup(task: str, clips: int):
-    """(high, low, contexts, latent shape, judge, cfgs, shift) for the toy ``task`` on ``clips`` held-out clips."""
+def toy_setup(task: str, clips: int, weights: Optional[Path] = None):
+    """(high, low, contexts, latent shape, judge, cfgs, shift) for the toy ``task`` on ``clips`` held-out clips.
+
+    ``weights``: the folder of the toy files (default ``toy/weights``).
+    """
     from wan22duo.nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoI2VConditioning, i2v_conditioning
     from wan22duo.toy import data, run, text
 
-    models = run.load(task=task)
+    models = run.load(weights, task=task)
     seeds = [data.HELD_OUT_SEED + 5 * i for i in range(clips)]
     captions = [data.draw_clip(s).caption for s in seeds]
     contexts = []
@@ -236,6 +252,81 @@ def random_contexts(count: int, seed: int = 0, length: int = 16):
             for _ in range(count)]
 
 
+def toy_sections(tasks: Sequence[str], steps: Sequence[int], thresholds: Sequence[float], clips: int,
+                 weights: Optional[Path] = None, solver: str = "unipc", warmup: int = 2,
+                 log=print) -> list[tuple[str, list[Row]]]:
+    """``(title, rows)`` per toy task: the whole quality-vs-calls table of issue 23."""
+    sections = []
+    for task in tasks:
+        high, low, contexts, shape, judge, (cfg_high, cfg_low), shift = toy_setup(task, clips, weights)
+        options = dict(cfg_high=cfg_high, cfg_low=cfg_low, shift=shift, solver=solver)
+        kind = ("UNTRAINED toy files (plumbing check; says nothing about quality)" if toy_untrained(task, weights)
+                else "trained on synthetic clips; not Wan 2.2")
+        title = (f"toy {task.upper()} MoE of issue 21 ({kind}), {clips} held-out clips, {solver}, "
+                 f"cfg {cfg_high:g}/{cfg_low:g}, shift {shift:g}")
+        rows = measure(high, low, contexts, shape, steps, thresholds, score=None, sample_options=options,
+                       warmup=warmup, judge=judge)
+        for row in rows:
+            row.task = task
+        log(table(rows, title))
+        sections.append((title, rows))
+    return sections
+
+
+def toy_untrained(task: str, weights: Optional[Path] = None) -> bool:
+    """Whether the toy expert files of ``task`` say they are untrained (``toy.build.save``'s note)."""
+    from safetensors import safe_open
+
+    from wan22duo.toy import run
+
+    for role in ("high", "low"):
+        with safe_open(str(run.weight_path(f"{task}_{role}", weights)), "pt") as f:
+            if "untrained" in (f.metadata() or {}).get("wan22duo_toy", ""):
+                return True
+    return False
+
+
+def suggest_threshold(rows: Sequence[Row], max_score_drop: float, max_pixel_rms: float) -> float:
+    """The largest threshold that keeps every configuration's (task, steps) mean score within ``max_score_drop``
+    of the uncached run's and its mean decoded pixel RMS to the uncached run at most ``max_pixel_rms``.
+
+    0 (reuse nothing) when no larger threshold qualifies. Rows without a score or pixel distance are refused:
+    the choice needs the trained toy.
+    """
+    if any(r.score is None or r.pixel_rms is None for r in rows):
+        raise ValueError("suggest_threshold needs scored rows (measured with --toy)")
+    ok = {}
+    for r in rows:
+        good = r.score_full - r.score <= max_score_drop + 1e-12 and r.pixel_rms <= max_pixel_rms
+        ok[r.threshold] = ok.get(r.threshold, True) and good
+    return max([t for t, good in ok.items() if good] + [0.0])
+
+
+def write_section(path: Path, heading: str, body: str) -> None:
+    """Put ``body`` under ``heading`` (a '## ' line) in ``path``: what was under it up to the next '## ' heading is
+    replaced, everything else stays; a missing heading is appended."""
+    lines = path.read_text().splitlines() if path.exists() else []
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    else:
+        start = end = len(lines)
+        if lines and lines[-1].strip():
+            lines.append("")
+            start = end = len(lines)
+    after = [""] + lines[end:] if end < len(lines) else []
+    path.write_text("\n".join(lines[:start] + [heading, "", body.rstrip("\n")] + after) + "\n")
+
+
+def write_results(path: Path, sections: Sequence[tuple[str, list[Row]]], command: str, note: str = "") -> None:
+    """The tables under the '## Measurements' heading of ``path`` (see :func:`write_section`)."""
+    import torch
+
+    body = "\n\n".join(table(rows, title) for title, rows in sections)
+    write_section(path, "## Measurements", f"Measured by `{command}` (torch {torch.__version__}, CPU, fp32)."
+                                           f"{(' ' + note) if note else ''}\n\n{body}")
+
+
 def main(argv: Optional[list] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--high"), parser.add_argument("--low")
@@ -250,9 +341,17 @@ def main(argv: Optional[list] = None) -> int:
     parser.add_argument("--shift", type=float, default=12.0)
     parser.add_argument("--solver", default="unipc")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--toy", choices=["t2v", "i2v"], help="the trained toy MoE of issue 21 (toy/)")
+    parser.add_argument("--toy", choices=["t2v", "i2v"], nargs="+", help="the trained toy MoE of issue 21 (toy/)")
+    parser.add_argument("--weights", type=Path, help="folder of the toy files (with --toy; default toy/weights)")
     parser.add_argument("--clips", type=int, default=8, help="held-out toy clips (with --toy)")
+    parser.add_argument("--max-score-drop", type=float, default=1 / 48,
+                        help="with --toy: the suggested threshold keeps each configuration's mean score within this "
+                             "of the uncached run's (default 1/48: one check of one clip, at 8 clips x 6 checks)")
+    parser.add_argument("--max-pixel-rms", type=float, default=8.0,
+                        help="with --toy: ... and its mean decoded pixel RMS to the uncached run at most this (0-255)")
     parser.add_argument("--out", help="write the rows as JSON here")
+    parser.add_argument("--write", type=Path, help="write the tables into this markdown file, replacing what follows "
+                                                   "its '## Measurements' heading (e.g. bench/results_cache.md)")
     args = parser.parse_args(argv)
 
     from packpath import load_pack
@@ -261,34 +360,50 @@ def main(argv: Optional[list] = None) -> int:
     import torch
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    judge, score = None, _import(args.score) if args.score else None
-    options = dict(cfg_high=args.cfg_high, cfg_low=args.cfg_low, shift=args.shift, solver=args.solver)
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.toy:
-            high, low, contexts, shape, judge, (cfg_high, cfg_low), shift = toy_setup(args.toy, args.clips)
-            options.update(cfg_high=cfg_high, cfg_low=cfg_low, shift=shift)
-            title = (f"toy {args.toy.upper()} MoE of issue 21 (dim 128, trained on synthetic clips; not Wan 2.2), "
-                     f"{args.clips} held-out clips, {args.solver}, cfg {cfg_high:g}/{cfg_low:g}, shift {shift:g}")
-        else:
-            if args.high and args.low:
-                high_path, low_path = Path(args.high), Path(args.low)
-                title = f"{high_path.name} + {low_path.name}"
-            else:
-                high_path, low_path = tiny_experts(Path(tmp), args.variant)
-                title = "tiny random-weight experts (plumbing check; says nothing about quality)"
-            high, low = handles(high_path, low_path)
-            if args.contexts:
-                positives, negatives, _ = _import(args.contexts)()
-                contexts = list(zip(positives, negatives))
-            else:
-                contexts = random_contexts(args.prompts)
-            shape = [int(v) for v in args.shape.split(",")]
-        rows = measure(high, low, contexts, shape, args.steps, args.thresholds, args.seeds, score, options,
-                       args.warmup, judge)
-    print(table(rows, title))
+    command = "python bench/cache_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    note = ""
+    if args.toy:
+        sections = toy_sections(args.toy, args.steps, args.thresholds, args.clips, args.weights, args.solver,
+                                args.warmup, log=lambda text: print(text + "\n", flush=True))
+        rows = [r for _, section in sections for r in section]
+        chosen = suggest_threshold(rows, args.max_score_drop, args.max_pixel_rms)
+        note = (f"Suggested threshold (largest with every configuration's mean score within {args.max_score_drop:.3g} "
+                f"of the uncached run's and mean pixel RMS to it at most {args.max_pixel_rms:g}): **{chosen:g}**.")
+        if any(toy_untrained(task, args.weights) for task in args.toy):
+            note += " These are untrained files: the suggestion means nothing."
+        print(note)
+    else:
+        sections = [measure_random(args)]
+        rows = sections[0][1]
+        print(table(rows, sections[0][0]))
+    if args.write:
+        write_results(args.write, sections, command, note)
     if args.out:
         Path(args.out).write_text(json.dumps([{**asdict(r), "saved": r.saved} for r in rows], indent=1) + "\n")
     return 0
+
+
+def measure_random(args) -> tuple[str, list[Row]]:
+    """``(title, rows)`` on ``--high/--low`` (or tiny random experts), with ``--contexts``/``--score`` if given."""
+    score = _import(args.score) if args.score else None
+    options = dict(cfg_high=args.cfg_high, cfg_low=args.cfg_low, shift=args.shift, solver=args.solver)
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.high and args.low:
+            high_path, low_path = Path(args.high), Path(args.low)
+            title = f"{high_path.name} + {low_path.name}"
+        else:
+            high_path, low_path = tiny_experts(Path(tmp), args.variant)
+            title = "tiny random-weight experts (plumbing check; says nothing about quality)"
+        high, low = handles(high_path, low_path)
+        if args.contexts:
+            positives, negatives, _ = _import(args.contexts)()
+            contexts = list(zip(positives, negatives))
+        else:
+            contexts = random_contexts(args.prompts)
+        shape = [int(v) for v in args.shape.split(",")]
+        rows = measure(high, low, contexts, shape, args.steps, args.thresholds, args.seeds, score, options,
+                       args.warmup)
+    return title, rows
 
 
 if __name__ == "__main__":

@@ -13,7 +13,12 @@ Per case, one row per configuration: each attention kernel that is available and
 passes its check (``engine.model.attention``; SDPA at least), with and without
 ``torch.compile`` of the blocks (inductor), and SDPA with the two passes run one after
 the other; then (``--fp8``, default on a GPU only) the blocks' weights quantised to
-e4m3fn, once upcast per matmul and once with fp8 matmul (``engine.weights.fp8``). Columns: seconds per step (best of ``--repeats`` after one warm-up step;
+e4m3fn, once upcast per matmul and once with fp8 matmul (``engine.weights.fp8``). Two more rows
+per case time a whole video: ``engine.sampling.loop.sample`` for ``--video-steps`` (20) steps at
+cfg 5 (both A14B experts played by the one random model), without the step cache and with it at
+``step_cache.DEFAULT_THRESHOLD``; their s/step column holds seconds per video, and the note says
+how many steps ran (random weights decide that count, not real ones).
+Columns: seconds per step (best of ``--repeats`` after one warm-up step;
 a compile row's warm-up includes compiling, reported apart), peak memory of the step
 above what was allocated before it (CUDA allocator peak; on CPU the kernel's resident
 high-water mark), and the bf16 roofline ratio: matmul FLOPs of the step (counted from
@@ -63,7 +68,9 @@ from wan22duo.engine.sampling import fast, guidance  # noqa: E402
 from wan22duo.engine.model.dit import WanConfig, WanModel  # noqa: E402
 from wan22duo.engine.weights.fp8 import check_fp8_matmul as fp8_check  # noqa: E402
 from wan22duo.engine.model.ops import CastLinear, quantize_fp8  # noqa: E402
-from wan22duo.engine.sampling.loop import guided_velocity  # noqa: E402
+from wan22duo.engine.memory.residency import ModelHandle  # noqa: E402
+from wan22duo.engine.sampling.loop import guided_velocity, sample  # noqa: E402
+from wan22duo.engine.sampling.step_cache import DEFAULT_THRESHOLD, StepCache  # noqa: E402
 
 CFG = 5.0
 TEXT_LEN = 512
@@ -345,11 +352,52 @@ def run_case(case: Case, dev: Device, dtype: torch.dtype, args, rows: list, dead
             row.extra["rel_to_first"] = attn.rel_l2(out, reference)
             row.note = f"attention: {attention_name}"
             del peer
+    if args.video_steps:
+        video_rows(case, model, dev, args, rows, deadline, (pos, neg))
     if args.fp8:
         fp8_rows(case, model, dev, args, rows, deadline, flops, peak_flops, (x, t, pos, neg), reference)
     del model
     gc.collect()
     return {**info, "build_s": built}
+
+
+def video_rows(case, model, dev, args, rows, deadline, text):
+    """Seconds per video: the whole ``sample`` loop, without and with the step cache at its default threshold.
+
+    One random model stands in for both A14B experts (two handles on the same weights, both resident:
+    the same cost per step as two experts, half the memory); TI2V-5B runs alone. Steps reused depend on
+    the weights, so the row's note gives the count: on random weights it says nothing about real ones.
+    """
+    pos, neg = text
+    steps = args.video_steps
+    a14b = case.config.out_dim == 16
+    cfgs = dict(cfg_high=CFG, cfg_low=CFG) if a14b else dict(cfg_high=CFG)
+    shift = 12.0 if a14b else 5.0
+    for label, cache in ((f"video, {steps} steps, no cache", None),
+                         (f"video, {steps} steps, step cache {DEFAULT_THRESHOLD:g}", StepCache(DEFAULT_THRESHOLD))):
+        row = Row(case.label, label)
+        rows.append(row)
+        if time.perf_counter() + steps * _step_guess(rows, case.label) > deadline:
+            row.note = "skipped (time budget)"
+            continue
+        handles = [ModelHandle.from_module(model, dev.device, {"role": role})
+                   for role in (("high_noise", "low_noise") if a14b else ("high_noise",))]
+        base = dev.reset_peak()
+        dev.sync()
+        start = time.perf_counter()
+        with torch.no_grad():
+            result = sample(handles[0], handles[1] if a14b else None, torch.zeros(1, *case.latent), pos, neg, seed=0,
+                            steps=steps, shift=shift, memory="keep_both", budget=None, step_cache=cache, **cfgs)
+        dev.sync()
+        row.seconds = time.perf_counter() - start
+        row.peak_bytes = max(0, dev.peak() - base)
+        reused = len(result.cache["reused"]) if result.cache else 0
+        row.extra["reused_steps"] = reused
+        row.note = (f"s/video; {steps - reused} of {steps} steps ran"
+                    + (f", {reused} reused (random weights: the share on real weights differs)" if cache else ""))
+        if not torch.isfinite(result.latent).all():
+            row.seconds = float("nan")
+            row.note += "; NON-FINITE latent"
 
 
 def fp8_rows(case, model, dev, args, rows, deadline, flops, peak_flops, data, reference):
@@ -417,6 +465,9 @@ def parse_args(argv=None):
                    help="fp8 rows (blocks quantised to e4m3fn, upcast vs torch._scaled_mm); auto: on a GPU only, "
                         "since torch._scaled_mm on CPU is a slow reference kernel (about 80 s per tiny step)")
     p.add_argument("--threads", type=int, default=None, help="CPU torch threads")
+    p.add_argument("--video-steps", type=int, default=20,
+                   help="steps of the whole-video rows (no cache / step cache at its default threshold); "
+                        "0: no such rows")
     p.add_argument("--write", type=Path, help="markdown output (default bench/results_gpu.md on a GPU)")
     p.add_argument("--json", type=Path, help="also write the rows as JSON")
     return p.parse_args(argv)

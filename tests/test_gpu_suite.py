@@ -42,3 +42,24 @@ def test_real_cases_have_the_official_token_counts():
     assert tokens == {"T2V-A14B 832x480x81": 32760, "T2V-A14B 1280x720x81": 75600, "TI2V-5B 1280x704x121": 27280}
     a14b = gpu_suite.cases("real")[0].config
     assert (a14b.dim, a14b.num_heads, a14b.num_layers, a14b.ffn_dim) == (5120, 40, 40, 13824)
+
+
+def test_video_rows_time_whole_runs_and_count_the_reused_steps(monkeypatch):
+    case = gpu_suite.cases("tiny")[0]
+    dev = gpu_suite.Device(torch.device("cpu"))
+    model = gpu_suite.random_model(case.config, dev.device, torch.float32)
+    _, _, pos, neg = gpu_suite.inputs(case, dev.device)
+    args = gpu_suite.parse_args(["--size", "tiny", "--video-steps", "12"])
+    monkeypatch.setattr(gpu_suite, "DEFAULT_THRESHOLD", 50.0)  # reuse all a stage allows, to see it counted
+    rows = []
+    gpu_suite.video_rows(case, model, dev, args, rows, float("inf"), (pos, neg))
+    plain, cached = rows
+    assert (plain.config, cached.config) == ("video, 12 steps, no cache", "video, 12 steps, step cache 50")
+    assert plain.seconds > 0 and cached.seconds > 0
+    assert plain.note == "s/video; 12 of 12 steps ran"
+    # two experts (the one random model in both roles), each keeps 2 warm-up steps and its last step
+    reused = cached.extra["reused_steps"]
+    assert 0 < reused <= 12 - 6 and cached.note.startswith(f"s/video; {12 - reused} of 12 steps ran, {reused} reused")
+    rows = []
+    gpu_suite.video_rows(case, model, dev, args, rows, 0.0, (pos, neg))  # past the deadline
+    assert [r.note for r in rows] == ["skipped (time budget)"] * 2
