@@ -3,11 +3,13 @@
     python scripts/demo.py [--out output] [--caption "a red disc moves right over a gray background"] [--strip]
     python scripts/demo.py --random-weights [--steps 8] [--gif]
 
-By default it samples the toy Wan 2.2 MoE trained here (toy/weights: T2V-A14B-layout high- and
-low-noise experts and a Wan 2.1-layout VAE, see toy/build.py) through the same node classes ComfyUI
-would call: Wan22DuoExpertLoader x2 -> Wan22DuoEmptyLatent -> Wan22DuoSampler (both experts, the
-official switch rule) -> Wan22DuoVAEDecode, with the caption through the toy text encoder. It saves
-the frames as an animated WebP and prints the toy quality score of the video against its caption.
+By default it samples the toy Wan 2.2 MoE trained here (toy/weights: I2V-A14B- and T2V-A14B-layout
+high- and low-noise experts and a Wan 2.1-layout VAE, see toy/build.py) through the same node classes
+ComfyUI would call: Wan22DuoExpertLoader x2 -> Wan22DuoI2VConditioning (the caption's shape drawn by
+the toy's renderer as the start image) -> Wan22DuoSampler (both experts, the official switch rule) ->
+Wan22DuoVAEDecode, with the caption through the toy text encoder. It saves the frames as an animated
+WebP and prints the toy quality score of the video against its caption. --task t2v runs the T2V toy
+(Wan22DuoEmptyLatent instead of a start image); it places and colours the shape but barely moves it.
 The toy knows one small world (a coloured disc or square moving over a plain background); it is a
 demo and a yardstick, not Wan 2.2.
 
@@ -38,6 +40,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--random-weights", action="store_true",
                         help="tiny random-weight models instead of the toy (a plumbing check: the video is noise)")
     parser.add_argument("--toy", action="store_true", help="sample the trained toy model (the default)")
+    parser.add_argument("--task", choices=("i2v", "t2v"), default="i2v",
+                        help="toy I2V (default: the caption's shape drawn as the start image, animated by the I2V "
+                             "experts) or T2V (text only; the T2V toy places and colours the shape but barely moves "
+                             "it, see bench/results_quality.md)")
     parser.add_argument("--toy-weights", type=Path, default=None, help="folder of toy files (default toy/weights)")
     parser.add_argument("--width", type=int, default=None, help="multiple of 16 (the toy's default 64; random 96)")
     parser.add_argument("--height", type=int, default=64, help="multiple of 16 (default 64)")
@@ -104,20 +110,26 @@ def run_toy(args) -> tuple[list[Path], object]:
     from wan22duo.toy import run, score
 
     caption = args.caption or run.DEFAULT_CAPTION
-    print(f"Wan 2.2 Duo demo: the toy Wan 2.2 MoE ({args.toy_weights or 'toy/weights'}), caption {caption!r}")
+    i2v = args.task == "i2v"
+    print(f"Wan 2.2 Duo demo: the toy Wan 2.2 MoE, {args.task.upper()} ({args.toy_weights or 'toy/weights'}), "
+          f"caption {caption!r}")
     start = time.perf_counter()
-    models = run.load(args.toy_weights)
+    models = run.load(args.toy_weights, task=args.task)
     print(f"loaded {models['high']!r}\n       {models['low']!r}")
+    options = {"cfg_high": 3.5, "cfg_low": 3.5, "start_image": run.start_frame_for(caption, args.seed)} if i2v else {}
+    if i2v:
+        print("start image: the caption's shape drawn at its start by the toy's renderer; the I2V experts animate it")
     images, switch_step = run.generate(models, caption, seed=args.seed, steps=args.steps,
-                                       width=args.width, height=args.height, frames=args.frames)
-    print(f"sampled {args.steps} steps at shift 12: high-noise steps 1-{switch_step}, "
+                                       width=args.width, height=args.height, frames=args.frames, **options)
+    print(f"sampled {args.steps} steps at shift {5 if i2v else 12}: high-noise steps 1-{switch_step}, "
           f"low-noise steps {switch_step + 1}-{args.steps}")
     make_out_folder(args.out)
-    written = [save_video(images, args.out / "demo_t2v.webp")]
+    stem = f"demo_{args.task}"
+    written = [save_video(images, args.out / f"{stem}.webp")]
     if args.gif:
-        written.append(save_video(images, args.out / "demo_t2v.gif"))
+        written.append(save_video(images, args.out / f"{stem}.gif"))
     if args.strip:
-        written.append(save_strip(images, args.out / "demo_t2v_strip.png"))
+        written.append(save_strip(images, args.out / f"{stem}_strip.png"))
     print(f"decoded {images.shape[0]} frames of {images.shape[2]}x{images.shape[1]}; wrote "
           + ", ".join(str(p) for p in written) + f" in {time.perf_counter() - start:.1f} s")
     result = score.score_video(images, caption)

@@ -48,7 +48,8 @@ def test_toy_demo_runs_the_toy_files_through_the_nodes_and_prints_a_score(tmp_pa
         for p in vae.parameters():
             p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
     build.save(vae, "vae", "untrained", tmp_path)
-    written = demo.main(["--toy", "--toy-weights", str(tmp_path), "--out", str(tmp_path), "--steps", "2"])
+    written = demo.main(["--toy", "--task", "t2v", "--toy-weights", str(tmp_path), "--out", str(tmp_path),
+                         "--steps", "2"])
     assert written == [tmp_path / "demo_t2v.webp"]
     with Image.open(written[0]) as video:
         assert video.size == (64, 64) and video.n_frames == 17

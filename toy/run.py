@@ -22,6 +22,19 @@ def first_frame(seed: int) -> torch.Tensor:
     return data.render(data.draw_clip(seed))[:1].float() / 255.0
 
 
+def start_frame_for(caption: str, seed: int = 0) -> torch.Tensor:
+    """An I2V start image for ``caption``: the toy's renderer draws its shape at a start of ``seed``."""
+    words = caption.lower().split()
+    for choice in data.all_captions():
+        clip = data.clip_for(*choice, seed=seed)
+        if clip.caption.split() == words:
+            return data.render(clip)[:1].float() / 255.0
+    raise ValueError(f"caption {caption!r} is outside the toy's vocabulary: it reads 'a <colour> <shape> moves "
+                     f"<direction> over a <background> background' with colour {'/'.join(data.COLOURS)}, shape "
+                     f"{'/'.join(data.SHAPES)}, direction {'/'.join(data.DIRECTIONS)}, background "
+                     f"{'/'.join(data.BACKGROUNDS)}")
+
+
 def weight_path(name: str, folder: Optional[Path] = None) -> Path:
     path = Path(folder or WEIGHTS).resolve() / FILES[name]  # the loaders take absolute paths outside ComfyUI
     if not path.exists():
