@@ -53,7 +53,10 @@ from .phases import Stage
 
 MIN_STEPS = 10
 DEFAULT_WARMUP = 2
-DEFAULT_THRESHOLD = 0.05
+# Chosen on the trained toy MoE (bench/results_cache.md): the largest tested threshold whose worst final-latent
+# deviation from the uncached run stays under 5 % in every T2V/I2V, 20/40-step configuration (0.2 passes the
+# bench's score and pixel criteria too, but moves T2V 20-step latents by up to 15 %). A toy number, not Wan's.
+DEFAULT_THRESHOLD = 0.1
 
 
 @public
