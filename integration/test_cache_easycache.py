@@ -34,7 +34,13 @@ def test_passes_saved_and_distances_of_both_caches(comfy, bench, tmp_path):
     build.save(dit.new_model(seed=2), "t2v_low", "untrained", tmp_path)
     build.save(toy_vae.new_vae(base_dim=4), "vae", "untrained", tmp_path)
     target = bench.Comfy.attach(comfy.nodes, comfy.folder_paths)
-    rows = bench.measure(target, "t2v", [10], [0.0, 50.0], [0.0, 3.0], clips=1, weights=tmp_path, log=print)
+    # the bench adds tmp_path to ComfyUI's model folders (process-wide); take it out again for later tests
+    folders = comfy.folder_paths.folder_names_and_paths["diffusion_models"][0]
+    before = list(folders)
+    try:
+        rows = bench.measure(target, "t2v", [10], [0.0, 50.0], [0.0, 3.0], clips=1, weights=tmp_path, log=print)
+    finally:
+        folders[:] = before
     by = {(r.task, r.threshold): r for r in rows}
     full = 2 * 10  # cfg 4 and 3: two passes per step
     for key in (("t2v ours", 0.0), ("t2v EasyCache", 0.0)):
