@@ -33,8 +33,8 @@ class Wan22DuoContextWindows:
         "denoised in overlapping windows at every step and the windows are blended, so memory stays that of one "
         "window. Both experts use the same windows. The uniform schedule moves the seams from step to step; the "
         "causal anchor gives each window the frame before it as context; FreeNoise repeats shuffled noise so the "
-        "windows agree. Works with T2V-A14B and I2V-A14B (the start image conditions the first window); TI2V-5B runs "
-        "with a warning (reported not to work well with windows)."
+        "windows agree. Works with T2V-A14B and I2V-A14B (the start image conditions the first window, or every window "
+        "with retain_first_frame); TI2V-5B runs with a warning (reported not to work well with windows)."
     )
     RETURN_TYPES = (CONTEXT_WINDOWS,)
     RETURN_NAMES = ("context_windows",)
@@ -68,12 +68,21 @@ class Wan22DuoContextWindows:
                 "default": True,
                 "tooltip": "FreeNoise: frames past the first window start from shuffled copies of earlier frames' "
                            "noise (deterministic per seed), which keeps the windows consistent."}),
+        }, "optional": {
+            "retain_first_frame": ("BOOLEAN", {
+                "default": False,
+                "tooltip": "I2V-A14B: give every window the start image as its first (known) frame, so windows far "
+                           "from the start still see it (as ComfyUI's WanContextWindowsManual retain_first_frame). "
+                           "Keeps the background and colours of the start image; may pull late windows back "
+                           "toward the first frame. No effect on T2V or TI2V-5B."}),
         }}
 
     def make(self, context_length: int = 81, context_overlap: int = 32, schedule: str = "uniform",
-             fuse: str = "pyramid", causal_anchor: bool = True, freenoise: bool = True):
+             fuse: str = "pyramid", causal_anchor: bool = True, freenoise: bool = True,
+             retain_first_frame=None):
         return (ContextWindows.from_video_frames(context_length, context_overlap, schedule=schedule, fuse=fuse,
-                                                 causal_anchor=bool(causal_anchor), freenoise=bool(freenoise)),)
+                                                 causal_anchor=bool(causal_anchor), freenoise=bool(freenoise),
+                                                 retain_first_frame=bool(retain_first_frame or False)),)
 
 
 def checked_windows(context_windows, node: str):

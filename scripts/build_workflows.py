@@ -875,7 +875,7 @@ def describe_phases() -> list:
 
 LONG_VIDEO = {"length": 161, "size": (832, 480)}
 LONG_WINDOWS = {"context_length": 81, "context_overlap": 32, "schedule": "uniform", "fuse": "pyramid",
-                "causal_anchor": True, "freenoise": True}
+                "causal_anchor": True, "freenoise": True, "retain_first_frame": False}
 
 
 def _long_video() -> Workflow:

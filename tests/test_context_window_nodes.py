@@ -16,6 +16,9 @@ def test_the_node_converts_video_frames_to_latent_frames():
     assert w == ContextWindows(21, 7, schedule="static", fuse="overlap_linear", causal_anchor=False, freenoise=True)
     with pytest.raises(ContextWindowError, match="context_length 80 is not a Wan clip length"):
         Wan22DuoContextWindows().make(80, 30)
+    (r,) = Wan22DuoContextWindows().make(81, 30, retain_first_frame=True)
+    assert r.retain_first_frame and not w.retain_first_frame
+    assert "retain_first_frame" in Wan22DuoContextWindows.INPUT_TYPES()["optional"]
 
 
 def test_windows_on_the_sampler_run_per_window_and_report_it(models):

@@ -201,7 +201,8 @@ def test_the_causal_anchor_output_is_dropped_and_the_input_is_the_frame_before()
     x = torch.arange(10.0).view(1, 1, 10, 1, 1)
     seen = []
 
-    def call(frames):  # the window's position of each frame as its velocity
+    def call(frames, cond_frames):  # the window's position of each frame as its velocity
+        assert cond_frames == frames  # no start frame retained
         seen.append(list(frames))
         return torch.arange(len(frames), dtype=torch.float32).view(1, 1, -1, 1, 1)
 
@@ -237,6 +238,45 @@ def test_i2v_conditioning_is_sliced_with_the_window():
         assert torch.equal(c.x[:, 16:], y[:, :, window.model_frames])
     assert float(calls[0].x[:, 16:20, 0].min()) == 1.0  # the window with frame 0 sees the start image as known
     assert float(calls[2].x[:, 16:20].max()) == 0.0  # a later one does not
+
+
+@pytest.mark.parametrize("anchor", [True, False])
+def test_retain_first_frame_gives_every_window_the_start_image_first(anchor):
+    """As ComfyUI 0.33's retain_first_frame: a window after the first gets frame 0's I2V channels (mask known,
+    start image latent) at its first model position, the anchor's when there is one; its latent stays its own."""
+    calls = []
+    g = torch.Generator().manual_seed(5)
+    raw = torch.randn(1, 16, 9, 4, 6, generator=g)
+    concat_mask = torch.ones(1, 1, 9, 4, 6)
+    concat_mask[:, :, :1] = 0.0
+    cond = I2VConditioning.from_comfy(raw, concat_mask)
+    y = cond.y((1, 16, 9, 4, 6))
+    w = ContextWindows(4, 1, schedule="static", freenoise=False, causal_anchor=anchor, retain_first_frame=True)
+    plain = ContextWindows(4, 1, schedule="static", freenoise=False, causal_anchor=anchor)
+    run(9, w, config=I2V, calls=calls, i2v=cond, steps=2, switch_step=1)
+    plain_calls = []
+    run(9, plain, config=I2V, calls=plain_calls, i2v=cond, steps=2, switch_step=1)
+    windows = w.windows(9, 0)
+    assert len(windows) == 3
+    for n, window in enumerate(windows):
+        c, p = calls[2 * n], plain_calls[2 * n]
+        expect = [0] + window.model_frames[1:] if window.start > 0 else window.model_frames
+        assert window.cond_frames == expect
+        assert torch.equal(c.x[:, 16:], y[:, :, expect])
+        assert float(c.x[:, 16:20, 0].min()) == 1.0  # every window sees the start image as known
+        if window.start > 0:
+            assert torch.equal(c.x[:, 16:, 1:], p.x[:, 16:, 1:])  # the rest as without retaining
+            assert float(p.x[:, 16:20, 0].max()) == 0.0
+    # the first step's noisy latent is the same either way (later steps differ: the velocities changed)
+    assert torch.equal(calls[2].x[:, :16], plain_calls[2].x[:, :16])
+
+
+def test_retain_first_frame_on_t2v_changes_nothing_and_says_so(caplog):
+    caplog.set_level(logging.WARNING)
+    a = run(11, ContextWindows(4, 1, freenoise=False, retain_first_frame=True), local=False)
+    b = run(11, ContextWindows(4, 1, freenoise=False), local=False)
+    assert torch.equal(a.latent, b.latent)
+    assert "retain_first_frame acts on I2V-A14B" in caplog.text
 
 
 def test_ti2v_runs_with_a_warning_and_the_kept_frames_per_window(caplog):

@@ -677,6 +677,7 @@ def test_long_video_samples_in_81_frame_context_windows():
     windows = api[sampler["inputs"]["context_windows"][0]]
     assert windows["class_type"] == "Wan22DuoContextWindows"
     assert windows["inputs"] == {"context_length": 81, "context_overlap": 32, "schedule": "uniform",
-                                 "fuse": "pyramid", "causal_anchor": True, "freenoise": True}
+                                 "fuse": "pyramid", "causal_anchor": True, "freenoise": True,
+                                 "retain_first_frame": False}
     latent = api[sampler["inputs"]["latent"][0]]["inputs"]
     assert latent["length"] > windows["inputs"]["context_length"]  # longer than one window, so windows act

@@ -40,8 +40,15 @@ they depend on the step index only.
   window is left untouched.
 * **Conditioning** is sliced with the frames: the I2V channels (mask and image latent) and
   the TI2V noise mask (hence the per-token timesteps) of a window are those of its frames,
-  so a start image conditions only the windows that contain frame 0. The text applies to
-  every window.
+  so a start image conditions only the windows that contain frame 0, unless
+  ``retain_first_frame`` is on: then every later window's first model frame (its anchor, or
+  its own first frame without one) gets frame 0's I2V channels, i.e. the start image marked as
+  known, as ComfyUI 0.33's ``retain_first_frame`` (``cond_retain_index_list`` "0") does. Its
+  latent is still the window's own; only the conditioning is the start image. Without it, an
+  I2V window far from the start sees no image at all and drifts freely (on the toy the
+  background changes colour: bench/results_drift.md). I2V-A14B only: T2V has no such channels
+  and TI2V-5B keeps its image in the latent, so there it changes nothing (the loop says so).
+  The text applies to every window.
 * **Memory.** The model never sees more than ``length`` (+1 with the anchor) latent frames,
   so the activation estimate and ``gpu_budget``'s auto budget count one window
   (:meth:`ContextWindows.model_frames`).
@@ -97,11 +104,13 @@ def van_der_corput(i: int) -> float:
 
 @dataclass(frozen=True)
 class Window:
-    """One window of one step: its latent frames (consecutive) and the anchor frame in front, if any."""
+    """One window of one step: its latent frames (consecutive), the anchor frame in front, if any, and
+    whether its first model frame takes frame 0's conditioning (``retain_first_frame``)."""
 
     start: int
     stop: int
     anchor: Optional[int] = None
+    retain_first: bool = False
 
     @property
     def frames(self) -> list[int]:
@@ -111,6 +120,13 @@ class Window:
     def model_frames(self) -> list[int]:
         """The frames the model is fed: the anchor first, then the window's own."""
         return ([] if self.anchor is None else [self.anchor]) + self.frames
+
+    @property
+    def cond_frames(self) -> list[int]:
+        """The frames whose I2V channels the model is fed: ``model_frames``, the first replaced by frame 0
+        when the window retains the start frame."""
+        frames = self.model_frames
+        return [0] + frames[1:] if self.retain_first else frames
 
 
 @dataclass(frozen=True)
@@ -124,6 +140,7 @@ class ContextWindows:
     fuse: str = "pyramid"
     causal_anchor: bool = True
     freenoise: bool = True
+    retain_first_frame: bool = False
 
     def __post_init__(self):
         where = "engine/sampling/context_windows.py (Wan22DuoContextWindows)"
@@ -170,7 +187,8 @@ class ContextWindows:
 
     def describe(self) -> dict:
         return {"length": self.length, "overlap": self.overlap, "schedule": self.schedule, "fuse": self.fuse,
-                "causal_anchor": self.causal_anchor, "freenoise": self.freenoise}
+                "causal_anchor": self.causal_anchor, "freenoise": self.freenoise,
+                "retain_first_frame": self.retain_first_frame}
 
     # ------------------------------------------------------------ windows
     def starts(self, frames: int, step: int) -> list[int]:
@@ -193,7 +211,8 @@ class ContextWindows:
         """The windows of ``step`` (each with its causal anchor when that is on)."""
         if not self.active(frames):
             return [Window(0, frames)]
-        return [Window(s, s + self.length, s - 1 if self.causal_anchor and s > 0 else None)
+        return [Window(s, s + self.length, s - 1 if self.causal_anchor and s > 0 else None,
+                       retain_first=self.retain_first_frame and s > 0)
                 for s in self.starts(frames, step)]
 
     def weights(self, windows: list[Window], frames: int) -> list[torch.Tensor]:
@@ -242,12 +261,13 @@ class ContextWindows:
     # ------------------------------------------------------------ the model call
     def fuse_velocity(self, step: int, call: Callable[[list[int]], torch.Tensor], shape, device) -> torch.Tensor:
         """The step's velocity of the whole latent (``shape`` ``[B, C, T, h, w]``, float32 on ``device``) from
-        one ``call(model_frames)`` per window, which returns the velocity of those frames (anchor first)."""
+        one ``call(model_frames, cond_frames)`` per window, which returns the velocity of ``model_frames`` (anchor
+        first) with the I2V channels of ``cond_frames`` (:attr:`Window.cond_frames`)."""
         frames = shape[2]
         windows = self.windows(frames, step)
         fused = torch.zeros(tuple(shape), dtype=torch.float32, device=device)
         for window, weight in zip(windows, self.weights(windows, frames)):
-            v = call(window.model_frames)
+            v = call(window.model_frames, window.cond_frames)
             if window.anchor is not None:
                 v = v[:, :, 1:]
             fused[:, :, window.start:window.stop] += v.to(fused.device) * weight.to(fused.device).view(1, 1, -1, 1, 1)

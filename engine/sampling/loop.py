@@ -539,9 +539,13 @@ def _check_windows(windows: Optional[ContextWindows], frames: int, variant: str)
         return None
     if variant == "ti2v_5b":
         log.warning("%s", TI2V_WARNING)
-    log.info("context windows: %d latent frames in windows of %d, overlap %d (%s, %s fuse%s%s)", frames,
+    if windows.retain_first_frame and variant != "i2v_a14b":
+        log.warning("context windows: retain_first_frame acts on I2V-A14B's image channels only; this %s run has "
+                    "none, so it changes nothing", variant)
+    log.info("context windows: %d latent frames in windows of %d, overlap %d (%s, %s fuse%s%s%s)", frames,
              windows.length, windows.overlap, windows.schedule, windows.fuse,
-             ", causal anchor" if windows.causal_anchor else "", ", FreeNoise" if windows.freenoise else "")
+             ", causal anchor" if windows.causal_anchor else "", ", FreeNoise" if windows.freenoise else "",
+             ", start frame retained" if windows.retain_first_frame else "")
     return windows
 
 
@@ -640,13 +644,14 @@ def _model_velocity(residency: Residency, role: str, sched: Schedule, i: int, x:
     t_step = torch.full((x.shape[0],), float(sched.timesteps[i]), dtype=torch.float32, device=device)
     pos, neg, *image = constants.on(device)
 
-    def call(frames: Optional[list]) -> torch.Tensor:
-        """The guided velocity of ``frames`` of the latent (None: all), their conditioning sliced alike."""
+    def call(frames: Optional[list], cond_frames: Optional[list] = None) -> torch.Tensor:
+        """The guided velocity of ``frames`` of the latent (None: all), their conditioning sliced alike; the I2V
+        channels from ``cond_frames`` when given (a window retaining the start frame)."""
         xs, ms, ys = x, mask, image[0] if image else None
         if frames is not None:
             xs = x[:, :, frames]
             ms = None if mask is None else mask[:, :, frames]
-            ys = None if ys is None else ys[:, :, frames]
+            ys = None if ys is None else ys[:, :, frames if cond_frames is None else cond_frames]
         t = t_step if ms is None else token_timesteps(ms.to(device), t_step, x.shape[0])  # kept tokens at t = 0
         x_in = xs.to(device)
         if ys is not None:
