@@ -10,7 +10,8 @@ the checksums to ``weights/SHA256SUMS``. Files are stored in fp16 under the real
 
 The committed files (2026-12-05) were made by this code on the shared 2-core CPU: the VAE's image stage
 (2000 steps, 6 min) and video stage (1200 steps, 14 min; held-out whole clips 33.5 dB mean, 30.9 dB worst),
-the latents (3 min), then the experts two at a time (T2V 2000 steps, I2V 3000, 10-15 min a pair alone).
+the latents (3 min), then the experts two at a time (I2V 3000 steps, about 15 min a pair alone; T2V 6000
+steps, retrained later that day, about 30 min a pair: at 2000 steps the T2V toy's shape barely moved).
 """
 from __future__ import annotations
 
