@@ -192,10 +192,11 @@ class Page:
                 if kind == "pageerror" or (kind in ("error", "warning") and
                                            (PACK_URL_PART in where.lower() or "[wan22duo]" in text.lower()))]
 
-    def load(self, workflow: dict, settle_ms: int = 2500) -> dict:
+    def load(self, workflow: dict, settle_ms: int = 2500, hide_error_toast: bool = True) -> dict:
+        """Load ``workflow`` as opening a template does; measure it (``hide_error_toast``: see HIDE_ERROR_TOAST)."""
         self.page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
         self.page.wait_for_timeout(settle_ms)
-        self.error_toasts = self.page.evaluate(HIDE_ERROR_TOAST)
+        self.error_toasts = self.page.evaluate(HIDE_ERROR_TOAST) if hide_error_toast else 0
         self.redraw()
         return self.measure(workflow)
 
@@ -356,6 +357,10 @@ def main(argv=None) -> int:
     parser.add_argument("--measure", metavar="URL", required=True, help="the ComfyUI server, e.g. http://127.0.0.1:8188")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "workflows" / "schema"
                         / "frontend-node-sizes.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the larger of each size already in --out and the one measured now (measure on "
+                             "ComfyUI 0.3.76, then --merge on 0.33.0: frontend 1.49 grows a node whose model file "
+                             "is missing by an 'Error' bar in Nodes 2.0)")
     args = parser.parse_args(argv)
     executable = chromium_path()
     if executable is None:
@@ -373,9 +378,20 @@ def main(argv=None) -> int:
     except Exception:  # measured against a server whose Python is not this one
         frontend = None
     sizes = natural_sizes(args.measure, executable, workflows)
+    measured_on = [{"comfyui": version.get("comfyui_version"), "frontend_package": frontend}]
+    if args.merge and args.out.is_file():
+        old = json.loads(args.out.read_text(encoding="utf-8"))
+        for key, size in old["sizes"].items():
+            new = sizes.get(key, [0, 0])
+            sizes[key] = [max(size[0], new[0]), max(size[1], new[1])]
+        measured_on = old.get("measured_on") or [{"comfyui": old.get("comfyui"),
+                                                  "frontend_package": old.get("frontend_package")}]
+        measured_on = [m for m in measured_on if m["comfyui"] != version.get("comfyui_version")] + [
+            {"comfyui": version.get("comfyui_version"), "frontend_package": frontend}]
     data = {"about": "Smallest node sizes (canvas units) the ComfyUI frontend renders, classic or Nodes 2.0, "
                      "measured by integration/browser.py --measure; read by scripts/workflow_layout.py.",
             "comfyui": version.get("comfyui_version"), "frontend_package": frontend,
+            **({"measured_on": measured_on} if len(measured_on) > 1 else {}),
             "sizes": dict(sorted(sizes.items()))}
     args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({len(sizes)} sizes)")

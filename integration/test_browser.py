@@ -333,7 +333,7 @@ def test_gguf_workflow_missing_models_dialog_has_no_invalid_entries(chromium, we
     workflow = json.loads((REPO / "example_workflows" / f"{file_stem('t2v_a14b_gguf')}.json").read_text(encoding="utf-8"))
     with browser.browser_page(web_server.url, {**MODES["classic"], "Comfy.Workflow.ShowMissingModelsWarning": True},
                               chromium) as page:
-        page.load(workflow)
+        page.load(workflow, hide_error_toast=False)  # 1.49 opens its Errors panel from that notice
         page.page.get_by_text("Missing Models").first.wait_for(timeout=20_000)
         dialogs = page.page.locator(".p-dialog")
         panel = dialogs.count() == 0  # 1.49: no dialog; the Errors panel instead

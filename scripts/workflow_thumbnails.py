@@ -24,8 +24,8 @@ from pathlib import Path
 
 SIZE = (512, 512)
 # The toy strip: FRAMES frames of FRAME_PX, GAP apart, from STRIP_LEFT, STRIP_TOP (strip_boxes).
-STRIP_LEFT, STRIP_TOP, FRAME_PX, GAP, FRAMES = 24, 214, 88, 6, 5
-TOY_LABEL = "Toy model's output (trained here, 64x64), not Wan 2.2"
+STRIP_LEFT, STRIP_TOP, FRAME_PX, GAP, FRAMES = 24, 228, 88, 6, 5
+TOY_LABEL = "Output of the pack's toy model, not Wan 2.2"
 BACKGROUND = (27, 29, 34)
 HIGH = (240, 164, 58)  # the plot's colours (web/wan22duo_plot_draw.js)
 LOW = (90, 169, 230)
@@ -127,14 +127,20 @@ def strip_frames(strip) -> list:
 
 def _toy_strip(image, draw, strip, caption: str) -> None:
     """The toy's frames at strip_boxes(), its label above and its caption below."""
-    draw.text((STRIP_LEFT, STRIP_TOP - 24), TOY_LABEL, font=_font(16, bold=True), fill=TEXT)
+    draw.text((STRIP_LEFT, STRIP_TOP - 25), TOY_LABEL, font=_fitting(draw, TOY_LABEL, 17, True), fill=TEXT)
     for frame, box in zip(strip_frames(strip), strip_boxes()):
         image.paste(frame, box[:2])
-    caption_font = _font(16)
-    line = f"\u201c{caption}\u201d"
-    while draw.textlength(line, font=caption_font) > SIZE[0] - 2 * STRIP_LEFT and caption_font.size > 11:
-        caption_font = _font(caption_font.size - 1)
-    draw.text((STRIP_LEFT, STRIP_TOP + FRAME_PX + 8), line, font=caption_font, fill=DIM)
+    line = f"\u201c{caption}\u201d (64x64, trained here)"
+    draw.text((STRIP_LEFT, STRIP_TOP + FRAME_PX + 8), line, font=_fitting(draw, line, 16), fill=DIM)
+
+
+def _fitting(draw, text: str, size: int, bold: bool = False):
+    """The font of at most ``size`` px that fits ``text`` between the picture's margins."""
+    font = _font(size, bold)
+    while draw.textlength(text, font=font) > SIZE[0] - 2 * STRIP_LEFT and size > 10:
+        size -= 1
+        font = _font(size, bold)
+    return font
 
 
 def render(w, description: str, sigmas: list, switch: int, caption: str, toy=None):
