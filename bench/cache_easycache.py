@@ -113,8 +113,7 @@ class PassCounter:
 def setup(comfy: Comfy, task: str, clips: int, weights: Optional[Path]):
     """MODELs, our VAE, per-clip (positive, negative, latent) and captions, cfgs and shift for toy ``task``."""
     from wan22duo.nodes.loaders import Wan22DuoVAELoader
-    from wan22duo.nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoI2VConditioning
-    from wan22duo.toy import data, run, text
+    from wan22duo.toy import run
 
     high_path = run.weight_path(f"{task}_high", weights)
     low_path = run.weight_path(f"{task}_low", weights)
@@ -127,17 +126,9 @@ def setup(comfy: Comfy, task: str, clips: int, weights: Optional[Path]):
         (model,) = comfy.run("UNETLoader", unet_name=path.name, weight_dtype="default")
         models.append(comfy.run("ModelSamplingSD3", model=model, shift=shift)[0])
     (vae,) = Wan22DuoVAELoader().load(str(run.weight_path("vae", weights)), "fp32", "cpu")["result"]
-    seeds = [data.HELD_OUT_SEED + 5 * i for i in range(clips)]
-    captions = [data.draw_clip(s).caption for s in seeds]
-    clips_in = []
-    for seed, caption in zip(seeds, captions):
-        positive, negative = text.conditioning(caption), text.conditioning("")
-        if task == "i2v":
-            positive, negative, latent = Wan22DuoI2VConditioning().encode(
-                positive, negative, vae, run.first_frame(seed), data.WIDTH, data.HEIGHT, data.FRAMES)
-        else:
-            (latent,) = Wan22DuoEmptyLatent().generate(data.WIDTH, data.HEIGHT, data.FRAMES, 1)
-        clips_in.append((positive, negative, latent))
+    inputs = run.held_out_inputs(task, clips, vae)
+    captions = [caption for _, caption, _, _, _ in inputs]
+    clips_in = [(positive, negative, latent) for _, _, positive, negative, latent in inputs]
     return models, vae, clips_in, captions, cfgs, shift
 
 

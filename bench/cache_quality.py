@@ -170,22 +170,15 @@ def toy_setup(task: str, clips: int, weights: Optional[Path] = None):
 
     ``weights``: the folder of the toy files (default ``toy/weights``).
     """
-    from wan22duo.nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoI2VConditioning, i2v_conditioning
-    from wan22duo.toy import data, run, text
+    from wan22duo.nodes.samplers import i2v_conditioning
+    from wan22duo.toy import run
 
     models = run.load(weights, task=task)
-    seeds = [data.HELD_OUT_SEED + 5 * i for i in range(clips)]
-    captions = [data.draw_clip(s).caption for s in seeds]
+    inputs = run.held_out_inputs(task, clips, models["vae"])
+    captions = [caption for _, caption, _, _, _ in inputs]
     contexts = []
-    for seed, caption in zip(seeds, captions):
-        positive, negative = text.conditioning(caption), text.conditioning("")
-        if task == "i2v":
-            positive, negative, latent = Wan22DuoI2VConditioning().encode(
-                positive, negative, models["vae"], run.first_frame(seed), data.WIDTH, data.HEIGHT, data.FRAMES)
-            extra = {"i2v": i2v_conditioning(positive[0][1], negative[0][1])}
-        else:
-            (latent,) = Wan22DuoEmptyLatent().generate(data.WIDTH, data.HEIGHT, data.FRAMES, 1)
-            extra = {}
+    for _, _, positive, negative, latent in inputs:
+        extra = {"i2v": i2v_conditioning(positive[0][1], negative[0][1])} if task == "i2v" else {}
         contexts.append((positive[0][0], negative[0][0], extra))
     shape = tuple(latent["samples"].shape)
     cfgs, shift = ((3.5, 3.5), 5.0) if task == "i2v" else ((4.0, 3.0), 12.0)

@@ -116,12 +116,13 @@ def chain_latent(models, anchor, caption, seed, extensions, steps, start, match=
     return clips
 
 
-def windows_video(models, anchor, caption, seed, extensions, steps, start, match=None) -> list:
+def windows_video(models, anchor, caption, seed, extensions, steps, start, match=None, retain=False) -> list:
     """Context windows over the same length: one I2V video of ``17 + 12 * extensions`` frames from the anchor,
     denoised in 17-frame windows (the toy's clip) overlapping by 8 frames (``Wan22DuoContextWindows``,
     uniform schedule, pyramid fuse, causal anchor, FreeNoise), cut into the segments the chained routes
     make (segment ``i``: frames ``12 i .. 12 i + 16``, its first ``OVERLAP`` frames shared with segment
-    ``i - 1``). ``start`` (clip 0) and ``match`` are unused: the whole video is one sample."""
+    ``i - 1``). ``start`` (clip 0) and ``match`` are unused: the whole video is one sample. ``retain``: every
+    window gets the start image as its first known frame (``retain_first_frame``)."""
     from wan22duo.nodes.context_windows import Wan22DuoContextWindows
     from wan22duo.nodes.samplers import Wan22DuoI2VConditioning, Wan22DuoSampler
     from wan22duo.toy import data, text
@@ -131,7 +132,7 @@ def windows_video(models, anchor, caption, seed, extensions, steps, start, match
     pos, neg = text.conditioning(caption), text.conditioning("")
     pos, neg, latent = Wan22DuoI2VConditioning().encode(pos, neg, models["vae"], anchor, data.WIDTH, data.HEIGHT,
                                                         length)
-    (windows,) = Wan22DuoContextWindows().make(data.FRAMES, 8, "uniform", "pyramid", True, True)
+    (windows,) = Wan22DuoContextWindows().make(data.FRAMES, 8, "uniform", "pyramid", True, True, retain)
     out = Wan22DuoSampler().sample(models["high"], pos, neg, latent, seed, steps=steps, cfg_high=I2V_CFG,
                                    cfg_low=I2V_CFG, shift=I2V_SHIFT, low_noise_model=models["low"],
                                    context_windows=windows)
@@ -153,6 +154,7 @@ METHODS = {
     "latent (SVI layout) + colour match (overlap)": _method(chain_latent, "overlap"),
     "latent (SVI layout) + colour match (anchor)": _method(chain_latent, "anchor"),
     "context windows (one video, same length)": windows_video,
+    "context windows + retain first frame": lambda *args: windows_video(*args, retain=True),
 }
 
 
@@ -184,15 +186,14 @@ def evaluate(seeds: int, extensions: int, steps: int, weights=None, methods=None
     """``{method: [per extension {"background", "brightness", "score"} averaged over seeds]}`` plus clip 0."""
     import torch
 
-    from wan22duo.toy import data, run
+    from wan22duo.toy import run
 
     torch.set_num_threads(1)
     methods = methods or METHODS
     models = run.load(weights, task="i2v")
     per_seed = {name: [] for name in [CLIP0] + list(methods)}
-    for n in range(seeds):
-        seed = data.HELD_OUT_SEED + 5 * n
-        caption, anchor = data.draw_clip(seed).caption, run.first_frame(seed)
+    for seed, caption in zip(*run.held_out(seeds)):
+        anchor = run.first_frame(seed)
         start = first_clip(models, anchor, caption, seed, steps)
         per_seed[CLIP0].append([measure(start[1], 1, anchor, caption)])
         for name, method in methods.items():

@@ -125,11 +125,10 @@ def evaluate(clips: int, frames: int, steps: int, weights: Path | None = None, c
     import torch
 
     from wan22duo.engine.sampling.context_windows import ContextWindows
-    from wan22duo.toy import data, run, score
+    from wan22duo.toy import run, score
 
     torch.set_num_threads(1)
-    seeds = [data.HELD_OUT_SEED + 5 * i for i in range(clips)]
-    captions = [data.draw_clip(s).caption for s in seeds]
+    seeds, captions = run.held_out(clips)
     models = run.load(weights)
     latent_frames = (frames - 1) // 4 + 1
     step1 = ContextWindows.from_video_frames(WINDOW, OVERLAP).windows(latent_frames, 0)

@@ -75,12 +75,12 @@ COMFY_CONFIGS = [  # (label, steps, sampler path)
 ]
 
 
-def held_out(clips: int, data=None) -> tuple[list[int], list[str]]:
-    if data is None:
-        from wan22duo.toy import data
+def held_out(clips: int, run=None) -> tuple[list[int], list[str]]:
+    """The held-out clips' seeds and captions (``run``: the toy.run module, e.g. as a ComfyUI imported it)."""
+    if run is None:
+        from wan22duo.toy import run
 
-    seeds = [data.HELD_OUT_SEED + 5 * i for i in range(clips)]
-    return seeds, [data.draw_clip(s).caption for s in seeds]
+    return run.held_out(clips)
 
 
 def summarise(label: str, results: list, dists: list[dict], seconds: float) -> dict:
@@ -253,7 +253,7 @@ def comfy_rows(comfy, clips: int, weights: Path | None = None, log=print) -> lis
 
     paths = {"duo": lambda steps, s, c: run.generate(ours, c, seed=s, steps=steps)[0],
              "model_sampler": model_sampler, "ksampler": ksampler}
-    seeds, captions = held_out(clips, data)
+    seeds, captions = held_out(clips, run)
     row, refs = reference_row(f"Wan22DuoSampler UniPC {REFERENCE['steps']} steps (the reference)",
                               lambda s, c: run.generate(ours, c, seed=s, **REFERENCE)[0], seeds, captions, score, log)
     rows = [row]

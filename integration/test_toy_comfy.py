@@ -5,9 +5,8 @@ The committed toy files (T2V- and I2V-A14B-layout experts of dim 128, a base-wid
 see toy/build.py) are copied into ComfyUI's model folders. ``UNETLoader`` and ``VAELoader`` load them;
 the experts run through ``Wan22DuoModelSampler`` and through ComfyUI's own two-``KSamplerAdvanced`` A14B
 graph; ComfyUI's ``VAEDecode`` decodes the result as the pack's ``Wan22DuoVAEDecode`` does. I2V (from a
-start image through ComfyUI's ``WanImageToVideo``) must pass the toy score (toy/score.py) on both routes;
-T2V must get the colour and background right and show the shape, which is what the T2V toy reaches
-(bench/results_quality.md: it barely moves the shape). The toy is a yardstick, not Wan 2.2.
+start image through ComfyUI's ``WanImageToVideo``) and T2V must pass the toy score (toy/score.py) on both
+routes. The toy is a yardstick, not Wan 2.2.
 """
 from __future__ import annotations
 
@@ -62,7 +61,7 @@ def empty_latent(comfy):
     return latent
 
 
-def decode_checked(comfy, toy, latent, caption=CAPTION, whole_score=False):
+def decode_checked(comfy, toy, latent, caption=CAPTION):
     """ComfyUI's VAEDecode of ``latent``, checked against the pack's decode of the same file, then scored."""
     data = comfy.pack_module("toy.data")
     (images,) = comfy.run("VAEDecode", samples=latent, vae=toy["vae"])
@@ -72,10 +71,7 @@ def decode_checked(comfy, toy, latent, caption=CAPTION, whole_score=False):
     # one fp32 decode of the same weights by two implementations; outputs in [0, 1]
     assert (images - ours.float().cpu()).abs().max() < 1e-3
     result = comfy.pack_module("toy.score").score_video(images, caption)
-    if whole_score:
-        assert result.ok, result.line()
-    else:  # the T2V toy's reach: colour and background right, the shape shown
-        assert result.colour_ok and result.background_ok and result.visible >= 0.8, result.line()
+    assert result.ok, result.line()
     return images
 
 
@@ -136,7 +132,7 @@ def test_toy_i2v_through_wan_image_to_video_and_the_duo_model_sampler_passes_the
                     low_noise_model=toy["i2v_low"])
     sampled, switch = out["result"]
     assert 0 < switch < STEPS
-    decode_checked(comfy, toy, sampled, caption, whole_score=True)
+    decode_checked(comfy, toy, sampled, caption)
 
 
 def test_toy_i2v_through_comfyuis_two_ksampler_advanced_graph_passes_the_score(comfy, toy):
@@ -152,4 +148,4 @@ def test_toy_i2v_through_comfyuis_two_ksampler_advanced_graph_passes_the_score(c
                        start_at_step=0, end_at_step=switch, return_with_leftover_noise="enable", **common)
     (sampled,) = comfy.run("KSamplerAdvanced", model=low, add_noise="disable", latent_image=mid,
                            start_at_step=switch, end_at_step=STEPS, return_with_leftover_noise="disable", **common)
-    decode_checked(comfy, toy, sampled, caption, whole_score=True)
+    decode_checked(comfy, toy, sampled, caption)

@@ -9,7 +9,7 @@ ComfyUI would call: Wan22DuoExpertLoader x2 -> Wan22DuoI2VConditioning (the capt
 the toy's renderer as the start image) -> Wan22DuoSampler (both experts, the official switch rule) ->
 Wan22DuoVAEDecode, with the caption through the toy text encoder. It saves the frames as an animated
 WebP and prints the toy quality score of the video against its caption. --task t2v runs the T2V toy
-(Wan22DuoEmptyLatent instead of a start image); it places and colours the shape but barely moves it.
+(Wan22DuoEmptyLatent instead of a start image): the shape appears mid-frame and moves as captioned.
 The toy knows one small world (a coloured disc or square moving over a plain background); it is a
 demo and a yardstick, not Wan 2.2.
 
@@ -42,8 +42,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--toy", action="store_true", help="sample the trained toy model (the default)")
     parser.add_argument("--task", choices=("i2v", "t2v"), default="i2v",
                         help="toy I2V (default: the caption's shape drawn as the start image, animated by the I2V "
-                             "experts) or T2V (text only; the T2V toy places and colours the shape but barely moves "
-                             "it, see bench/results_quality.md)")
+                             "experts) or T2V (text only: the T2V toy draws the shape mid-frame and moves it, see "
+                             "bench/results_quality.md)")
     parser.add_argument("--toy-weights", type=Path, default=None, help="folder of toy files (default toy/weights)")
     parser.add_argument("--width", type=int, default=None, help="multiple of 16 (the toy's default 64; random 96)")
     parser.add_argument("--height", type=int, default=64, help="multiple of 16 (default 64)")

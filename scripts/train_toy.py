@@ -2,7 +2,7 @@
 
     python scripts/train_toy.py [--stage all|vae|latents|t2v_high|t2v_low|i2v_high|i2v_low] [--threads 1]
 
-About 40 minutes on one CPU core (the two expert stages can run at once, one per core); seeded.\nSee toy/build.py.
+About 70 minutes on two CPU cores (two expert stages at once, one per core); seeded. See toy/build.py.
 """
 import argparse
 import sys

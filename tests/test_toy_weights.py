@@ -7,7 +7,6 @@ synthetic clips, never Wan 2.2). ``toy/build.py`` writes the files and ``SHA256S
 import hashlib
 
 import pytest
-import torch
 
 from wan22duo.toy import build, data, run, score
 
@@ -59,16 +58,15 @@ def test_i2v_toy_follows_held_out_captions():
     assert all(r.direction_ok and r.colour_ok for r in results), [r.line() for r in results]
 
 
-def test_t2v_toy_draws_the_captioned_colour_on_the_captioned_background():
-    # What the committed T2V toy reaches (bench/results_quality.md): colour and background right; its
-    # motion is too slow for the speed check, so the whole target is not asserted here.
+def test_t2v_toy_follows_held_out_captions():
     models = run.load()
-    seed = data.HELD_OUT_SEED + 5
-    caption = data.draw_clip(seed).caption
-    images, switch_step = run.generate(models, caption, seed=seed, steps=20)
-    result = score.score_video(images, caption)
-    assert result.colour_ok and result.background_ok and result.visible >= 0.8, result.line()
-    assert 0 < switch_step < 20  # shift 12, 20 steps, boundary 0.875: both experts run
+    results, switches = [], []
+    for seed, caption in zip(*run.held_out(3)):
+        images, switch_step = run.generate(models, caption, seed=seed, steps=20)
+        results.append(score.score_video(images, caption))
+        switches.append(switch_step)
+    assert all(r.ok for r in results), [r.line() for r in results]
+    assert all(0 < s < 20 for s in switches)  # shift 12, 20 steps, boundary 0.875: both experts run
 
 
 def test_swapped_experts_score_below_the_real_pair():

@@ -10,7 +10,8 @@ the checksums to ``weights/SHA256SUMS``. Files are stored in fp16 under the real
 
 The committed files (2026-12-05) were made by this code on the shared 2-core CPU: the VAE's image stage
 (2000 steps, 6 min) and video stage (1200 steps, 14 min; held-out whole clips 33.5 dB mean, 30.9 dB worst),
-the latents (3 min), then the experts two at a time (T2V 2000 steps, I2V 3000, 10-15 min a pair alone).
+the latents (3 min), then the experts two at a time (I2V 3000 steps, about 15 min a pair alone; T2V 6000
+steps, retrained later that day, about 30 min a pair: at 2000 steps the T2V toy's shape barely moved).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ FILES = {
 # the causal taps and time convs learn the motion). See toy.vae.
 VAE_IMAGE = dict(steps=2000, frames=1, batch_size=8, lr=1e-3, seed=0)
 VAE_VIDEO = dict(steps=1200, frames=17, batch_size=2, lr=3e-4, seed=1, whole_every=4)
-EXPERT_STEPS = {"t2v": 2000, "i2v": 3000}  # T2V learns faster on its centred clips (data.T2V_SPREAD)
+EXPERT_STEPS = {"t2v": 6000, "i2v": 3000}  # T2V learns its motion late (at 2000 steps its shape barely moved)
 TRAIN_SEEDS = range(0, 96 * 8)  # every caption at eight start positions
 
 

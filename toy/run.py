@@ -35,6 +35,38 @@ def start_frame_for(caption: str, seed: int = 0) -> torch.Tensor:
                      f"{'/'.join(data.BACKGROUNDS)}")
 
 
+HELD_OUT_STRIDE = 5  # held-out clip i is seed HELD_OUT_SEED + 5 i (every bench and test uses the same clips)
+
+
+def held_out(clips: int) -> tuple[list[int], list[str]]:
+    """The seeds and captions of the first ``clips`` held-out evaluation clips."""
+    seeds = [data.HELD_OUT_SEED + HELD_OUT_STRIDE * i for i in range(clips)]
+    return seeds, [data.draw_clip(s).caption for s in seeds]
+
+
+def held_out_inputs(task: str, clips: int, vae) -> list[tuple[int, str, list, list, dict]]:
+    """Per held-out clip ``(seed, caption, positive, negative, latent)`` as the pack's nodes make them.
+
+    T2V: the toy text conditioning and ``Wan22DuoEmptyLatent``'s empty latent. I2V: the same text
+    through ``Wan22DuoI2VConditioning`` with the clip's first frame as start image (``vae`` encodes it),
+    which also returns the latent. The CONDITIONING lists carry the I2V channels for the samplers.
+    """
+    from ..nodes.samplers import Wan22DuoEmptyLatent, Wan22DuoI2VConditioning
+
+    if task not in ("t2v", "i2v"):
+        raise ValueError(f"task {task!r}: the toy has 't2v' and 'i2v' experts")
+    out = []
+    for seed, caption in zip(*held_out(clips)):
+        positive, negative = text.conditioning(caption), text.conditioning("")
+        if task == "i2v":
+            positive, negative, latent = Wan22DuoI2VConditioning().encode(
+                positive, negative, vae, first_frame(seed), data.WIDTH, data.HEIGHT, data.FRAMES)
+        else:
+            (latent,) = Wan22DuoEmptyLatent().generate(data.WIDTH, data.HEIGHT, data.FRAMES, 1)
+        out.append((seed, caption, positive, negative, latent))
+    return out
+
+
 def weight_path(name: str, folder: Optional[Path] = None) -> Path:
     path = Path(folder or WEIGHTS).resolve() / FILES[name]  # the loaders take absolute paths outside ComfyUI
     if not path.exists():
