@@ -314,7 +314,7 @@ NATURAL = """
     const dom = document.querySelector(`[data-node-id="${n.id}"]`);
     const r = dom?.getBoundingClientRect();
     return { id: n.id, type: n.type, classic: n.computeSize ? Array.from(n.computeSize()) : null,
-             dom: r ? [r.width / ds.scale, r.height / ds.scale] : null };
+             width: n.size[0], dom: r ? [r.width / ds.scale, r.height / ds.scale] : null };
   });
 }
 """
@@ -325,8 +325,10 @@ def natural_sizes(url: str, executable: str, workflows: dict) -> dict:
 
     Each workflow is loaded with every node 20 units high, so the frontend grows each one to what
     its widgets need: ``computeSize()`` in the classic canvas, the DOM box's height in Nodes 2.0
-    (divided by the 1.2 that mode scales a classic layout by, less the title bar it includes; its
-    width is the classic width scaled, so it says nothing).
+    (divided by the factor that mode scales a classic layout by, less the title bar it includes; its
+    width is the classic width scaled, so it says nothing). The factor is the DOM box's width over the
+    node's: 1.2 in frontend 1.33 (ComfyUI 0.3.76), 1 in 1.49 (0.33.0), where a node whose model file is
+    missing also grows an "Error" bar at its foot (a user opening a template without the files sees it).
     """
     sizes: dict = {}
 
@@ -344,7 +346,8 @@ def natural_sizes(url: str, executable: str, workflows: dict) -> dict:
                 for node in page.page.evaluate(NATURAL):
                     key = f"{name}#{node['id']}" if node["type"] in ("MarkdownNote", "Note") else node["type"]
                     if vue and node["dom"]:
-                        keep(key, [0, node["dom"][1] / 1.2 - 30])  # its width is the classic one x 1.2
+                        factor = node["dom"][0] / node["width"] if node["width"] else 1.2
+                        keep(key, [0, node["dom"][1] / factor - 30])  # its width is the classic one x factor
                     elif not vue and node["classic"]:
                         keep(key, node["classic"])
     return sizes

@@ -1103,9 +1103,9 @@ def ui_path(name: str, suffix: str = ".json") -> Path:
 
 
 def _toy_strip(name: str):
-    """(strip image, caption) of workflow ``name``'s committed toy strip (``toy_strips.py``), or None (TI2V-5B)."""
+    """(strip image, caption, run) of workflow ``name``'s committed toy strip (``toy_strips.py``), or None (TI2V-5B)."""
     from PIL import Image
-    from toy_strips import spec, strip_path
+    from toy_strips import STEPS, spec, strip_path
 
     s = spec(name)
     if s is None:
@@ -1114,7 +1114,7 @@ def _toy_strip(name: str):
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: the toy strip of {name}'s card; run python scripts/toy_strips.py")
     with Image.open(path) as image:
-        return image.convert("RGB"), s.caption
+        return image.convert("RGB"), s.caption, f"toy {s.task.upper()}, {STEPS} steps"
 
 
 def write_thumbnails(workflows: list) -> None:

@@ -125,12 +125,12 @@ def strip_frames(strip) -> list:
             .resize((FRAME_PX, FRAME_PX), Image.Resampling.LANCZOS) for i in range(FRAMES)]
 
 
-def _toy_strip(image, draw, strip, caption: str) -> None:
-    """The toy's frames at strip_boxes(), its label above and its caption below."""
+def _toy_strip(image, draw, strip, caption: str, toy_run: str) -> None:
+    """The toy's frames at strip_boxes(), its label above, its caption and run (``toy_run``) below."""
     draw.text((STRIP_LEFT, STRIP_TOP - 25), TOY_LABEL, font=_fitting(draw, TOY_LABEL, 17, True), fill=TEXT)
     for frame, box in zip(strip_frames(strip), strip_boxes()):
         image.paste(frame, box[:2])
-    line = f"\u201c{caption}\u201d (64x64, trained here)"
+    line = f"\u201c{caption}\u201d ({toy_run})"
     draw.text((STRIP_LEFT, STRIP_TOP + FRAME_PX + 8), line, font=_fitting(draw, line, 16), fill=DIM)
 
 
@@ -147,8 +147,8 @@ def render(w, description: str, sigmas: list, switch: int, caption: str, toy=Non
     """The picture of workflow ``w`` (a ``build_workflows.Workflow``, laid out) as a Pillow image.
 
     ``description``: what the workflow does (its card's, ``template_cards.py``), which the card itself
-    cannot show: the frontend's card text is the file name. ``toy``: (strip image, its caption) from
-    ``toy_strips.py``, or None for the node map."""
+    cannot show: the frontend's card text is the file name. ``toy``: (strip image, its caption, its run
+    in a few words, "toy I2V, 20 steps") from ``toy_strips.py``, or None for the node map."""
     from PIL import Image, ImageDraw
 
     image = Image.new("RGB", SIZE, BACKGROUND)
