@@ -153,7 +153,8 @@ def render(w, description: str, sigmas: list, switch: int, caption: str, toy=Non
 
     image = Image.new("RGB", SIZE, BACKGROUND)
     draw = ImageDraw.Draw(image)
-    draw.text((24, 20), "Wan 2.2", font=_font(26, bold=True), fill=HIGH)
+    brand = _font(26, bold=True)  # top right: frontend 1.49 lays a "Node graph" badge over the top left corner
+    draw.text((SIZE[0] - 24 - draw.textlength("Wan 2.2", font=brand), 20), "Wan 2.2", font=brand, fill=HIGH)
     title_font, text_font = _font(30, bold=True), _font(19)
     y = 58
     for line in _wrap(draw, w.title or w.name, title_font, SIZE[0] - 48)[:2]:
