@@ -192,10 +192,11 @@ class Page:
                 if kind == "pageerror" or (kind in ("error", "warning") and
                                            (PACK_URL_PART in where.lower() or "[wan22duo]" in text.lower()))]
 
-    def load(self, workflow: dict, settle_ms: int = 2500) -> dict:
+    def load(self, workflow: dict, settle_ms: int = 2500, hide_error_toast: bool = True) -> dict:
+        """Load ``workflow`` as opening a template does; measure it (``hide_error_toast``: see HIDE_ERROR_TOAST)."""
         self.page.evaluate("async (wf) => { await window.app.loadGraphData(wf); }", workflow)
         self.page.wait_for_timeout(settle_ms)
-        self.error_toasts = self.page.evaluate(HIDE_ERROR_TOAST)
+        self.error_toasts = self.page.evaluate(HIDE_ERROR_TOAST) if hide_error_toast else 0
         self.redraw()
         return self.measure(workflow)
 
@@ -313,7 +314,7 @@ NATURAL = """
     const dom = document.querySelector(`[data-node-id="${n.id}"]`);
     const r = dom?.getBoundingClientRect();
     return { id: n.id, type: n.type, classic: n.computeSize ? Array.from(n.computeSize()) : null,
-             dom: r ? [r.width / ds.scale, r.height / ds.scale] : null };
+             width: n.size[0], dom: r ? [r.width / ds.scale, r.height / ds.scale] : null };
   });
 }
 """
@@ -324,8 +325,10 @@ def natural_sizes(url: str, executable: str, workflows: dict) -> dict:
 
     Each workflow is loaded with every node 20 units high, so the frontend grows each one to what
     its widgets need: ``computeSize()`` in the classic canvas, the DOM box's height in Nodes 2.0
-    (divided by the 1.2 that mode scales a classic layout by, less the title bar it includes; its
-    width is the classic width scaled, so it says nothing).
+    (divided by the factor that mode scales a classic layout by, less the title bar it includes; its
+    width is the classic width scaled, so it says nothing). The factor is the DOM box's width over the
+    node's: 1.2 in frontend 1.33 (ComfyUI 0.3.76), 1 in 1.49 (0.33.0), where a node whose model file is
+    missing also grows an "Error" bar at its foot (a user opening a template without the files sees it).
     """
     sizes: dict = {}
 
@@ -343,7 +346,8 @@ def natural_sizes(url: str, executable: str, workflows: dict) -> dict:
                 for node in page.page.evaluate(NATURAL):
                     key = f"{name}#{node['id']}" if node["type"] in ("MarkdownNote", "Note") else node["type"]
                     if vue and node["dom"]:
-                        keep(key, [0, node["dom"][1] / 1.2 - 30])  # its width is the classic one x 1.2
+                        factor = node["dom"][0] / node["width"] if node["width"] else 1.2
+                        keep(key, [0, node["dom"][1] / factor - 30])  # its width is the classic one x factor
                     elif not vue and node["classic"]:
                         keep(key, node["classic"])
     return sizes
@@ -356,6 +360,10 @@ def main(argv=None) -> int:
     parser.add_argument("--measure", metavar="URL", required=True, help="the ComfyUI server, e.g. http://127.0.0.1:8188")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "workflows" / "schema"
                         / "frontend-node-sizes.json")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the larger of each size already in --out and the one measured now (measure on "
+                             "ComfyUI 0.3.76, then --merge on 0.33.0: frontend 1.49 grows a node whose model file "
+                             "is missing by an 'Error' bar in Nodes 2.0)")
     args = parser.parse_args(argv)
     executable = chromium_path()
     if executable is None:
@@ -373,9 +381,20 @@ def main(argv=None) -> int:
     except Exception:  # measured against a server whose Python is not this one
         frontend = None
     sizes = natural_sizes(args.measure, executable, workflows)
+    measured_on = [{"comfyui": version.get("comfyui_version"), "frontend_package": frontend}]
+    if args.merge and args.out.is_file():
+        old = json.loads(args.out.read_text(encoding="utf-8"))
+        for key, size in old["sizes"].items():
+            new = sizes.get(key, [0, 0])
+            sizes[key] = [max(size[0], new[0]), max(size[1], new[1])]
+        measured_on = old.get("measured_on") or [{"comfyui": old.get("comfyui"),
+                                                  "frontend_package": old.get("frontend_package")}]
+        measured_on = [m for m in measured_on if m["comfyui"] != version.get("comfyui_version")] + [
+            {"comfyui": version.get("comfyui_version"), "frontend_package": frontend}]
     data = {"about": "Smallest node sizes (canvas units) the ComfyUI frontend renders, classic or Nodes 2.0, "
                      "measured by integration/browser.py --measure; read by scripts/workflow_layout.py.",
             "comfyui": version.get("comfyui_version"), "frontend_package": frontend,
+            **({"measured_on": measured_on} if len(measured_on) > 1 else {}),
             "sizes": dict(sorted(sizes.items()))}
     args.out.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {args.out} ({len(sizes)} sizes)")

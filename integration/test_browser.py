@@ -333,15 +333,16 @@ def test_gguf_workflow_missing_models_dialog_has_no_invalid_entries(chromium, we
     workflow = json.loads((REPO / "example_workflows" / f"{file_stem('t2v_a14b_gguf')}.json").read_text(encoding="utf-8"))
     with browser.browser_page(web_server.url, {**MODES["classic"], "Comfy.Workflow.ShowMissingModelsWarning": True},
                               chromium) as page:
-        page.load(workflow)
+        page.load(workflow, hide_error_toast=False)  # 1.49 opens its Errors panel from that notice
         page.page.get_by_text("Missing Models").first.wait_for(timeout=20_000)
         dialogs = page.page.locator(".p-dialog")
         panel = dialogs.count() == 0  # 1.49: no dialog; the Errors panel instead
+        group = page.page.locator('[data-testid="error-group-missing-model"]')  # 1.49.6's Missing Models group
         if panel:
             page.page.get_by_text("View details").first.click()
-            page.page.locator(".error-group-missing-model").first.wait_for(timeout=20_000)
+            group.first.wait_for(timeout=20_000)
         page.screenshot(ARTIFACTS / "missing-models-t2v_a14b_gguf.png")
-        text = (page.page.locator(".error-group-missing-model").first if panel else dialogs.last).inner_text()
+        text = (group.first if panel else dialogs.last).inner_text()
     (ARTIFACTS / "missing-models-t2v_a14b_gguf.txt").write_text(text)
     assert "Invalid directory" not in text, text
     assert "wan_2.1_vae.safetensors" in text and "umt5_xxl_fp8_e4m3fn_scaled.safetensors" in text, text

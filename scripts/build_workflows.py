@@ -1102,11 +1102,26 @@ def ui_path(name: str, suffix: str = ".json") -> Path:
     return UI_DIR / f"{file_stem(name)}{suffix}"
 
 
+def _toy_strip(name: str):
+    """(strip image, caption, run) of workflow ``name``'s committed toy strip (``toy_strips.py``), or None (TI2V-5B)."""
+    from PIL import Image
+    from toy_strips import STEPS, spec, strip_path
+
+    s = spec(name)
+    if s is None:
+        return None
+    path = strip_path(name)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the toy strip of {name}'s card; run python scripts/toy_strips.py")
+    with Image.open(path) as image:
+        return image.convert("RGB"), s.caption, f"toy {s.task.upper()}, {STEPS} steps"
+
+
 def write_thumbnails(workflows: list) -> None:
     from workflow_thumbnails import write
 
     for w in workflows:
-        write(w, ui_path(w.name, ".jpg"), card(w.name).description, *_sampler_curve(w))
+        write(w, ui_path(w.name, ".jpg"), card(w.name).description, *_sampler_curve(w), toy=_toy_strip(w.name))
 
 
 def stale_ui_files(workflows: list) -> list:
