@@ -91,6 +91,15 @@ def child(args) -> dict:
     node.decode(vae, {"samples": torch.randn(1, 16, 2, 2, 2, generator=g)}, 0, 64)  # warm-up: load the VAE
     sampler = PeakSampler()
     baseline = sampler.take()
+    if args.vae_only:  # the VAE's own CPU working memory: one clip decoded by decode_stream, every frame dropped
+        module = vae.acquire()
+        samples = torch.randn(1, 16, latent_frames, args.height // 8, args.width // 8, generator=g)
+        t0 = time.perf_counter()
+        for _ in module.decode_stream(samples, output_device="cpu"):
+            pass
+        row = {"peak": sampler.take() - baseline, "seconds": time.perf_counter() - t0}
+        sampler.stop()
+        return {"baseline": baseline, "vae_only": row, "torch": torch.__version__, "base_dim": args.base_dim}
     kept, store, rows = [], None, []  # kept: every output, as ComfyUI's classic cache keeps them
     for clip in range(args.clips):
         t0 = time.perf_counter()
@@ -161,6 +170,8 @@ def main(argv=None) -> None:
     parser.add_argument("--base-dim", type=int, default=2, help="VAE channel width (real Wan 2.1: 96)")
     parser.add_argument("--no-colour-match", dest="colour_match", action="store_false")
     parser.add_argument("--no-save", dest="save", action="store_false")
+    parser.add_argument("--vae-only", action="store_true",
+                        help="only the VAE's working memory: decode one clip with decode_stream, keep no frame")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -180,6 +191,12 @@ def main(argv=None) -> None:
                 result = message["result"]
     if proc.returncode or result is None:
         raise SystemExit(f"the measuring process failed (exit {proc.returncode})")
+    if args.vae_only:
+        v = result["vae_only"]
+        print(f"VAE alone (base_dim {result['base_dim']}), one {args.frames}-frame {args.width}x{args.height} clip by "
+              f"decode_stream, frames dropped: peak RssAnon {v['peak'] / 1024 ** 2:.0f} MiB above the baseline "
+              f"({result['baseline'] / 1024 ** 2:.0f} MiB), {v['seconds']:.0f} s (torch {result['torch']})")
+        return
     print(format_result(result, args))
 
 
