@@ -103,6 +103,12 @@ def test_svi_workflow_gets_tiny_loras_under_the_svi_names_and_its_join_length(sa
     assert prep.expected_frames(queued, save) == 5 + 9 - 5  # clip 2 repeats the anchor frame and 4 frames of clip 1
 
 
+def test_disk_workflow_expects_every_clip_appended_without_its_repeated_frames(sampling):
+    queued = prep.shrink(json.loads((REPO / "workflows/api/i2v_a14b_svi_disk.json").read_text()), sampling)
+    (save,) = [k for k, n in queued.items() if n["class_type"] == "Wan22DuoSaveVideoFromDisk"]
+    assert prep.expected_frames(queued, save) == 5 + (9 - 5) + (9 - 5)  # clips 2 and 3 repeat 1 + 4 frames
+
+
 def test_comfyui_native_loaders_are_covered():
     specs = _specs(native_graphs.i2v_a14b())
     assert specs["wan2.2_i2v_low_noise_14B_fp8_scaled.safetensors"].variant == "i2v_a14b"

@@ -302,7 +302,8 @@ def expected_frames(api: dict, node_id: str, seen: Optional[frozenset] = None) -
     """Frames of the clip node ``node_id`` outputs (a SaveVideo: of the video it saves), from the graph.
 
     A decoded clip has the ``length`` of the node that made its latent (found upstream through the
-    sampler); ``Wan22DuoJoinClips`` gives ``first + second - overlap``. None: no length upstream.
+    sampler); ``Wan22DuoJoinClips`` gives ``first + second - overlap``, ``Wan22DuoVAEDecodeToDisk``
+    ``previous_frames + samples - overlap``. None: no length upstream.
     """
     seen = (seen or frozenset()) | {node_id}
     node = api[node_id]
@@ -314,6 +315,15 @@ def expected_frames(api: dict, node_id: str, seen: Optional[frozenset] = None) -
             source = api[overlap[0]]["inputs"]
             overlap = source["overlap"] if "overlap" in source else svi_overlap(source)
         return None if first is None or second is None else first + second - int(overlap)
+    if node["class_type"] == "Wan22DuoVAEDecodeToDisk":  # the video so far + this clip without its overlap
+        clip = expected_frames(api, inputs["samples"][0], seen)
+        previous = inputs.get("previous_frames")
+        before = expected_frames(api, previous[0], seen) if is_link(previous) else 0
+        overlap = inputs.get("overlap", 0)
+        if is_link(overlap):
+            source = api[overlap[0]]["inputs"]
+            overlap = source["overlap"] if "overlap" in source else svi_overlap(source)
+        return None if clip is None or before is None else before + clip - int(overlap)
     if node["class_type"] != CONDITIONING_NODE and isinstance(inputs.get("length"), int):
         return inputs["length"]
     preferred = ("video", "images", "samples", "latent", "latent_image")

@@ -3,12 +3,13 @@
 ComfyUI modules (comfy, folder_paths, server, latent_preview) are imported only
 inside functions, at the point of use, so these modules import anywhere.
 """
-from . import (continuation, context_windows, example_images, keyframes, loaders, lora, model_sampler, parallel,
-               routes, samplers, speed, vae)
+from . import (continuation, context_windows, example_images, frames, keyframes, loaders, lora, model_sampler,
+               parallel, routes, samplers, speed, vae)
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
-for _module in (loaders, samplers, vae, lora, model_sampler, keyframes, continuation, parallel, speed, context_windows):
+for _module in (loaders, samplers, vae, lora, model_sampler, keyframes, continuation, parallel, speed, context_windows,
+                frames):
     NODE_CLASS_MAPPINGS.update(_module.NODE_CLASS_MAPPINGS)
     NODE_DISPLAY_NAME_MAPPINGS.update(_module.NODE_DISPLAY_NAME_MAPPINGS)
 

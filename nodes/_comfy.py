@@ -88,6 +88,32 @@ def resolve_path(folder: str, name: str) -> str:
     return path
 
 
+def temp_directory() -> str:
+    """ComfyUI's temp folder (emptied when the server starts), or the system's temp folder without ComfyUI."""
+    try:
+        import folder_paths
+    except ImportError:
+        import tempfile
+
+        return tempfile.gettempdir()
+    return folder_paths.get_temp_directory()
+
+
+def save_path(filename_prefix: str, width: int, height: int, fallback: Optional[str] = None) -> tuple[str, str, str]:
+    """``(folder, file name stem, subfolder)`` for a new output file, as ComfyUI's Save nodes number them
+    (``<prefix>_00001_``); without ComfyUI the stem is the prefix's name in ``fallback`` (or the temp folder)."""
+    try:
+        import folder_paths
+    except ImportError:
+        folder = os.path.join(fallback or temp_directory(), os.path.dirname(filename_prefix))
+        os.makedirs(folder, exist_ok=True)
+        return folder, f"{os.path.basename(filename_prefix)}_00001_", os.path.dirname(filename_prefix)
+    folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(
+        filename_prefix, folder_paths.get_output_directory(), width, height)
+    os.makedirs(folder, exist_ok=True)
+    return folder, f"{name}_{counter:05}_", subfolder
+
+
 # ---------------------------------------------------------------- devices
 
 

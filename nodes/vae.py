@@ -161,23 +161,7 @@ class Wan22DuoVAEDecode:
         }
 
     def decode(self, vae, samples: dict, tile_size: int = 0, tile_overlap: int = 64, auto_tile: Optional[bool] = None):
-        from ..engine.model.vae.tiling import Tiling
-
-        vae_handle(vae)
-        if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0:
-            raise ValueError(f"tile_size must be 0 (whole frames) or a positive number of pixels, got {tile_size!r}")
-        latent = checked_latent(samples, "samples")["samples"]
-        # Check against the header info first, so a wrong VAE fails before loading anything.
-        check_latent(latent, SimpleNamespace(z_dim=vae.info["z_dim"], version=vae_version(vae)))
-        stride = 8 if vae_version(vae) == "2.1" else 16
-        pixels_hw = (latent.shape[3] * stride, latent.shape[4] * stride)
-        if auto_tile:
-            out_device = torch.device(_comfy.intermediate_device())
-            on_vae = out_device.type == vae.device.type != "cpu"
-            output_bytes = latent.shape[0] * 3 * pixel_frames(latent.shape[2]) * pixels_hw[0] * pixels_hw[1] * 4  # float32
-            tile_size = auto_tile_size_for(vae, pixels_hw, tile_overlap, stride, output_bytes if on_vae else 0)
-        tiling = Tiling(tile_size, tile_overlap) if tile_size > 0 else None
-        frame_hw = (tile_size, tile_size) if tiling else pixels_hw
+        latent, tiling, frame_hw = decode_setup(vae, samples, tile_size, tile_overlap, auto_tile, output_on_vae=True)
         progress = _comfy.Progress(latent.shape[2])
         module = acquire(vae, frame_hw)
         try:
@@ -187,6 +171,31 @@ class Wan22DuoVAEDecode:
             del module
             release_gpu(vae)
         return (video_to_images(video),)
+
+
+def decode_setup(vae, samples: dict, tile_size: int, tile_overlap: int, auto_tile: Optional[bool],
+                 output_on_vae: bool):
+    """The checked latent, its ``Tiling`` (or None) and the frame size one decode step works on.
+
+    ``output_on_vae``: the decoded video is assembled on ComfyUI's intermediate device, which counts
+    against auto_tile's free memory when that is the VAE's accelerator (``--gpu-only``)."""
+    from ..engine.model.vae.tiling import Tiling
+
+    vae_handle(vae)
+    if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0:
+        raise ValueError(f"tile_size must be 0 (whole frames) or a positive number of pixels, got {tile_size!r}")
+    latent = checked_latent(samples, "samples")["samples"]
+    # Check against the header info first, so a wrong VAE fails before loading anything.
+    check_latent(latent, SimpleNamespace(z_dim=vae.info["z_dim"], version=vae_version(vae)))
+    stride = 8 if vae_version(vae) == "2.1" else 16
+    pixels_hw = (latent.shape[3] * stride, latent.shape[4] * stride)
+    if auto_tile:
+        out_device = torch.device(_comfy.intermediate_device())
+        on_vae = output_on_vae and out_device.type == vae.device.type != "cpu"
+        output_bytes = latent.shape[0] * 3 * pixel_frames(latent.shape[2]) * pixels_hw[0] * pixels_hw[1] * 4  # float32
+        tile_size = auto_tile_size_for(vae, pixels_hw, tile_overlap, stride, output_bytes if on_vae else 0)
+    tiling = Tiling(tile_size, tile_overlap) if tile_size > 0 else None
+    return latent, tiling, ((tile_size, tile_size) if tiling else pixels_hw)
 
 
 class Wan22DuoVAEEncode:

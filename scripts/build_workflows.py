@@ -742,7 +742,8 @@ def _extend_note(length: int, overlap: int, fps: float) -> str:
 def describe_keyframes() -> list:
     """The keyframe and continuation workflows (issues 14 and 24)."""
     official_i2v = {"steps": 40, "cfg_high": 3.5, "cfg_low": 3.5, "shift": 5.0}
-    return [_i2v_first_last(official_i2v), _ti2v_first_last(), _i2v_extend(official_i2v), _i2v_svi(official_i2v)]
+    return [_i2v_first_last(official_i2v), _ti2v_first_last(), _i2v_extend(official_i2v), _i2v_svi(official_i2v),
+            _i2v_svi_disk(official_i2v)]
 
 
 # ---------------------------------------------------------------- SVI 2.0 Pro continuation (issue 24)
@@ -815,6 +816,68 @@ def _svi_note(length: int, k: int, fps: float) -> str:
         "**Colour match** gives clip 2 the colour statistics (Lab mean and spread) of the frames it shares with "
         "clip 1, against the drift of long chains; set its strength to 0 to compare. SVI was trained at 480p "
         "(832×480)."
+    )
+
+
+# ---------------------------------------------------------------- long video to disk (issue 24, memory)
+
+DISK_DECODE = {"tile_size": 0, "tile_overlap": 64, "overlap": 0, "tail_frames": 5, "colour_match": "off",
+               "colour_strength": 1.0, "colour_space": "lab", "auto_tile": False}
+
+
+def _i2v_svi_disk(official: dict) -> Workflow:
+    """The SVI chain of ``_i2v_svi`` with three clips, each decoded straight to disk and saved from there."""
+    title = "I2V-A14B long video to disk, SVI 2.0 Pro (three clips)"
+    w = _i2v_svi(official)
+    w.name, w.title = "i2v_a14b_svi_disk", title
+    dropped = {60, 61, 62, 63, 64, 65}
+    w.nodes = [n for n in w.nodes if n.id not in dropped]
+    w.groups = [(t, ids) for t, ids in w.groups if not set(ids) & dropped]
+    dy = 940
+    clip3 = w.node(41)
+    w.add(Node(42, "Wan22DuoI2VExtendSVI", (900, 760 + dy), (360, 260), dict(clip3.widgets),
+               {**clip3.links, "previous_latent": (51, "latent")}, title="SVI clip 3: anchor + clip 2's last latent frame"))
+    second = w.node(51)
+    second.title = "Sampler (clip 2)"
+    links = {**second.links, "positive": (42, "positive"), "negative": (42, "negative"), "latent": (42, "latent")}
+    w.add(Node(52, "Wan22DuoSampler", (900, 60 + 2 * dy), (360, 620), {**second.widgets, "seed": 44}, links,
+               title="Sampler (clip 3)"))
+    vae, anchor = (30, "vae"), (31, "IMAGE")
+    w.add(Node(60, "Wan22DuoVAEDecodeToDisk", (1340, 60), (340, 330), dict(DISK_DECODE),
+               {"vae": vae, "samples": (50, "latent")}, title="Decode clip 1 to disk"))
+    matched = {**DISK_DECODE, "overlap": 1 + 4 * SVI_MOTION_LATENTS, "colour_match": "anchor"}
+    for node_id, sampler, previous, extend, clip in ((63, 51, 60, 41, 2), (66, 52, 63, 42, 3)):
+        w.add(Node(node_id, "Wan22DuoVAEDecodeToDisk", (1340, 60 + (clip - 1) * dy), (340, 330), dict(matched),
+                   {"vae": vae, "samples": (sampler, "latent"), "previous_frames": (previous, "frames"),
+                    "overlap": (extend, "overlap"), "anchor_image": anchor},
+                   title=f"Decode clip {clip} to disk, append, colour match to the anchor"))
+    w.add(Node(62, "Wan22DuoSaveVideoFromDisk", (1740, 60), (400, 200),
+               {"fps": 16.0, "filename_prefix": "video/wan22duo_i2v_a14b_svi_disk", "crf": 19},
+               {"frames": (66, "frames")}, title="Save the whole video (read from disk)"))
+    w.groups.append(("Clip 1: decode to disk", [60]))
+    w.groups.append(("Clip 2: SVI layout, sample, decode to disk", [41, 51, 63]))
+    w.groups.append(("Clip 3: SVI layout, sample, decode to disk", [42, 52, 66]))
+    w.groups.append(("Save", [62]))
+    _replace_note(w, 1, model_note(title, [I2V_HIGH, I2V_LOW, SVI_HIGH, SVI_LOW, VAE21, UMT5], VAE_A14B))
+    note = w.node(2).widgets["text"].split("### SVI 2.0 Pro continuation")[0]
+    _replace_note(w, 2, note + _svi_note(81, SVI_MOTION_LATENTS, 16.0).split("**Colour match**")[0]
+                  + _disk_note(3, 81, 1 + 4 * SVI_MOTION_LATENTS, 16.0))
+    return w
+
+
+def _disk_note(clips: int, length: int, overlap: int, fps: float) -> str:
+    total = length + (clips - 1) * (length - overlap)
+    return (
+        "### Long video to disk\n\n"
+        "**Wan 2.2 Duo VAE Decode to Disk** decodes each clip one latent frame at a time and writes its frames "
+        "(8-bit) to a file in ComfyUI's temp folder instead of returning an IMAGE; given the previous clip's "
+        f"`frames` and the SVI node's `overlap` ({overlap}), it drops the repeated frames and appends the clip: "
+        f"{length} + {clips - 1} × {length - overlap} = **{total} frames** ({total / fps:.1f} s at {fps:g} fps). "
+        "**Save Video (from disk frames)** encodes the MP4 reading one frame at a time, so the video never sits "
+        "in RAM: host RAM stays about the same for 3 clips or 30 (bench/results_drift.md). Chain more clips by "
+        "copying a clip group and linking its previous_latent, previous_frames and overlap.\n\n"
+        "Clips 2 and 3 get the colour statistics of the anchor image (colour_match = anchor), against the drift "
+        "of long chains; set colour_match to off to compare."
     )
 
 

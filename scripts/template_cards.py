@@ -64,6 +64,8 @@ CARDS = (
          "The 5B model making a clip from a first and a last frame."),
     Card("ti2v_5b_native", "Wan 2.2 TI2V-5B UNETLoader",
          "ComfyUI's UNETLoader and Wan22ImageToVideoLatent with Wan 2.2 Duo's MODEL sampler."),
+    Card("i2v_a14b_svi_disk", "Wan 2.2 I2V-A14B long SVI to disk",
+         "Three SVI clips decoded straight to disk and saved from there: RAM does not grow with the video."),
 )
 FORBIDDEN = set(':*?"<>|#%/\\')
 # One line of a card: about 256 px of 14 px Inter in frontend 1.33 at 1920 px; "07 Wan 2.2 I2V-A14B first-last frame"

@@ -23,6 +23,7 @@ FULL_REFERENCE = object_info_path()
 sys.path.insert(0, str(ROOT / "scripts"))
 import template_cards  # noqa: E402  (the template cards: each UI file is named "NN <card title>.json")
 UI_ONLY = {"MarkdownNote", "Note"}
+DISK_SAVE, DISK_DECODE = "Wan22DuoSaveVideoFromDisk", "Wan22DuoVAEDecodeToDisk"
 WIDGET_KINDS = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 # Inputs whose choices are the files of a model folder (empty or install-specific in any schema dump).
@@ -36,8 +37,9 @@ NAMES += KEYFRAME_NAMES
 NAMES += ["t2v_a14b_lightning_3stage"]  # issue 23: a leading phase in front of the Lightning experts
 NAMES += ["i2v_a14b_svi"]  # issue 24: SVI 2.0 Pro continuation
 NAMES += ["t2v_a14b_long_windows"]  # issue 24: context windows on the official T2V settings, 161 frames
-CLIPS = {"i2v_a14b_extend": 2, "i2v_a14b_svi": 2}  # samplers (clips) in a workflow, 1 unless listed
-SIZED = {"i2v_a14b_svi": 2}  # nodes with width/height/length, 1 unless listed (each SVI clip node has them)
+NAMES += ["i2v_a14b_svi_disk"]  # issue 24: the SVI chain decoded to disk and saved from there (RAM flat)
+CLIPS = {"i2v_a14b_extend": 2, "i2v_a14b_svi": 2, "i2v_a14b_svi_disk": 3}  # samplers (clips), 1 unless listed
+SIZED = {"i2v_a14b_svi": 2, "i2v_a14b_svi_disk": 3}  # nodes with width/height/length, 1 unless listed (each SVI clip node has them)
 OFFICIAL_NEGATIVE = (  # spec §1.2, verbatim
     "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，低质量，"
     "JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，毁容的，形态畸形的肢体，"
@@ -273,7 +275,8 @@ def test_loaders_offer_their_downloads_and_the_note_names_them(path):
             assert value in notes and f"models/{folder}/" in notes, f"{path.name}: note lacks {value}"
     # two experts or one TI2V-5B model, the text encoder, the VAE, and the two Lightning LoRAs
     single = {"ti2v_5b_t2v": 3, "ti2v_5b_i2v": 3, "t2v_a14b_lightning": 6, "ti2v_5b_native": 3,
-              "ti2v_5b_first_last": 3, "t2v_a14b_lightning_3stage": 6, "i2v_a14b_svi": 6}
+              "ti2v_5b_first_last": 3, "t2v_a14b_lightning_3stage": 6, "i2v_a14b_svi": 6,
+              "i2v_a14b_svi_disk": 6}
     assert seen == single.get(NAME_OF[path.stem], 4)
 
 
@@ -301,11 +304,11 @@ OFFICIAL["ti2v_5b_first_last"] = OFFICIAL["ti2v_5b_i2v"]
 # The three-stage recipe of issue 23 (not an official template): 8 steps; its stages are checked below.
 OFFICIAL["t2v_a14b_lightning_3stage"] = {**OFFICIAL["t2v_a14b_lightning"], "steps": 8}
 # SVI 2.0 Pro: official I2V sampling at 480p, the size the SVI LoRAs were trained at
-OFFICIAL["i2v_a14b_svi"] = {**OFFICIAL["i2v_a14b"], "size": (832, 480, 81)}
+OFFICIAL["i2v_a14b_svi"] = OFFICIAL["i2v_a14b_svi_disk"] = {**OFFICIAL["i2v_a14b"], "size": (832, 480, 81)}
 # Issue 24: the official T2V-A14B settings at 832x480 for 161 frames, in context windows.
 OFFICIAL["t2v_a14b_long_windows"] = {**OFFICIAL["t2v_a14b"], "size": (832, 480, 161)}
 IMAGES = {"i2v_a14b": 1, "ti2v_5b_i2v": 1, "i2v_a14b_extend": 1, "i2v_a14b_first_last": 2, "ti2v_5b_first_last": 2,
-          "i2v_a14b_svi": 1}
+          "i2v_a14b_svi": 1, "i2v_a14b_svi_disk": 1}
 
 
 @pytest.mark.parametrize("name", [n for n in NAMES if n not in NATIVE])
@@ -321,12 +324,13 @@ def test_official_settings(name):
     latent = [n for n in api.values() if {"width", "height", "length"} <= set(n["inputs"])]
     assert [tuple(n["inputs"][k] for k in ("width", "height", "length")) for n in latent] == [want["size"]] * \
         SIZED.get(name, 1)
-    assert [v["fps"] for v in _by_class(api, "CreateVideo")] == [want["fps"]]
+    videos = _by_class(api, "CreateVideo") + _by_class(api, DISK_SAVE)  # the disk route saves without CreateVideo
+    assert [v["fps"] for v in videos] == [want["fps"]]
     assert [v["vae_name"] for v in _by_class(api, "Wan22DuoVAELoader")] == [want["vae"]]
     texts = {n["inputs"]["text"] for n in api.values() if n["class_type"] == "CLIPTextEncode"}
     assert OFFICIAL_NEGATIVE in texts and len(texts) == 2
     assert [c["type"] for c in _by_class(api, "CLIPLoader")] == ["wan"]
-    assert len(_by_class(api, "SaveVideo")) == 1
+    assert len(_by_class(api, "SaveVideo")) + len(_by_class(api, DISK_SAVE)) == 1
     experts = _by_class(api, "Wan22DuoExpertLoader")
     if name.startswith("ti2v"):
         assert experts == [] and "low_noise_model" not in sampler
@@ -610,6 +614,32 @@ def test_svi_workflow_chains_the_latent_and_joins_without_the_anchor_and_motion_
     assert _node(api, join["second"])["class_type"] == "Wan22DuoColorMatch" and match["reference"] == join["first"]
     decoded = {_node(api, match["images"])["inputs"]["samples"][0], _node(api, join["first"])["inputs"]["samples"][0]}
     assert decoded == {by_clip[first_id], by_clip[second_id]}
+
+
+def test_disk_workflow_decodes_every_clip_to_disk_appending_without_the_repeated_frames():
+    api = load(API_DIR / "i2v_a14b_svi_disk.json")
+    svi = {k: n["inputs"] for k, n in api.items() if n["class_type"] == "Wan22DuoI2VExtendSVI"}
+    samplers = {k: n["inputs"] for k, n in api.items() if n["class_type"] == "Wan22DuoSampler"}
+    clip_of_sampler = {k: s["latent"][0] for k, s in samplers.items()}
+    decodes = {k: n["inputs"] for k, n in api.items() if n["class_type"] == DISK_DECODE}
+    assert not _by_class(api, "Wan22DuoVAEDecode") and not _by_class(api, "Wan22DuoJoinClips")
+    (save,) = _by_class(api, DISK_SAVE)
+    chain, node = [], save["frames"][0]  # walk back from the save node through previous_frames
+    while node is not None:
+        chain.insert(0, node)
+        node = decodes[node].get("previous_frames", [None])[0]
+    assert sorted(chain) == sorted(decodes) and len(chain) == 3
+    previous_latent = None
+    for n, decode_id in enumerate(chain):
+        decode = decodes[decode_id]
+        clip = clip_of_sampler[decode["samples"][0]]
+        assert svi[clip].get("previous_latent") == previous_latent  # each clip continues the previous LATENT
+        previous_latent = [decode["samples"][0], 0]
+        if n == 0:
+            assert decode["overlap"] == 0 and decode["colour_match"] == "off"
+        else:  # the SVI node's overlap output (1 + 4k): the anchor's frame and the repeated motion frames
+            assert decode["overlap"] == [clip, 3] and decode["colour_match"] == "anchor"
+            assert decode["anchor_image"] == svi[clip]["anchor_image"]
 
 
 def test_check_never_writes_and_a_bad_core_reference_is_one_line(tmp_path, monkeypatch, capsys):

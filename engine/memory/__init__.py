@@ -6,6 +6,8 @@
   under a device budget, block by block, with its copy links;
 * ``residency``: the two experts' places over a run (``offload_cpu``, ``release``,
   ``keep_both``) behind ``ModelHandle``.
+* ``frames``: a long video's decoded frames on disk instead of in RAM (the frame store's
+  segment files, their strict checks, and the MP4 encoded from them one frame at a time).
 
 Nothing here knows the Wan layers: modules are duck-typed (``model.blocks``), so this
 package sits below ``engine.model`` and imports only ``engine.errors``. What it must

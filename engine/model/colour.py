@@ -98,24 +98,74 @@ def match_colour(images: torch.Tensor, source: torch.Tensor, reference: torch.Te
     result clamped to [0, 1]. Returns float32 IMAGE frames of ``images``' shape on the CPU; extra
     channels (alpha) pass through.
     """
-    if space not in SPACES:
-        raise ValueError(f"colour space must be one of {SPACES}, got {space!r}")
-    strength = float(strength)
-    if not 0.0 <= strength <= 1.0:
-        raise ValueError(f"strength must be between 0 and 1, got {strength}")
-    if strength == 0.0:
+    _check(space, strength)
+    if float(strength) == 0.0:
         return images.float().clone()
     # float64 statistics on the CPU (IMAGE frames live there in ComfyUI; some accelerators lack float64)
     images, source, reference = (t.detach().cpu() for t in (images, source, reference))
-    mean_s, std_s = channel_stats(source, space)
-    mean_r, std_r = channel_stats(reference, space)
-    gain = ((std_r + EPS) / (std_s + EPS)).clamp(*GAIN_RANGE)
-    values = to_space(images[..., :3], space)
-    matched = (values - mean_s) * gain + mean_r
-    values = values + strength * (matched - values)
-    out = images.float().clone()
-    out[..., :3] = from_space(values, space).clamp(0.0, 1.0).float()
-    return out
+    return ColourTransform(channel_stats(source, space), channel_stats(reference, space), space, strength)(images)
+
+
+def _check(space: str, strength: float) -> None:
+    if space not in SPACES:
+        raise ValueError(f"colour space must be one of {SPACES}, got {space!r}")
+    if not 0.0 <= float(strength) <= 1.0:
+        raise ValueError(f"strength must be between 0 and 1, got {strength}")
+
+
+class ColourTransform:
+    """The per-channel transform fitted from (mean, std) of a source and of a reference in ``space``."""
+
+    def __init__(self, source: tuple, reference: tuple, space: str = "lab", strength: float = 1.0):
+        _check(space, strength)
+        (self.mean_s, std_s), (self.mean_r, std_r) = source, reference
+        self.gain = ((std_r + EPS) / (std_s + EPS)).clamp(*GAIN_RANGE)
+        self.space, self.strength = space, float(strength)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """IMAGE frames -> matched float32 frames on the CPU (any number of frames: one transform for all)."""
+        images = images.detach().cpu()
+        if self.strength == 0.0:
+            return images.float().clone()
+        values = to_space(images[..., :3], self.space)
+        matched = (values - self.mean_s) * self.gain + self.mean_r
+        values = values + self.strength * (matched - values)
+        out = images.float().clone()
+        out[..., :3] = from_space(values, self.space).clamp(0.0, 1.0).float()
+        return out
+
+
+class RunningStats:
+    """Per-channel mean and (population) std in ``space`` of frames seen a few at a time.
+
+    For a clip that is never held whole: each batch's float64 mean and sum of squared deviations are
+    merged with Chan et al.'s pairwise update, which stays accurate for any number of batches (no
+    sum-of-squares cancellation). Equals :func:`channel_stats` of all the frames to float64 rounding.
+    """
+
+    def __init__(self, space: str = "lab"):
+        _check(space, 1.0)
+        self.space, self.count = space, 0
+        self.mean = torch.zeros(3, dtype=torch.float64)
+        self.m2 = torch.zeros(3, dtype=torch.float64)
+
+    def add(self, images: torch.Tensor) -> None:
+        values = to_space(images.detach().cpu()[..., :3], self.space).reshape(-1, 3)
+        n = values.shape[0]
+        if n == 0:
+            return
+        mean = values.mean(0)
+        m2 = ((values - mean) ** 2).sum(0)
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta ** 2 * (self.count * n / total)
+        self.count = total
+
+    def stats(self) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.count:
+            raise ValueError("no frames were added, so there are no colour statistics")
+        return self.mean, (self.m2 / self.count).sqrt()
 
 
 def overlap_frames(images: torch.Tensor, previous: torch.Tensor, overlap: int) -> tuple[torch.Tensor, torch.Tensor]:

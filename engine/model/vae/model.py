@@ -9,7 +9,7 @@ is allocated once and filled chunk by chunk).
 Latents are raw (un-normalised) ``[B, z_dim, T, H/s, W/s]``; see ``engine.model.latents``
 for the normalisation the diffusion models use.
 """
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Optional
 
@@ -188,18 +188,78 @@ class WanVAE(nn.Module):
                     progress(done, total)
         return video.clamp_(-1.0, 1.0)
 
+    @torch.no_grad()
+    def decode_stream(
+        self,
+        latent: torch.Tensor,
+        tiling: Tiling | None = None,
+        progress: Progress | None = None,
+        output_device: torch.device | str | None = None,
+        park_device: torch.device | str | None = None,
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """:meth:`decode` handed out one latent frame at a time: yields ``(first video frame, frames)`` with
+        ``frames`` ``[B, 3, n, H, W]`` in [-1, 1] (float32, on ``output_device``), n = 1 then 4.
+
+        The same computation as :meth:`decode` (bit for bit: the same chunks through the same per-tile
+        caches, tiles blended in the same order), but latent frame by latent frame across all tiles
+        instead of tile by tile, so the caller can write each frame away and never hold the video.
+        With several tiles every tile keeps its causal cache between latent frames; ``park_device``
+        (default: ``output_device`` when there are several tiles and it is not the VAE's device) holds
+        the caches of the tiles not being decoded, so the accelerator holds one tile's cache at a time.
+        """
+        check_latent(latent, self)
+        check_finite(latent, "the latent to decode", "decoding it would give a black (all-NaN) video. Check the node "
+                     "that made the latent (Wan22DuoSampler stops on NaN itself).")
+        b, _, t, h, w = latent.shape
+        s = self.spatial_stride
+        out_device = torch.device(output_device) if output_device is not None else self.device
+        tiles = plan_tiles(h, w, tiling, s, scale=s)
+        if park_device is None and len(tiles) > 1 and out_device != self.device:
+            park_device = out_device
+        caches = [{} for _ in tiles]
+        total, done = t * len(tiles), 0
+        for start, stop in decode_chunks(t):
+            first = 0 if start == 0 else geometry.pixel_frames(start)
+            alloc = torch.empty if len(tiles) == 1 else torch.zeros
+            chunk = alloc(b, 3, geometry.pixel_frames(stop) - first, h * s, w * s, dtype=torch.float32,
+                          device=out_device)
+            for tile, cache in zip(tiles, caches):
+                z = latent[:, :, start:stop, tile.rows, tile.cols].to(self.device, self.dtype)
+                if park_device is not None:
+                    _move_cache(cache, self.device)
+                _TileSink(chunk, tile, s, blend=len(tiles) > 1)(0, self._decode_chunk(z, cache, start))
+                if park_device is not None:
+                    _move_cache(cache, park_device)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+            yield first, chunk.clamp_(-1.0, 1.0)
+
+    def _decode_chunk(self, latent: torch.Tensor, cache: dict, start: int) -> torch.Tensor:
+        """One chunk of a tile's latent frames (the first is frame ``start``) -> their video frames,
+        through the tile's ``cache``."""
+        x = self.decoder(self.conv2(latent, cache), cache)
+        if self.version == "2.2":
+            x = unpatchify(x)
+        check_finite(x, f"the video the Wan {self.version} VAE decoded from finite latent frame {start}",
+                     self._weights_hint())
+        return x
+
     def _decode_tile(self, latent: torch.Tensor, sink: Callable, chunks: Chunks):
         """Decode ``chunks`` of latent frames, handing each chunk's frames to ``sink``; yields per chunk."""
         cache: dict = {}
         for start, stop in chunks:
-            x = self.decoder(self.conv2(latent[:, :, start:stop], cache), cache)
-            if self.version == "2.2":
-                x = unpatchify(x)
-            check_finite(x, f"the video the Wan {self.version} VAE decoded from finite latent frame {start}",
-                         self._weights_hint())
+            x = self._decode_chunk(latent[:, :, start:stop], cache, start)
             # latent frame 0 -> video frame 0; latent frame k >= 1 -> video frames 4k-3 .. 4k
             sink(0 if start == 0 else geometry.pixel_frames(start), x)
             yield stop
+
+
+def _move_cache(cache: dict, device) -> None:
+    """Move a decoder cache's tensors (each layer's last input frames) to ``device``, in place."""
+    for key, value in cache.items():
+        if isinstance(value, torch.Tensor):
+            cache[key] = value.to(device)
 
 
 class _TileSink:
