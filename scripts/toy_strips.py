@@ -54,6 +54,7 @@ SPECS = (
     Strip("i2v_a14b_extend", "i2v", "a blue square moves left over a white background"),
     Strip("i2v_a14b_svi", "i2v", "a yellow square moves up over a gray background"),
     Strip("i2v_a14b_native", "i2v", "a red square moves right over a white background"),
+    Strip("i2v_a14b_svi_disk", "i2v", "a green disc moves left over a gray background"),
 )
 
 
