@@ -221,14 +221,19 @@ def test_windowed_runs_are_deterministic_per_seed():
     assert not torch.equal(a.latent, off.latent)  # FreeNoise changed the start
 
 
-def test_i2v_conditioning_is_sliced_with_the_window():
-    calls = []
-    g = torch.Generator().manual_seed(4)
+def start_frame_conditioning(seed: int):
+    """I2V conditioning of a 9-latent-frame video whose frame 0 is known (a random image latent), and its y."""
+    g = torch.Generator().manual_seed(seed)
     raw = torch.randn(1, 16, 9, 4, 6, generator=g)
     concat_mask = torch.ones(1, 1, 9, 4, 6)
     concat_mask[:, :, :1] = 0.0
     cond = I2VConditioning.from_comfy(raw, concat_mask)
-    y = cond.y((1, 16, 9, 4, 6))
+    return cond, cond.y((1, 16, 9, 4, 6))
+
+
+def test_i2v_conditioning_is_sliced_with_the_window():
+    calls = []
+    cond, y = start_frame_conditioning(4)
     w = ContextWindows(4, 1, schedule="static", freenoise=False)
     run(9, w, config=I2V, calls=calls, i2v=cond, steps=2, switch_step=1)
     windows = w.windows(9, 0)
@@ -245,12 +250,7 @@ def test_retain_first_frame_gives_every_window_the_start_image_first(anchor):
     """As ComfyUI 0.33's retain_first_frame: a window after the first gets frame 0's I2V channels (mask known,
     start image latent) at its first model position, the anchor's when there is one; its latent stays its own."""
     calls = []
-    g = torch.Generator().manual_seed(5)
-    raw = torch.randn(1, 16, 9, 4, 6, generator=g)
-    concat_mask = torch.ones(1, 1, 9, 4, 6)
-    concat_mask[:, :, :1] = 0.0
-    cond = I2VConditioning.from_comfy(raw, concat_mask)
-    y = cond.y((1, 16, 9, 4, 6))
+    cond, y = start_frame_conditioning(5)
     w = ContextWindows(4, 1, schedule="static", freenoise=False, causal_anchor=anchor, retain_first_frame=True)
     plain = ContextWindows(4, 1, schedule="static", freenoise=False, causal_anchor=anchor)
     run(9, w, config=I2V, calls=calls, i2v=cond, steps=2, switch_step=1)

@@ -169,13 +169,7 @@ class WanVAE(nn.Module):
         ``output_device`` (default: the VAE's device) is where the video is assembled;
         pass "cpu" to keep a long video off the accelerator.
         """
-        check_latent(latent, self)
-        check_finite(latent, "the latent to decode", "decoding it would give a black (all-NaN) video. Check the node "
-                     "that made the latent (Wan22DuoSampler stops on NaN itself).")
-        b, _, t, h, w = latent.shape
-        s = self.spatial_stride
-        out_device = torch.device(output_device) if output_device is not None else self.device
-        tiles = plan_tiles(h, w, tiling, s, scale=s)
+        b, t, h, w, s, out_device, tiles = self._decode_plan(latent, tiling, output_device)
         alloc = torch.empty if len(tiles) == 1 else torch.zeros
         video = alloc(b, 3, geometry.pixel_frames(t), h * s, w * s, dtype=torch.float32, device=out_device)
         total, done = t * len(tiles), 0
@@ -207,13 +201,7 @@ class WanVAE(nn.Module):
         (default: ``output_device`` when there are several tiles and it is not the VAE's device) holds
         the caches of the tiles not being decoded, so the accelerator holds one tile's cache at a time.
         """
-        check_latent(latent, self)
-        check_finite(latent, "the latent to decode", "decoding it would give a black (all-NaN) video. Check the node "
-                     "that made the latent (Wan22DuoSampler stops on NaN itself).")
-        b, _, t, h, w = latent.shape
-        s = self.spatial_stride
-        out_device = torch.device(output_device) if output_device is not None else self.device
-        tiles = plan_tiles(h, w, tiling, s, scale=s)
+        b, t, h, w, s, out_device, tiles = self._decode_plan(latent, tiling, output_device)
         if park_device is None and len(tiles) > 1 and out_device != self.device:
             park_device = out_device
         caches = [{} for _ in tiles]
@@ -234,6 +222,17 @@ class WanVAE(nn.Module):
                 if progress is not None:
                     progress(done, total)
             yield first, chunk.clamp_(-1.0, 1.0)
+
+    def _decode_plan(self, latent: torch.Tensor, tiling: Tiling | None, output_device) -> tuple:
+        """The checks and the plan :meth:`decode` and :meth:`decode_stream` share: ``(b, t, h, w, stride,
+        output device, tiles)`` for ``latent``."""
+        check_latent(latent, self)
+        check_finite(latent, "the latent to decode", "decoding it would give a black (all-NaN) video. Check the node "
+                     "that made the latent (Wan22DuoSampler stops on NaN itself).")
+        b, _, t, h, w = latent.shape
+        s = self.spatial_stride
+        out_device = torch.device(output_device) if output_device is not None else self.device
+        return b, t, h, w, s, out_device, plan_tiles(h, w, tiling, s, scale=s)
 
     def _decode_chunk(self, latent: torch.Tensor, cache: dict, start: int) -> torch.Tensor:
         """One chunk of a tile's latent frames (the first is frame ``start``) -> their video frames,
